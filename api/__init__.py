@@ -1,0 +1,1 @@
+"""The read API (Litestar): prices, history, WebSockets, stats and ops over Postgres."""

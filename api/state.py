@@ -1,0 +1,48 @@
+"""Connections the app holds for its lifetime (asyncpg pool, Redis), opened in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import redis.asyncio as aioredis
+from litestar import Litestar
+from litestar.di import NamedDependency
+
+from market_data.settings import Settings
+
+
+class AppResources:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool: asyncpg.Pool | None = None
+        self.redis: aioredis.Redis | None = None
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        if self.pool is None:
+            raise RuntimeError("database pool is not open")
+        return self.pool
+
+
+@asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    res: AppResources = app.state.resources
+    res.pool = await asyncpg.create_pool(
+        # min_size=0: the API starts (and /health says what is down) even while Postgres is away
+        res.settings.database_url,
+        min_size=0,
+        max_size=16,
+        command_timeout=30,
+    )
+    res.redis = aioredis.from_url(res.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        yield
+    finally:
+        await res.redis.aclose()
+        await res.pool.close()
+
+
+Resources = NamedDependency[AppResources]
+"""Handler parameter type: `resources: Resources` receives the app's AppResources."""

@@ -1,0 +1,70 @@
+"""Service info and health."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Controller, Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
+
+from api.schemas import ResponseModel
+from api.state import Resources
+
+SERVICE = "market-data"
+VERSION = "0.1.0"
+
+
+class ServiceInfo(ResponseModel, kw_only=True):
+    service: str
+    version: str
+    docs: str
+    openapi: str
+    endpoints: list[str]
+
+
+class HealthReport(ResponseModel, kw_only=True):
+    status: str
+    checks: dict[str, str]
+
+
+class SystemController(Controller):
+    tags = ["system"]
+
+    @get("/", operation_id="serviceInfo", summary="Service information")
+    async def info(self, request: Request) -> ServiceInfo:
+        paths = sorted(request.app.openapi_schema.paths or {})
+        return ServiceInfo(
+            service=SERVICE,
+            version=VERSION,
+            docs="/schema",
+            openapi="/schema/openapi.json",
+            endpoints=paths,
+        )
+
+    @get(
+        "/health",
+        operation_id="health",
+        summary="Postgres and Redis reachability",
+        description="200 when both answer; 503 naming the part that does not.",
+        responses={503: ResponseSpec(HealthReport, description="A dependency is down")},
+    )
+    async def health(self, resources: Resources) -> Response[HealthReport]:
+        checks: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(2):
+                await resources.db.fetchval("SELECT 1")
+            checks["postgres"] = "ok"
+        except Exception as exc:
+            checks["postgres"] = f"down: {type(exc).__name__}"
+        try:
+            assert resources.redis is not None
+            async with asyncio.timeout(2):
+                await resources.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"down: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return Response(
+            HealthReport(status="ok" if ok else "unhealthy", checks=checks),
+            status_code=200 if ok else 503,
+        )

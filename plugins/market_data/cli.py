@@ -1,0 +1,153 @@
+"""Operator commands behind `./dev` (`python -m market_data.cli --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import asyncpg
+
+from market_data import db
+from market_data.policy import PolicyError, load_policy_file
+from market_data.records import Tier
+from market_data.settings import get_settings
+from market_data.universe import generated_entries, load_seed, upsert_universe
+
+
+async def _bootstrap_policy(conn: asyncpg.Connection, path: Path) -> str:
+    """Store the policy file as the active version when Postgres holds none yet."""
+    from market_data.policy.store import store_initial_policy
+
+    return await store_initial_policy(conn, load_policy_file(path), actor="./dev")
+
+
+async def cmd_init(args: argparse.Namespace) -> int:
+    s = get_settings()
+    dsn = args.database_url or s.database_url
+    if await db.ensure_database(dsn):
+        print(f"created database {db.dsn_database(dsn)}")
+    conn = await db.connect(dsn)
+    try:
+        applied = await db.apply_migrations(conn, s.sql_dir)
+        print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")
+        seed = load_seed(s.include_dir / "universe.csv")
+        await upsert_universe(conn, seed)
+        print(f"universe: {len(seed)} seed symbols")
+        print(await _bootstrap_policy(conn, s.policy_file))
+    finally:
+        await conn.close()
+    return 0
+
+
+async def cmd_create_db(args: argparse.Namespace) -> int:
+    dsn = args.database_url or get_settings().database_url
+    created = await db.ensure_database(dsn)
+    print(f"database {db.dsn_database(dsn)}: {'created' if created else 'exists'}")
+    return 0
+
+
+async def cmd_migrate(args: argparse.Namespace) -> int:
+    s = get_settings()
+    conn = await db.connect(args.database_url or s.database_url)
+    try:
+        applied = await db.apply_migrations(conn, s.sql_dir)
+    finally:
+        await conn.close()
+    print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")
+    return 0
+
+
+async def cmd_seed(args: argparse.Namespace) -> int:
+    s = get_settings()
+    conn = await db.connect(args.database_url or s.database_url)
+    try:
+        if args.generate:
+            entries = generated_entries(args.generate, Tier(args.tier), args.exchange, args.prefix)
+            await upsert_universe(conn, entries)
+            print(f"universe: {len(entries)} generated {args.tier} symbols ({entries[0].symbol} ..)")
+        else:
+            seed = load_seed(s.include_dir / "universe.csv")
+            await upsert_universe(conn, seed)
+            print(f"universe: {len(seed)} seed symbols")
+    finally:
+        await conn.close()
+    return 0
+
+
+async def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 when Postgres and Redis answer; print what is down otherwise."""
+    import redis.asyncio as aioredis
+
+    s = get_settings()
+    down = []
+    try:
+        conn = await asyncpg.connect(db.dsn_with_database(s.database_url, "postgres"), timeout=3)
+        await conn.close()
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        down.append(f"postgres ({s.database_url.split('@')[-1]}): {exc}")
+    try:
+        r = aioredis.from_url(s.redis_url, socket_timeout=3)
+        await r.ping()
+        await r.aclose()
+    except (OSError, aioredis.RedisError) as exc:
+        down.append(f"redis ({s.redis_url.split('@')[-1]}): {exc}")
+    for line in down:
+        print(f"not reachable: {line}", file=sys.stderr)
+    return 1 if down else 0
+
+
+def cmd_policy_validate(args: argparse.Namespace) -> int:
+    from market_data.policy.validation import validate_policy_text
+
+    problems = validate_policy_text(Path(args.file).read_text())
+    if problems:
+        print(f"{args.file}: refused, {len(problems)} problem(s):")
+        for p in problems:
+            print(f"  {p.path}: {p.reason}")
+        return 1
+    print(f"{args.file}: OK")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="market_data", description=__doc__)
+    parser.add_argument("--database-url", help="override DATABASE_URL")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("init", help="create the database, apply migrations, seed the universe and policy")
+    sub.add_parser("migrate", help="apply pending migrations")
+    sub.add_parser("create-db", help="create the database of --database-url (or DATABASE_URL) if missing")
+    seed = sub.add_parser("seed", help="load include/universe.csv, or --generate N made-up symbols")
+    seed.add_argument("--generate", type=int, default=0, metavar="N")
+    seed.add_argument("--tier", default="T0", choices=[t.value for t in Tier])
+    seed.add_argument("--exchange", default="XNYS")
+    seed.add_argument("--prefix", default="GEN")
+    sub.add_parser("check", help="exit 0 when Postgres and Redis answer")
+    policy = sub.add_parser("policy", help="policy tools")
+    psub = policy.add_subparsers(dest="policy_command", required=True)
+    validate = psub.add_parser("validate", help="validate a policy file; print every problem")
+    validate.add_argument("file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "policy":
+            return cmd_policy_validate(args)
+        handler = {
+            "init": cmd_init,
+            "migrate": cmd_migrate,
+            "create-db": cmd_create_db,
+            "seed": cmd_seed,
+            "check": cmd_check,
+        }
+        return asyncio.run(handler[args.command](args))
+    except (db.MigrationError, PolicyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Process settings read from the environment, one documented field each.
+
+Settings are what differs between machines (addresses, secrets, file locations).
+What the operators tune at run time (tiers, cadences, providers, thresholds) is the
+policy (`market_data.policy`), which is versioned in Postgres and hot-reloadable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str
+    """DATABASE_URL: the market-data Postgres database (asyncpg DSN)."""
+    redis_url: str
+    """REDIS_URL: Redis for breakers, health history, rate limits and the RLC job list."""
+    redis_prefix: str
+    """MARKET_DATA_REDIS_PREFIX: prefix of every Redis key we own (tests use one per run)."""
+    policy_file: Path
+    """MARKET_DATA_POLICY_FILE: the policy TOML used when Postgres holds no active version."""
+    sql_dir: Path
+    """MARKET_DATA_SQL_DIR: folder of numbered migrations."""
+    include_dir: Path
+    """MARKET_DATA_INCLUDE_DIR: folder of non-code assets (universe seed, pools, rules)."""
+    ops_token: str
+    """MARKET_DATA_OPS_TOKEN: bearer token for /ops/* (empty disables the ops endpoints)."""
+    statsd_host: str
+    """STATSD_HOST: where task processes send statsd metrics."""
+    statsd_port: int
+    """STATSD_PORT: statsd UDP port (statsd_exporter listens on 9125 in docker-compose)."""
+    statsd_prefix: str
+    """STATSD_PREFIX: prefix of our dotted statsd names."""
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        include = Path(_env("MARKET_DATA_INCLUDE_DIR", str(PROJECT_ROOT / "include")))
+        return cls(
+            database_url=_env("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/market_data"),
+            redis_url=_env("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_prefix=_env("MARKET_DATA_REDIS_PREFIX", "md:"),
+            policy_file=Path(_env("MARKET_DATA_POLICY_FILE", str(include / "policy.toml"))),
+            sql_dir=Path(_env("MARKET_DATA_SQL_DIR", str(PROJECT_ROOT / "sql"))),
+            include_dir=include,
+            ops_token=os.environ.get("MARKET_DATA_OPS_TOKEN", ""),
+            statsd_host=_env("STATSD_HOST", "127.0.0.1"),
+            statsd_port=int(_env("STATSD_PORT", "8125")),
+            statsd_prefix=_env("STATSD_PREFIX", "market_data"),
+        )
+
+
+def get_settings() -> Settings:
+    """Settings as the environment says now (cheap; not cached so tests can change env)."""
+    return Settings.from_env()
