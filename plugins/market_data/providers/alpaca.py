@@ -1,0 +1,264 @@
+"""Alpaca market data v2 adapter: multi-symbol bars and snapshots, US exchanges only.
+
+Bars: `GET /v2/stocks/bars?symbols=A,B&timeframe=&start=&end=&limit=&page_token=` answers
+`{"bars": {symbol: [{t,o,h,l,c,v,n,vw}]}, "next_page_token": ...}`; `limit` counts bars
+across all symbols and a symbol may continue on the next page. Quotes:
+`GET /v2/stocks/snapshots?symbols=` gives the latest trade and the latest quote in one
+call (`/v2/stocks/quotes/latest` has no trade price, and a Quote needs `last`).
+Authentication is the APCA-API-KEY-ID / APCA-API-SECRET-KEY header pair.
+
+Alpaca's 1Hour bars are clock-aligned and include extended hours (alpaca-py issues #397,
+#580), so 1h bars are rolled up from 30Min bars into session-aligned hours; intraday
+bars outside the regular session are dropped like every provider's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import httpx
+import msgspec
+
+from market_data.policy.schema import ProviderPolicy
+from market_data.providers import (
+    DEFAULT_TIMEOUT,
+    VendorHttp,
+    calendar_bars,
+    check_batch,
+    decode_payload,
+    fetch_window,
+    session_date,
+)
+from market_data.providers.base import BarRequest, Capabilities
+from market_data.providers.credentials import provider_credentials
+from market_data.providers.errors import BadPayloadError, EmptyDataError, RequestError
+from market_data.records import Bar, Interval, Quote, ensure_utc, utcnow
+
+KIND = "alpaca"
+DEFAULT_BASE_URL = "https://data.alpaca.markets"
+DEFAULT_CALLS_PER_MINUTE = 200
+"""Free (Basic) plan: 200 calls/min."""
+MAX_SYMBOLS_PER_REQUEST = 100
+PAGE_LIMIT = 10_000
+"""Bars per page (Alpaca's maximum)."""
+MAX_PAGES = 1_000
+"""Guard against a pagination that never ends (a vendor bug), far above any real range."""
+US_EXCHANGES = frozenset({"XNYS", "XNAS", "ARCX", "XASE", "BATS", "IEXG"})
+
+# Alpaca timeframe per interval; 1h comes from 30Min bars (see module docstring).
+TIMEFRAMES: dict[Interval, str] = {
+    Interval.M1: "1Min",
+    Interval.M5: "5Min",
+    Interval.M15: "15Min",
+    Interval.H1: "30Min",
+    Interval.D1: "1Day",
+}
+_ROLLED_UP = frozenset({Interval.H1})
+
+CAPABILITIES = Capabilities(
+    bar_intervals=frozenset(TIMEFRAMES),
+    quotes=True,
+    max_symbols_per_request=MAX_SYMBOLS_PER_REQUEST,
+)
+
+
+# -- wire schemas -----------------------------------------------------------------------
+class AlpacaBar(msgspec.Struct):
+    t: datetime
+    o: float
+    h: float
+    l: float  # noqa: E741 - Alpaca's field name
+    c: float
+    v: float
+    n: int | None = None
+    vw: float | None = None
+
+
+class AlpacaBarsPage(msgspec.Struct):
+    bars: dict[str, list[AlpacaBar]] | None
+    next_page_token: str | None = None
+
+
+class AlpacaTrade(msgspec.Struct):
+    t: datetime
+    p: float
+
+
+class AlpacaQuote(msgspec.Struct):
+    t: datetime
+    ap: float
+    bp: float
+    ask_size: int | None = msgspec.field(default=None, name="as")
+    bs: int | None = None
+
+
+class AlpacaSnapshot(msgspec.Struct, rename="camel"):
+    latest_trade: AlpacaTrade | None = None
+    latest_quote: AlpacaQuote | None = None
+
+
+class AlpacaError(msgspec.Struct):
+    message: str
+    code: int | None = None
+
+
+_BARS = msgspec.json.Decoder(AlpacaBarsPage)
+_SNAPSHOTS = msgspec.json.Decoder(dict[str, AlpacaSnapshot])
+_ERROR = msgspec.json.Decoder(AlpacaError)
+
+
+def _error_message(body: bytes) -> str | None:
+    try:
+        return _ERROR.decode(body).message
+    except msgspec.DecodeError:
+        return None
+
+
+def _rfc3339(value: datetime) -> str:
+    return ensure_utc(value).isoformat().replace("+00:00", "Z")
+
+
+def _side(price: float) -> float | None:
+    """A book side's price; Alpaca reports an empty side as 0."""
+    return price if price > 0 else None
+
+
+# -- client -----------------------------------------------------------------------------
+class AlpacaProvider:
+    """Alpaca market data adapter (kind `alpaca`)."""
+
+    default_calls_per_minute = DEFAULT_CALLS_PER_MINUTE
+
+    def __init__(
+        self,
+        key_id: str,
+        secret_key: str,
+        *,
+        name: str = KIND,
+        base_url: str | None = None,
+        feed: str | None = None,
+        page_limit: int = PAGE_LIMIT,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.name = name
+        self.capabilities = CAPABILITIES
+        self._feed = feed
+        """`iex` or `sip`; None lets Alpaca pick the best one the subscription allows."""
+        self._page_limit = page_limit
+        self._clock = clock
+        self._http = VendorHttp(
+            name,
+            base_url or DEFAULT_BASE_URL,
+            headers={"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret_key},
+            error_message=_error_message,
+            timeout=timeout,
+            clock=clock,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _check_exchange(self, mic: str) -> None:
+        # Alpaca would answer {} for a foreign symbol, which reads as "confirmed empty".
+        if mic not in US_EXCHANGES:
+            raise RequestError(self.name, f"serves US exchanges only, not {mic}")
+
+    async def fetch_bars(self, request: BarRequest) -> list[Bar]:
+        self._check_exchange(request.exchange_mic)
+        symbols = check_batch(self.name, request.symbols, MAX_SYMBOLS_PER_REQUEST)
+        interval = request.interval
+        lo, hi = fetch_window(interval, request.start, request.end, finer=interval in _ROLLED_UP)
+        params: dict[str, str | int] = {
+            "symbols": ",".join(symbols),
+            "timeframe": TIMEFRAMES[interval],
+            "start": _rfc3339(lo),
+            "end": _rfc3339(hi),
+            "limit": self._page_limit,
+        }
+        if self._feed:
+            params["feed"] = self._feed
+        wanted = set(symbols)
+        vendor_bars: list[Bar] = []
+        seen_tokens: set[str] = set()
+        for _ in range(MAX_PAGES):
+            page = decode_payload(self.name, _BARS, await self._http.get("/v2/stocks/bars", params), "bars")
+            for symbol, items in (page.bars or {}).items():
+                if symbol in wanted:
+                    vendor_bars.extend(self._bar(symbol, request, item) for item in items)
+            token = page.next_page_token
+            if not token:
+                break
+            if token in seen_tokens:
+                raise BadPayloadError(self.name, "bars: next_page_token repeats")
+            seen_tokens.add(token)
+            params["page_token"] = token
+        else:
+            raise BadPayloadError(self.name, f"bars: more than {MAX_PAGES} pages")
+        return calendar_bars(
+            vendor_bars,
+            request.exchange_mic,
+            interval,
+            request.start,
+            request.end,
+            self._clock(),
+            self.name,
+        )
+
+    def _bar(self, symbol: str, request: BarRequest, item: AlpacaBar) -> Bar:
+        ts = ensure_utc(item.t)
+        return Bar(
+            symbol=symbol,
+            interval=request.interval,
+            ts=session_date(request.exchange_mic, ts) if request.interval is Interval.D1 else ts,
+            open=item.o,
+            high=item.h,
+            low=item.l,
+            close=item.c,
+            volume=round(item.v),
+            vwap=item.vw,
+            trade_count=item.n,
+            provider=self.name,
+        )
+
+    async def fetch_quotes(self, symbols: Sequence[str], exchange_mic: str) -> list[Quote]:
+        self._check_exchange(exchange_mic)
+        listed = check_batch(self.name, symbols, MAX_SYMBOLS_PER_REQUEST)
+        params: dict[str, str | int] = {"symbols": ",".join(listed)}
+        if self._feed:
+            params["feed"] = self._feed
+        body = await self._http.get("/v2/stocks/snapshots", params)
+        snapshots = decode_payload(self.name, _SNAPSHOTS, body, "snapshots")
+        out: list[Quote] = []
+        for symbol in listed:
+            snap = snapshots.get(symbol)
+            if snap is None or snap.latest_trade is None:
+                continue  # unknown symbol, or no trade yet: nothing to call "last"
+            trade, book = snap.latest_trade, snap.latest_quote
+            ts = ensure_utc(trade.t) if book is None else max(ensure_utc(trade.t), ensure_utc(book.t))
+            out.append(
+                Quote(
+                    symbol=symbol,
+                    ts=ts,
+                    provider=self.name,
+                    last=trade.p,
+                    bid=_side(book.bp) if book else None,
+                    ask=_side(book.ap) if book else None,
+                    bid_size=book.bs if book else None,
+                    ask_size=book.ask_size if book else None,
+                )
+            )
+        if not out:
+            raise EmptyDataError(self.name, f"snapshots: no data for {', '.join(listed)}")
+        return out
+
+
+def build(name: str, cfg: ProviderPolicy) -> AlpacaProvider:
+    """The adapter for a policy's provider section (credentials from env or Airflow).
+
+    Raises:
+        MissingCredentialsError: no key id and secret configured.
+    """
+    credentials = provider_credentials(KIND)
+    return AlpacaProvider(credentials.key, credentials.secret or "", name=name, base_url=cfg.base_url)

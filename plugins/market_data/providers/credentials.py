@@ -1,0 +1,106 @@
+"""Provider credentials: environment variables first, then the provider's Airflow connection.
+
+Airflow is optional here: it is imported only when the environment has no credentials,
+and a process without Airflow (the API, scripts) simply sees no connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+class MissingCredentialsError(ValueError):
+    """A provider needs credentials and neither the environment nor Airflow has them."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+# A dataclass rather than a msgspec Struct: repr=False keeps secrets out of reprs and logs.
+@dataclass(frozen=True)
+class Credentials:
+    """An API key, and for key pairs its secret."""
+
+    key: str = field(repr=False)
+    secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class CredentialSource:
+    """Where one adapter kind's credentials come from."""
+
+    key_env: str
+    conn_id: str
+    key_field: str
+    """Connection attribute holding the key: `password` or `login`."""
+    secret_env: str | None = None
+    secret_field: str | None = None
+
+    @property
+    def env_names(self) -> list[str]:
+        return [self.key_env] + ([self.secret_env] if self.secret_env else [])
+
+
+SOURCES: dict[str, CredentialSource] = {
+    "finnhub": CredentialSource(key_env="FINNHUB_API_KEY", conn_id="finnhub_default", key_field="password"),
+    "alpaca": CredentialSource(
+        key_env="ALPACA_API_KEY_ID",
+        secret_env="ALPACA_API_SECRET_KEY",  # noqa: S106 - a variable name, not a secret
+        conn_id="alpaca_default",
+        key_field="login",
+        secret_field="password",  # noqa: S106 - an attribute name, not a secret
+    ),
+}
+
+
+def _from_env(source: CredentialSource, env: Mapping[str, str]) -> Credentials | None:
+    key = env.get(source.key_env, "").strip()
+    secret = env.get(source.secret_env, "").strip() if source.secret_env else None
+    if not key or (source.secret_env and not secret):
+        return None
+    return Credentials(key=key, secret=secret)
+
+
+def _from_airflow(source: CredentialSource) -> Credentials | None:
+    try:
+        from airflow.sdk import Connection
+    except ImportError:
+        return None
+    try:
+        conn = Connection.get(source.conn_id)
+    except Exception as exc:
+        # AirflowNotFoundException is the usual answer; anything else also means "no
+        # connection", but say so (the type only: messages are not ours to vouch for).
+        if type(exc).__name__ != "AirflowNotFoundException":
+            log.warning("Airflow connection %s unreadable: %s", source.conn_id, type(exc).__name__)
+        return None
+    key = (getattr(conn, source.key_field, None) or "").strip()
+    secret = (getattr(conn, source.secret_field, None) or "").strip() if source.secret_field else None
+    if not key or (source.secret_field and not secret):
+        return None
+    return Credentials(key=key, secret=secret)
+
+
+def provider_credentials(kind: str, env: Mapping[str, str] | None = None) -> Credentials:
+    """The credentials of an adapter kind: environment variables, else its Airflow connection.
+
+    Raises:
+        MissingCredentialsError: neither source has them (or the kind needs none).
+    """
+    source = SOURCES.get(kind)
+    if source is None:
+        raise MissingCredentialsError(kind, "this adapter kind takes no credentials")
+    found = _from_env(source, os.environ if env is None else env) or _from_airflow(source)
+    if found is None:
+        raise MissingCredentialsError(
+            kind,
+            f"no credentials: set {' and '.join(source.env_names)} "
+            f"or the Airflow connection {source.conn_id!r}",
+        )
+    return found

@@ -1,0 +1,204 @@
+"""Finnhub REST adapter: stock candles and quotes, one symbol per call.
+
+Endpoints: `GET /stock/candle?symbol=&resolution=&from=&to=` (arrays `t,o,h,l,c,v` and a
+status `s`: `ok` or `no_data`) and `GET /quote?symbol=` (`c` last, `t` its time).
+The key travels in the `X-Finnhub-Token` header, which Finnhub accepts in place of the
+`token` query parameter, so it never appears in a URL (httpx logs every request URL).
+
+Finnhub's 60-minute candles are clock-aligned and include extended hours (Finnhub-API
+issue #309), so 1h bars are rolled up from 30-minute candles into session-aligned hours.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import httpx
+import msgspec
+
+from market_data.policy.schema import ProviderPolicy
+from market_data.providers import (
+    DEFAULT_TIMEOUT,
+    VendorHttp,
+    calendar_bars,
+    decode_payload,
+    fetch_window,
+    from_epoch,
+    session_date,
+    single_symbol,
+)
+from market_data.providers.base import BarRequest, Capabilities
+from market_data.providers.credentials import provider_credentials
+from market_data.providers.errors import BadPayloadError, EmptyDataError
+from market_data.records import Bar, Interval, Quote, utcnow
+
+KIND = "finnhub"
+DEFAULT_BASE_URL = "https://finnhub.io/api/v1"
+DEFAULT_CALLS_PER_MINUTE = 60
+"""Free plan: 60 calls/min (plus 30 calls/s on every plan)."""
+
+# Finnhub resolution per interval; 1h comes from 30-minute candles (see module docstring).
+RESOLUTIONS: dict[Interval, str] = {
+    Interval.M1: "1",
+    Interval.M5: "5",
+    Interval.M15: "15",
+    Interval.H1: "30",
+    Interval.D1: "D",
+}
+_ROLLED_UP = frozenset({Interval.H1})
+
+CAPABILITIES = Capabilities(
+    bar_intervals=frozenset(RESOLUTIONS),
+    quotes=True,
+    max_symbols_per_request=1,
+    # Finnhub truncates long intraday answers silently; its maintainers advise a month per
+    # call (Finnhub-API issue #406).
+    max_range={interval: timedelta(days=30) for interval in RESOLUTIONS if interval.is_intraday},
+)
+
+
+# -- wire schemas -----------------------------------------------------------------------
+class FinnhubCandles(msgspec.Struct):
+    """`/stock/candle`: parallel arrays, or just `{"s": "no_data"}`."""
+
+    s: str
+    t: list[int] = []
+    o: list[float] = []
+    h: list[float] = []
+    l: list[float] = []  # noqa: E741 - Finnhub's field name
+    c: list[float] = []
+    v: list[float] = []
+
+
+class FinnhubQuote(msgspec.Struct):
+    """`/quote`; `d`/`dp` appeared in 2021, older answers lack them."""
+
+    c: float
+    h: float
+    l: float  # noqa: E741 - Finnhub's field name
+    o: float
+    pc: float
+    t: int
+    d: float | None = None
+    dp: float | None = None
+
+
+class FinnhubError(msgspec.Struct):
+    error: str
+
+
+_CANDLES = msgspec.json.Decoder(FinnhubCandles)
+_QUOTE = msgspec.json.Decoder(FinnhubQuote)
+_ERROR = msgspec.json.Decoder(FinnhubError)
+
+
+def _error_message(body: bytes) -> str | None:
+    try:
+        return _ERROR.decode(body).error
+    except msgspec.DecodeError:
+        return None
+
+
+# -- client -----------------------------------------------------------------------------
+class FinnhubProvider:
+    """Finnhub adapter (kind `finnhub`)."""
+
+    default_calls_per_minute = DEFAULT_CALLS_PER_MINUTE
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        name: str = KIND,
+        base_url: str | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.name = name
+        self.capabilities = CAPABILITIES
+        self._clock = clock
+        self._http = VendorHttp(
+            name,
+            base_url or DEFAULT_BASE_URL,
+            headers={"X-Finnhub-Token": api_key},
+            error_message=_error_message,
+            timeout=timeout,
+            clock=clock,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def fetch_bars(self, request: BarRequest) -> list[Bar]:
+        symbol = single_symbol(self.name, request.symbols)
+        interval = request.interval
+        lo, hi = fetch_window(interval, request.start, request.end, finer=interval in _ROLLED_UP)
+        body = await self._http.get(
+            "/stock/candle",
+            {
+                "symbol": symbol,
+                "resolution": RESOLUTIONS[interval],
+                "from": math.floor(lo.timestamp()),
+                "to": math.ceil(hi.timestamp()),
+            },
+        )
+        candles = decode_payload(self.name, _CANDLES, body, "candles")
+        if candles.s == "no_data":
+            return []
+        if candles.s != "ok":
+            raise BadPayloadError(self.name, f"candles: unexpected status s={candles.s!r}")
+        vendor_bars = self._candle_bars(symbol, request, candles)
+        return calendar_bars(
+            vendor_bars,
+            request.exchange_mic,
+            interval,
+            request.start,
+            request.end,
+            self._clock(),
+            self.name,
+        )
+
+    def _candle_bars(self, symbol: str, request: BarRequest, candles: FinnhubCandles) -> list[Bar]:
+        n = len(candles.t)
+        columns = (candles.o, candles.h, candles.l, candles.c, candles.v)
+        if any(len(col) != n for col in columns):
+            raise BadPayloadError(self.name, "candles: arrays t,o,h,l,c,v differ in length")
+        daily = request.interval is Interval.D1
+        out: list[Bar] = []
+        for t, o, h, lo, c, v in zip(candles.t, *columns, strict=True):
+            ts = from_epoch(t)
+            out.append(
+                Bar(
+                    symbol=symbol,
+                    interval=request.interval,
+                    ts=session_date(request.exchange_mic, ts) if daily else ts,
+                    open=o,
+                    high=h,
+                    low=lo,
+                    close=c,
+                    volume=round(v),
+                    provider=self.name,
+                )
+            )
+        return out
+
+    async def fetch_quotes(self, symbols: Sequence[str], exchange_mic: str) -> list[Quote]:
+        symbol = single_symbol(self.name, symbols)
+        body = await self._http.get("/quote", {"symbol": symbol})
+        quote = decode_payload(self.name, _QUOTE, body, "quote")
+        # Unknown symbols (and outages) answer 200 with every field 0.
+        if quote.t <= 0 or quote.c <= 0:
+            raise EmptyDataError(self.name, f"quote: no data for {symbol}")
+        return [Quote(symbol=symbol, ts=from_epoch(quote.t), provider=self.name, last=quote.c)]
+
+
+def build(name: str, cfg: ProviderPolicy) -> FinnhubProvider:
+    """The adapter for a policy's provider section (credentials from env or Airflow).
+
+    Raises:
+        MissingCredentialsError: no API key configured.
+    """
+    credentials = provider_credentials(KIND)
+    return FinnhubProvider(credentials.key, name=name, base_url=cfg.base_url)

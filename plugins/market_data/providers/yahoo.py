@@ -1,0 +1,239 @@
+"""Yahoo Finance adapter: the v8 chart endpoint, one symbol per call, no key.
+
+`GET /v8/finance/chart/{symbol}?interval=&period1=&period2=&includePrePost=false` answers
+`chart.result[0]` with `timestamp` and parallel `indicators.quote[0]` arrays (bar starts,
+session-aligned), or `chart.error` with a 4xx. Quotes come from the same answer's `meta`
+(`regularMarketPrice` at `regularMarketTime`). Symbols use Yahoo's own suffixes
+(`VOD.L`, `7203.T`), as the universe does.
+
+Yahoo publishes no API documentation or limits; the limits here are the ones its
+clients observe, kept conservative because it answers bursts with 429s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from urllib.parse import quote as url_quote
+
+import httpx
+import msgspec
+
+from market_data.policy.schema import ProviderPolicy
+from market_data.providers import (
+    DEFAULT_TIMEOUT,
+    VendorHttp,
+    calendar_bars,
+    decode_payload,
+    fetch_window,
+    from_epoch,
+    session_date,
+    single_symbol,
+)
+from market_data.providers.base import BarRequest, Capabilities
+from market_data.providers.errors import BadPayloadError, EmptyDataError, RequestError
+from market_data.records import Bar, Interval, Quote, utcnow
+
+KIND = "yahoo"
+DEFAULT_BASE_URL = "https://query2.finance.yahoo.com"
+DEFAULT_CALLS_PER_MINUTE = 30
+# Yahoo refuses some non-browser user agents with 429; this one is honest but browser-shaped.
+USER_AGENT = "Mozilla/5.0 (compatible; market-data/0.1)"
+
+INTERVALS: dict[Interval, str] = {
+    Interval.M1: "1m",
+    Interval.M5: "5m",
+    Interval.M15: "15m",
+    Interval.H1: "60m",
+    Interval.D1: "1d",
+}
+
+CAPABILITIES = Capabilities(
+    bar_intervals=frozenset(INTERVALS),
+    quotes=True,
+    max_symbols_per_request=1,
+    # Longest range one chart call accepts per interval (Yahoo answers 422 beyond it).
+    max_range={
+        Interval.M1: timedelta(days=7),
+        Interval.M5: timedelta(days=60),
+        Interval.M15: timedelta(days=60),
+        Interval.H1: timedelta(days=730),
+    },
+)
+
+# Yahoo serves prices as float32 values widened to double (225.6999969482422); four
+# decimals restore the exchange's ticks, so identical bars compare equal across calls.
+_PRICE_DECIMALS = 4
+
+
+# -- wire schemas -----------------------------------------------------------------------
+class YahooQuoteArrays(msgspec.Struct):
+    """`indicators.quote[0]`: parallel arrays with null for minutes without trades; `{}` when empty."""
+
+    open: list[float | None] = []
+    high: list[float | None] = []
+    low: list[float | None] = []
+    close: list[float | None] = []
+    volume: list[float | None] = []
+
+
+class YahooIndicators(msgspec.Struct):
+    quote: list[YahooQuoteArrays] = []
+
+
+class YahooMeta(msgspec.Struct, rename="camel"):
+    symbol: str
+    regular_market_price: float | None = None
+    regular_market_time: int | None = None
+
+
+class YahooResult(msgspec.Struct):
+    meta: YahooMeta
+    indicators: YahooIndicators
+    timestamp: list[int] = []
+    """Absent when the range holds no bars (weekends, holidays)."""
+
+
+class YahooError(msgspec.Struct):
+    code: str
+    description: str = ""
+
+
+class YahooChart(msgspec.Struct):
+    result: list[YahooResult] | None = None
+    error: YahooError | None = None
+
+
+class YahooChartResponse(msgspec.Struct):
+    chart: YahooChart
+
+
+_CHART = msgspec.json.Decoder(YahooChartResponse)
+
+
+def _error_message(body: bytes) -> str | None:
+    try:
+        error = _CHART.decode(body).chart.error
+    except msgspec.DecodeError:
+        return None
+    return f"{error.code}: {error.description}" if error else None
+
+
+def _price(value: float) -> float:
+    return round(value, _PRICE_DECIMALS)
+
+
+# -- client -----------------------------------------------------------------------------
+class YahooProvider:
+    """Yahoo Finance adapter (kind `yahoo`)."""
+
+    default_calls_per_minute = DEFAULT_CALLS_PER_MINUTE
+
+    def __init__(
+        self,
+        *,
+        name: str = KIND,
+        base_url: str | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.name = name
+        self.capabilities = CAPABILITIES
+        self._clock = clock
+        self._http = VendorHttp(
+            name,
+            base_url or DEFAULT_BASE_URL,
+            headers={"User-Agent": USER_AGENT},
+            error_message=_error_message,
+            timeout=timeout,
+            clock=clock,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _chart(self, symbol: str, params: dict[str, str | int]) -> YahooResult:
+        body = await self._http.get(f"/v8/finance/chart/{url_quote(symbol, safe='')}", params)
+        chart = decode_payload(self.name, _CHART, body, "chart").chart
+        if chart.error is not None:
+            # a 200 that carries an error: Yahoo's verdict on the request
+            raise RequestError(self.name, f"chart: {chart.error.code}: {chart.error.description}")
+        if not chart.result:
+            raise BadPayloadError(self.name, "chart: neither result nor error")
+        return chart.result[0]
+
+    async def fetch_bars(self, request: BarRequest) -> list[Bar]:
+        symbol = single_symbol(self.name, request.symbols)
+        lo, hi = fetch_window(request.interval, request.start, request.end, finer=False)
+        result = await self._chart(
+            symbol,
+            {
+                "interval": INTERVALS[request.interval],
+                "period1": math.floor(lo.timestamp()),
+                "period2": math.ceil(hi.timestamp()),
+                "includePrePost": "false",
+            },
+        )
+        if not result.timestamp:
+            return []
+        vendor_bars = self._chart_bars(symbol, request, result)
+        return calendar_bars(
+            vendor_bars,
+            request.exchange_mic,
+            request.interval,
+            request.start,
+            request.end,
+            self._clock(),
+            self.name,
+        )
+
+    def _chart_bars(self, symbol: str, request: BarRequest, result: YahooResult) -> list[Bar]:
+        if len(result.indicators.quote) != 1:
+            raise BadPayloadError(self.name, "chart: expected one indicators.quote entry")
+        q = result.indicators.quote[0]
+        n = len(result.timestamp)
+        columns = (q.open, q.high, q.low, q.close, q.volume)
+        if any(len(col) != n for col in columns):
+            raise BadPayloadError(self.name, "chart: timestamp and quote arrays differ in length")
+        daily = request.interval is Interval.D1
+        out: list[Bar] = []
+        for t, o, h, lo, c, v in zip(result.timestamp, *columns, strict=True):
+            # Yahoo lists minutes without trades with every field null: not a bar.
+            if o is None or h is None or lo is None or c is None:
+                continue
+            ts = from_epoch(t)
+            out.append(
+                Bar(
+                    symbol=symbol,
+                    interval=request.interval,
+                    ts=session_date(request.exchange_mic, ts) if daily else ts,
+                    open=_price(o),
+                    high=_price(h),
+                    low=_price(lo),
+                    close=_price(c),
+                    volume=round(v or 0),
+                    provider=self.name,
+                )
+            )
+        return out
+
+    async def fetch_quotes(self, symbols: Sequence[str], exchange_mic: str) -> list[Quote]:
+        symbol = single_symbol(self.name, symbols)
+        result = await self._chart(symbol, {"interval": "1d", "range": "1d"})
+        meta = result.meta
+        if not meta.regular_market_price or not meta.regular_market_time:
+            raise EmptyDataError(self.name, f"quote: no regular-market price for {symbol}")
+        return [
+            Quote(
+                symbol=symbol,
+                ts=from_epoch(meta.regular_market_time),
+                provider=self.name,
+                last=_price(meta.regular_market_price),
+            )
+        ]
+
+
+def build(name: str, cfg: ProviderPolicy) -> YahooProvider:
+    """The adapter for a policy's provider section (Yahoo needs no credentials)."""
+    return YahooProvider(name=name, base_url=cfg.base_url)
