@@ -10,6 +10,8 @@ import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.di import NamedDependency
 
+from api.policy_cache import PolicyCache
+from market_data.policy.validation import load_known_pools
 from market_data.settings import Settings
 
 
@@ -18,6 +20,8 @@ class AppResources:
         self.settings = settings
         self.pool: asyncpg.Pool | None = None
         self.redis: aioredis.Redis | None = None
+        self.policy = PolicyCache(settings.policy_file)
+        self.known_pools = load_known_pools(settings.include_dir)
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -37,9 +41,11 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         command_timeout=30,
     )
     res.redis = aioredis.from_url(res.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    await res.policy.listen(res.settings.database_url)
     try:
         yield
     finally:
+        await res.policy.close()
         await res.redis.aclose()
         await res.pool.close()
 

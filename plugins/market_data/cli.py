@@ -16,11 +16,14 @@ from market_data.settings import get_settings
 from market_data.universe import generated_entries, load_seed, upsert_universe
 
 
-async def _bootstrap_policy(conn: asyncpg.Connection, path: Path) -> str:
+async def _bootstrap_policy(conn: asyncpg.Connection, path: Path, include_dir: Path) -> str:
     """Store the policy file as the active version when Postgres holds none yet."""
     from market_data.policy.store import store_initial_policy
+    from market_data.policy.validation import checked_policy, load_known_pools
 
-    return await store_initial_policy(conn, load_policy_file(path), actor="./dev")
+    loaded = load_policy_file(path)
+    checked_policy(loaded.body, load_known_pools(include_dir))
+    return await store_initial_policy(conn, loaded, actor="./dev")
 
 
 async def cmd_init(args: argparse.Namespace) -> int:
@@ -35,7 +38,7 @@ async def cmd_init(args: argparse.Namespace) -> int:
         seed = load_seed(s.include_dir / "universe.csv")
         await upsert_universe(conn, seed)
         print(f"universe: {len(seed)} seed symbols")
-        print(await _bootstrap_policy(conn, s.policy_file))
+        print(await _bootstrap_policy(conn, s.policy_file, s.include_dir))
     finally:
         await conn.close()
     return 0
@@ -99,9 +102,14 @@ async def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_validate(args: argparse.Namespace) -> int:
-    from market_data.policy.validation import validate_policy_text
+    from market_data.policy.validation import load_known_pools, validate_policy_text
 
-    problems = validate_policy_text(Path(args.file).read_text())
+    try:
+        text = Path(args.file).read_text()
+    except OSError as exc:
+        print(f"{args.file}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 2
+    problems = validate_policy_text(text, load_known_pools(get_settings().include_dir))
     if problems:
         print(f"{args.file}: refused, {len(problems)} problem(s):")
         for p in problems:

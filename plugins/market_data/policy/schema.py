@@ -146,6 +146,8 @@ class BreakerPolicy(_Section):
     cooldown: Duration = Duration("30s")
     """How long an open breaker waits before letting one probe through."""
     max_cooldown: Duration = Duration("10m")
+    history_horizon: Duration = Duration("15m")
+    """Call samples older than this stop counting towards health (besides the last 60)."""
 
 
 class HealthWeights(_Section):
@@ -208,7 +210,8 @@ class JobSourcePolicy(_Section):
 
 
 class Policy(_Section, kw_only=True):
-    version: PositiveInt = 1
+    """The whole document. Versions are numbered by the server when a document is stored."""
+
     description: str = ""
     tiers: dict[Tier, TierPolicy]
     providers: dict[str, ProviderPolicy]

@@ -1,0 +1,1 @@
+"""/ops/*: operator endpoints behind a bearer token, every call audited."""

@@ -1,0 +1,57 @@
+"""Audit trail: every /ops/* request (refused ones included) becomes a row of ops_audit."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from litestar.connection import Request
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.ops.auth import ops_actor
+from api.state import AppResources
+
+log = logging.getLogger("api.ops.audit")
+
+
+def audit_detail(request: Request, **detail: Any) -> None:
+    """Attach facts about what an ops handler did (recorded with the request's audit row)."""
+    request.scope.setdefault("state", {}).setdefault("ops_audit", {}).update(detail)
+
+
+class OpsAuditMiddleware(ASGIMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await next_app(scope, receive, capture)
+        finally:
+            await self._record(scope, status)
+
+    @staticmethod
+    async def _record(scope: Scope, status: int) -> None:
+        request: Request = Request(scope)
+        resources: AppResources = request.app.state.resources
+        detail = scope.get("state", {}).get("ops_audit", {})
+        client = request.client.host if request.client else None
+        try:
+            await resources.db.execute(
+                """INSERT INTO ops_audit (actor, client, method, path, status, detail)
+                   VALUES ($1, $2, $3, $4, $5, $6::jsonb)""",
+                ops_actor(request),
+                client,
+                request.method,
+                request.url.path,
+                status,
+                json.dumps(detail, default=str),
+            )
+        except Exception:
+            log.exception("could not write the audit row of %s %s", request.method, request.url.path)

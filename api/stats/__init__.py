@@ -1,0 +1,1 @@
+"""/stats/*: what the service is doing (cadences, providers, SLOs)."""

@@ -1,0 +1,59 @@
+"""GET /stats/cadence: the active policy's tiers and cadences."""
+
+from __future__ import annotations
+
+from litestar import Controller, get
+
+from api.schemas import ResponseModel
+from api.state import Resources
+
+
+class TierCadence(ResponseModel, kw_only=True):
+    intervals: list[str]
+    bar_cadence: str
+    bar_cadence_seconds: float
+    quotes: bool
+    quote_cadence: str | None
+    lookback: str
+    batch_size: int
+    providers: list[str]
+    active_symbols: int
+
+
+class CadenceReport(ResponseModel, kw_only=True):
+    policy_version: int
+    job_source: str
+    backfill_cadence: str
+    tiers: dict[str, TierCadence]
+
+
+class CadenceController(Controller):
+    tags = ["stats"]
+
+    @get("/stats/cadence", operation_id="getCadence", summary="Tiers and cadences of the active policy")
+    async def cadence(self, resources: Resources) -> CadenceReport:
+        loaded = await resources.policy.get(resources.db)
+        counts = dict(
+            await resources.db.fetch("SELECT tier, count(*) FROM symbol_universe WHERE active GROUP BY tier")
+        )
+        p = loaded.policy
+        tiers = {
+            tier.value: TierCadence(
+                intervals=[iv.value for iv in tp.intervals],
+                bar_cadence=tp.bar_cadence.text,
+                bar_cadence_seconds=tp.bar_cadence.seconds,
+                quotes=tp.quotes,
+                quote_cadence=(tp.quote_cadence or tp.bar_cadence).text if tp.quotes else None,
+                lookback=tp.lookback.text,
+                batch_size=tp.batch_size,
+                providers=tp.providers,
+                active_symbols=counts.get(tier.value, 0),
+            )
+            for tier, tp in p.tiers.items()
+        }
+        return CadenceReport(
+            policy_version=loaded.version,
+            job_source=p.jobs.mode,
+            backfill_cadence=p.backfill.cadence.text,
+            tiers=tiers,
+        )
