@@ -1,21 +1,48 @@
-"""The provider registry: which provider serves a capability, and failover between them."""
+"""The provider registry: which provider serves a capability now, and failover between them.
+
+For each call the registry ranks the enabled providers of the capability by health score
+(ties: the tier's preference, then the policy's priority, then the name), skips those whose
+breaker is open, takes a slot of the provider's rate limit, calls it with retries for
+retryable errors, records a sample (latency, outcome, completeness) in the shared history and
+updates the breaker; when a provider fails, the next one is tried within the same call.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
+import redis.asyncio as aioredis
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+)
 
-from market_data.policy.schema import Policy
-from market_data.providers import build_provider
+from market_data import calendar
+from market_data.policy.schema import Policy, ProviderPolicy
+from market_data.providers import UnknownAdapterError, adapter_capabilities, build_provider, credentials
 from market_data.providers.base import BarRequest, Provider
-from market_data.providers.errors import ProviderError
-from market_data.records import Bar, Quote
+from market_data.providers.errors import ProviderError, RateLimitedError, ServerError, should_retry
+from market_data.records import Bar, Interval, Quote
+from market_data.registry import breaker as brk
+from market_data.registry.health import HealthSummary, Sample, health_score, summarize
+from market_data.registry.limiter import CallLimiter, LimitWaitExceeded
+from market_data.registry.state import HealthStore, MemoryHealthStore, SharedHealthStore
+from market_data.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+RETRIES = 2
+"""Extra attempts on the same provider for retryable errors, before failing over."""
+MAX_RETRY_WAIT = 10.0
+LIMIT_MAX_WAIT = 30.0
 
 
 class AllProvidersFailed(Exception):
@@ -31,23 +58,94 @@ class AllProvidersFailed(Exception):
 class FetchOutcome(msgspec.Struct, Generic[T], frozen=True):
     provider: str
     value: T
+    failed_over: tuple[str, ...] = ()
+    """Providers tried before the one that answered."""
+
+
+class ProviderStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One provider as /stats/providers shows it."""
+
+    name: str
+    kind: str
+    enabled: bool
+    available: bool
+    reason: str | None
+    """Why it is not used (disabled by policy, no credentials), when it is not."""
+    priority: int
+    calls_per_minute: int | None
+    capabilities: list[str]
+    score: float | None
+    breaker: str
+    breaker_reason: str
+    health: HealthSummary
+    samples: list[Sample]
+
+
+class _Unavailable(Exception):
+    """A provider skipped without calling it (breaker open, rate limit wait too long)."""
 
 
 class ProviderRegistry:
     """Ranks the enabled providers of a capability and fails over between them."""
 
-    def __init__(self, policy: Policy, adapters: Mapping[str, Provider] | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        adapters: Mapping[str, Provider] | None = None,
+        *,
+        store: HealthStore | None = None,
+        limiter: CallLimiter | None = None,
+        unavailable: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+        retry_wait: Callable[[RetryCallState], float] | None = None,
+        limit_window_seconds: int = 60,
+    ) -> None:
         self.policy = policy
+        self.unavailable = dict(unavailable or {})
         if adapters is None:
-            adapters = {
-                name: build_provider(name, cfg) for name, cfg in policy.providers.items() if cfg.enabled
-            }
+            built: dict[str, Provider] = {}
+            for name, cfg in policy.providers.items():
+                if not cfg.enabled:
+                    continue
+                try:
+                    built[name] = build_provider(name, cfg)
+                except ValueError as exc:  # missing credentials, bad override
+                    self.unavailable[name] = str(exc)
+            adapters = built
         self.adapters = dict(adapters)
+        self.store: HealthStore = store or MemoryHealthStore()
+        self.limiter = limiter or CallLimiter(None, "")
+        self._clock = clock
+        self._retry_wait = retry_wait or _retry_wait
+        self._limit_window = limit_window_seconds
+        self._redis: aioredis.Redis | None = None
+
+    @classmethod
+    def shared(cls, policy: Policy, settings: Settings | None = None, **kwargs: Any) -> ProviderRegistry:
+        """A registry whose health, breakers and rate limits live in Redis (REDIS_URL)."""
+        s = settings or get_settings()
+        client = aioredis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        registry = cls(
+            policy,
+            store=SharedHealthStore(client, s.redis_prefix),
+            limiter=CallLimiter(s.redis_url, s.redis_prefix),
+            **kwargs,
+        )
+        registry._redis = client
+        return registry
 
     async def aclose(self) -> None:
         for adapter in self.adapters.values():
             await adapter.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
 
+    @property
+    def degraded(self) -> bool:
+        """True while breakers/health/limits are per-process because Redis is unreachable."""
+        return bool(getattr(self.store, "degraded", False) or self.limiter.degraded)
+
+    # -- ranking ----------------------------------------------------------------------------
     def supports(self, name: str, capability: str) -> bool:
         cfg = self.policy.providers.get(name)
         adapter = self.adapters.get(name)
@@ -58,35 +156,163 @@ class ProviderRegistry:
         return adapter.capabilities.supports(capability)
 
     def candidates(self, capability: str, preferred: Sequence[str] = ()) -> list[str]:
-        """Providers able to serve `capability`, best first."""
+        """Providers able to serve `capability`, in static order (preference, priority, name)."""
         names = [n for n in self.adapters if self.supports(n, capability)]
         if preferred:
             names = [n for n in names if n in preferred] or names
         rank = {n: i for i, n in enumerate(preferred)}
         return sorted(names, key=lambda n: (rank.get(n, len(rank)), self.policy.providers[n].priority, n))
 
-    async def _with_failover(
+    def _probe_due(self, state: brk.BreakerState) -> bool:
+        """Whether the breaker would let a probe through now."""
+        now = self._clock()
+        if state.state == "open":
+            return now >= state.opened_at + (state.cooldown or self.policy.breaker.cooldown.seconds)
+        return state.state == "half_open" and now - state.probe_at >= brk.PROBE_TIMEOUT
+
+    async def score(self, name: str) -> tuple[float, brk.BreakerState, HealthSummary, list[Sample]]:
+        cfg = self.policy.providers[name]
+        state = await self.store.breaker(name)
+        horizon = self._clock() - self.policy.breaker.history_horizon.seconds
+        samples = [s for s in await self.store.samples(name) if s.at >= horizon]
+        summary = summarize(samples, cfg.latency_target_ms)
+        breaker_state = state.state
+        if breaker_state == "open" and self._probe_due(state):
+            breaker_state = "half_open"  # a probe would be let through now
+        h = health_score(
+            breaker_state,
+            summary.latency_norm,
+            summary.error_rate,
+            summary.completeness_gap,
+            self.policy.health_weights,
+        )
+        return h, state, summary, samples
+
+    async def ranked(self, capability: str, preferred: Sequence[str] = ()) -> list[tuple[str, float]]:
+        """(provider, score) best first.
+
+        A provider whose breaker is due for a probe goes first: the probe is a real request
+        (if it fails, the request fails over as usual), so a recovered provider comes back
+        even while another one is healthy. Scores are compared at 2 decimals so that noise
+        does not flip the order; then preference, priority and name decide.
+        """
+        order = self.candidates(capability, preferred)
+        position = {n: i for i, n in enumerate(order)}
+        keyed = []
+        for n in order:
+            h, state, _, _ = await self.score(n)
+            keyed.append(((not self._probe_due(state), -round(h, 2), position[n]), n, h))
+        return [(n, h) for _, n, h in sorted(keyed)]
+
+    def max_symbols(self, capability: str, preferred: Sequence[str] = ()) -> int:
+        """Symbols per request of the provider that would be asked first."""
+        names = self.candidates(capability, preferred)
+        return self.adapters[names[0]].capabilities.max_symbols_per_request if names else 1
+
+    # -- calling ----------------------------------------------------------------------------
+    async def _attempt(
+        self,
+        name: str,
+        capability: str,
+        call: Callable[[Provider], Awaitable[T]],
+        completeness: Callable[[T, float], float | None],
+    ) -> T:
+        """One call to one provider: breaker gate, rate limit, the call, sample and breaker update."""
+        cfg = self.policy.providers[name]
+        bp = self.policy.breaker
+        allowed = await self.store.transition(name, lambda s: brk.allow(s, self._clock(), bp))
+        if not allowed:
+            raise _Unavailable(f"{name}: breaker open")
+        limit = cfg.calls_per_minute or self.adapters[name].default_calls_per_minute
+        try:
+            await self.limiter.acquire(name, limit, LIMIT_MAX_WAIT, self._limit_window)
+        except LimitWaitExceeded as exc:
+            # never called: no sample, no breaker change (a granted probe times out by itself)
+            raise _Unavailable(str(exc)) from exc
+        started = time.monotonic()
+        try:
+            value = await call(self.adapters[name])
+        except ProviderError as exc:
+            latency = (time.monotonic() - started) * 1000
+            now = self._clock()
+            failure = exc
+            await self.store.add_sample(
+                name, Sample(at=now, capability=capability, latency_ms=latency, ok=False, code=exc.code)
+            )
+            await self.store.transition(name, lambda s: (None, brk.on_failure(s, failure, now, bp)))
+            raise
+        except Exception as exc:  # an adapter bug or a transport failure it did not map
+            latency = (time.monotonic() - started) * 1000
+            now = self._clock()
+            wrapped = ServerError(name, f"unexpected {type(exc).__name__}: {exc}")
+            await self.store.add_sample(
+                name,
+                Sample(at=now, capability=capability, latency_ms=latency, ok=False, code=type(exc).__name__),
+            )
+            await self.store.transition(name, lambda s: (None, brk.on_failure(s, wrapped, now, bp)))
+            raise wrapped from exc
+        latency = (time.monotonic() - started) * 1000
+        now = self._clock()
+        await self.store.add_sample(
+            name,
+            Sample(
+                at=now,
+                capability=capability,
+                latency_ms=latency,
+                ok=True,
+                completeness=completeness(value, now),
+            ),
+        )
+        await self.store.transition(name, lambda s: (None, brk.on_success(s, bp)))
+        return value
+
+    async def _call_provider(
+        self,
+        name: str,
+        capability: str,
+        call: Callable[[Provider], Awaitable[T]],
+        completeness: Callable[[T, float], float | None],
+    ) -> T:
+        """Attempts on one provider, retrying retryable errors with backoff (Retry-After honoured)."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(1 + RETRIES),
+            retry=retry_if_exception(should_retry),
+            wait=self._retry_wait,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(name, capability, call, completeness)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def call(
         self,
         capability: str,
         preferred: Sequence[str],
-        call: Callable[[str, Provider], Awaitable[T]],
+        call: Callable[[Provider], Awaitable[T]],
+        completeness: Callable[[T, float], float | None] = lambda _v, _now: None,
     ) -> FetchOutcome[T]:
+        """`call` on the best provider for `capability`, failing over to the next ones."""
         errors: dict[str, str] = {}
-        for name in self.candidates(capability, preferred):
+        for name, _ in await self.ranked(capability, preferred):
             try:
-                value = await call(name, self.adapters[name])
+                value = await self._call_provider(name, capability, call, completeness)
+            except _Unavailable as exc:
+                errors[name] = str(exc)
+                continue
             except ProviderError as exc:
                 errors[name] = f"{type(exc).__name__}: {exc.message}"
                 log.warning("provider %s failed for %s: %s; trying the next one", name, capability, exc)
                 continue
-            return FetchOutcome(provider=name, value=value)
+            if errors:
+                log.warning("%s served by %s after %s failed", capability, name, ", ".join(errors))
+            return FetchOutcome(provider=name, value=value, failed_over=tuple(errors))
         raise AllProvidersFailed(capability, errors)
 
     async def fetch_bars(self, request: BarRequest, preferred: Sequence[str] = ()) -> FetchOutcome[list[Bar]]:
         """Bars for a request, from the best provider that answers."""
-        capability = f"bars:{request.interval.value}"
 
-        async def call(name: str, adapter: Provider) -> list[Bar]:
+        async def bars_call(adapter: Provider) -> list[Bar]:
             # A fallback provider may take fewer symbols per call than the one the caller sized for.
             per_call = adapter.capabilities.max_symbols_per_request
             if len(request.symbols) <= per_call:
@@ -97,21 +323,118 @@ class ProviderRegistry:
                 bars.extend(await adapter.fetch_bars(part))
             return bars
 
-        return await self._with_failover(capability, preferred, call)
+        def completeness(bars: list[Bar], now: float) -> float | None:
+            expected = expected_bar_count(request, now)
+            return min(1.0, len(bars) / expected) if expected else None
+
+        return await self.call(f"bars:{request.interval.value}", preferred, bars_call, completeness)
 
     async def fetch_quotes(
         self, symbols: Sequence[str], exchange_mic: str, preferred: Sequence[str] = ()
     ) -> FetchOutcome[list[Quote]]:
-        async def call(name: str, adapter: Provider) -> list[Quote]:
+        async def quotes_call(adapter: Provider) -> list[Quote]:
             per_call = adapter.capabilities.max_symbols_per_request
             quotes: list[Quote] = []
             for i in range(0, len(symbols), per_call):
                 quotes.extend(await adapter.fetch_quotes(symbols[i : i + per_call], exchange_mic))
             return quotes
 
-        return await self._with_failover("quotes", preferred, call)
+        def completeness(quotes: list[Quote], now: float) -> float | None:
+            return min(1.0, len(quotes) / len(symbols)) if symbols else None
 
-    def max_symbols(self, capability: str, preferred: Sequence[str] = ()) -> int:
-        """Symbols per request of the provider that would be asked first."""
-        names = self.candidates(capability, preferred)
-        return self.adapters[names[0]].capabilities.max_symbols_per_request if names else 1
+        return await self.call("quotes", preferred, quotes_call, completeness)
+
+    # -- reporting --------------------------------------------------------------------------
+    async def statuses(self) -> list[ProviderStatus]:
+        """Every provider of the policy (disabled ones too, with the reason), best score first.
+
+        Works without built adapters (the API builds none): capabilities, default limits and
+        credentials are looked up without a client.
+        """
+        out: list[ProviderStatus] = []
+        for name, cfg in self.policy.providers.items():
+            info = static_provider_info(name, cfg)
+            reasons = [
+                r
+                for r in (
+                    "disabled by policy" if not cfg.enabled else None,
+                    self.unavailable.get(name),
+                    info.reason,
+                )
+                if r
+            ]
+            reason = "; ".join(dict.fromkeys(reasons)) or None
+            h, state, summary, samples = await self.score(name)
+            out.append(
+                ProviderStatus(
+                    name=name,
+                    kind=cfg.adapter(name),
+                    enabled=cfg.enabled,
+                    available=reason is None,
+                    reason=reason,
+                    priority=cfg.priority,
+                    calls_per_minute=cfg.calls_per_minute or info.default_calls_per_minute,
+                    capabilities=info.capabilities,
+                    score=round(h, 4) if reason is None else None,
+                    breaker=state.state,
+                    breaker_reason=state.reason,
+                    health=summary,
+                    samples=samples,
+                )
+            )
+        out.sort(key=lambda s: (s.score is None, -(s.score or 0), s.priority, s.name))
+        return out
+
+
+class StaticProviderInfo(msgspec.Struct, frozen=True):
+    capabilities: list[str]
+    default_calls_per_minute: int | None
+    reason: str | None
+    """Why it cannot be used whatever the policy says (unknown adapter, no credentials)."""
+
+
+def static_provider_info(name: str, cfg: ProviderPolicy) -> StaticProviderInfo:
+    """What a configured provider offers, found without building a client."""
+    kind = cfg.adapter(name)
+    try:
+        caps = adapter_capabilities(kind, cfg)
+    except UnknownAdapterError:
+        return StaticProviderInfo([], None, f"unknown adapter {kind!r}")
+    names = [
+        c for c in ALL_CAPABILITIES if caps.supports(c) and (not cfg.capabilities or c in cfg.capabilities)
+    ]
+    module = importlib.import_module(f"market_data.providers.{kind}")
+    rate = getattr(module, "DEFAULT_CALLS_PER_MINUTE", None) or getattr(
+        getattr(module, "SyntheticProvider", None), "default_calls_per_minute", None
+    )
+    reason = None
+    if kind in credentials.SOURCES:
+        try:
+            credentials.provider_credentials(kind)
+        except credentials.MissingCredentialsError as exc:
+            reason = str(exc).split(": ", 1)[-1]
+    return StaticProviderInfo(names, rate, reason)
+
+
+ALL_CAPABILITIES = ["quotes", *(f"bars:{iv.value}" for iv in Interval)]
+
+
+def expected_bar_count(request: BarRequest, now: float) -> int:
+    """Bars a complete answer holds: expected bars that had ended by `now`, per symbol."""
+    end_ns = min(calendar.to_ns(request.end), int(now * 1e9))
+    start_ns = calendar.to_ns(request.start)
+    if end_ns <= start_ns:
+        return 0
+    starts = calendar.expected_bar_starts_ns(request.exchange_mic, request.interval, start_ns, end_ns)
+    if starts.size == 0:
+        return 0
+    ends = calendar.bar_end_ns(request.exchange_mic, request.interval, starts)
+    return int((ends <= end_ns).sum()) * len(request.symbols)
+
+
+def _retry_wait(state: RetryCallState) -> float:
+    """Retry-After when the provider gave one, else 0.25 s doubling, capped."""
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+        return min(exc.retry_after, MAX_RETRY_WAIT)
+    return min(0.25 * 2 ** (state.attempt_number - 1), MAX_RETRY_WAIT)
