@@ -1,50 +1,49 @@
-"""/stocks/{symbol}/price and /stocks/{symbol}/history."""
+"""/stocks/*: price, history (JSON pages or CSV), intraday, versions, multi-symbol bars, snapshots."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
-
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
 
-from api.errors import BadParameter, NotFound
+from api.errors import NotFound
 from api.schemas import ErrorBody
 from api.state import Resources
-from api.stocks import queries
-from api.stocks.schemas import BarOut, HistoryResponse, PriceResponse
+from api.stocks import csv_export, multi, queries
+from api.stocks.history import bar_versions, history_page, intraday_session
+from api.stocks.pagination import history_window
+from api.stocks.params import (
+    ERRORS,
+    AsOfQuery,
+    EndQuery,
+    FormatQuery,
+    IntervalQuery,
+    IntradayInterval,
+    IntradayIntervalQuery,
+    LimitQuery,
+    PageTokenQuery,
+    SortOrder,
+    SortQuery,
+    StartQuery,
+    SymbolPath,
+    SymbolsQuery,
+    TsQuery,
+)
+from api.stocks.schemas import (
+    HistoryResponse,
+    IntradayResponse,
+    MultiBarsResponse,
+    PriceResponse,
+    SnapshotsResponse,
+    VersionsResponse,
+)
+from api.stocks.symbols import require_symbol, require_symbols
 from market_data import calendar
-from market_data.records import Interval, ensure_utc, is_valid_symbol, utcnow
+from market_data.records import Interval, utcnow
 
-MAX_LIMIT = 10_000
-
-SymbolPath = Annotated[
-    str, Parameter(description="Ticker, e.g. AAPL, BRK.B, VOD.L (case-insensitive)", max_length=15)
-]
-ERRORS = {
-    400: ResponseSpec(ErrorBody, description="A parameter is malformed; `parameter` names it"),
-    404: ResponseSpec(ErrorBody, description="The symbol is not in the universe"),
+MANY_ERRORS = {
+    400: ERRORS[400],
+    404: ResponseSpec(ErrorBody, description="Symbols not in the universe; the detail lists every one"),
 }
-
-
-def normalize_symbol(symbol: str) -> str:
-    s = symbol.strip().upper()
-    if not is_valid_symbol(s):
-        raise BadParameter(
-            "symbol: expected 1-15 characters of A-Z, 0-9, '.' or '-', starting with a letter or digit",
-            parameter="symbol",
-        )
-    return s
-
-
-async def require_symbol(resources: Resources, symbol: str) -> tuple[str, str]:
-    """(symbol, exchange_mic) of a symbol in the universe; 404 otherwise."""
-    s = normalize_symbol(symbol)
-    row = await queries.symbol_info(resources.db, s)
-    if row is None:
-        raise NotFound(f"symbol: {s} is not in the universe", parameter="symbol")
-    return s, row["exchange_mic"]
 
 
 class StocksController(Controller):
@@ -101,52 +100,125 @@ class StocksController(Controller):
     @get(
         "/{symbol:str}/history",
         operation_id="getHistory",
-        summary="Historical bars",
+        summary="Historical bars (JSON pages or CSV)",
         description=(
-            "Bars in [start, end), oldest first. Without `start`, the latest `limit` bars before `end`. "
-            "With `as_of`, each bar as it was known at that instant (point-in-time read)."
+            "Bars in [start, end) (at most the interval's maximum span). With `start` and `sort=asc`: "
+            "oldest first from `start`. Without `start`: the latest `limit` bars before `end` (oldest "
+            "first), and each next page the `limit` bars before those. `sort=desc`: newest first. "
+            "`next_page_token` continues the read (null on the last page) at the `as_of` of the first "
+            "page. With `Accept: text/csv` or `format=csv` the whole range streams as CSV "
+            f"(at most {csv_export.MAX_CSV_ROWS} bars): `pd.read_csv(url, parse_dates=['ts'])`."
         ),
-        responses=ERRORS,
+        responses={**ERRORS, 200: ResponseSpec(HistoryResponse, description="A page of bars, or CSV")},
+        operation_class=csv_export.HistoryOperation,
     )
     async def history(
         self,
+        request: Request,
         resources: Resources,
         symbol: SymbolPath,
-        interval: Annotated[Interval, Parameter(description="Bar interval")] = Interval.M1,
-        start: Annotated[
-            datetime | None, Parameter(description="Inclusive start (ISO 8601; UTC if no offset)")
-        ] = None,
-        end: Annotated[
-            datetime | None, Parameter(description="Exclusive end (ISO 8601); default now")
-        ] = None,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description="Maximum bars returned")] = 1000,
-        as_of: Annotated[
-            datetime | None, Parameter(description="Point-in-time: versions known at this instant")
-        ] = None,
-    ) -> HistoryResponse:
+        interval: IntervalQuery = Interval.M1,
+        start: StartQuery = None,
+        end: EndQuery = None,
+        limit: LimitQuery = 1000,
+        as_of: AsOfQuery = None,
+        sort: SortQuery = SortOrder.ASC,
+        page_token: PageTokenQuery = None,
+        format: FormatQuery = None,  # the public name of the query parameter
+    ) -> HistoryResponse | csv_export.CsvStream:
         sym, _ = await require_symbol(resources, symbol)
-        now = utcnow()
-        end_ts = ensure_utc(end) if end else now
-        start_ts = ensure_utc(start) if start else None
-        if start_ts is not None and start_ts >= end_ts:
-            raise BadParameter("end: must be after start", parameter="end")
-        as_of_ts = ensure_utc(as_of) if as_of else None
-        rows = await queries.history(resources.db, sym, interval, start_ts, end_ts, as_of_ts or now, limit)
-        bars = [
-            BarOut(
-                ts=r["ts"],
-                open=r["open"],
-                high=r["high"],
-                low=r["low"],
-                close=r["close"],
-                volume=r["volume"],
-                vwap=r["vwap"],
-                trade_count=r["trade_count"],
-                provider=r["provider"],
-                as_of=r["as_of"],
-            )
-            for r in rows
-        ]
-        return HistoryResponse(
-            symbol=sym, interval=interval.value, count=len(bars), bars=bars, as_of=as_of_ts
+        window = history_window(
+            symbol=sym,
+            interval=interval,
+            sort=sort,
+            start=start,
+            end=end,
+            as_of=as_of,
+            page_token=page_token,
+            now=utcnow(),
         )
+        if csv_export.wants_csv(request, format):
+            return await csv_export.csv_response(resources.db, window)
+        return await history_page(resources.db, window, limit)
+
+    @get(
+        "/{symbol:str}/intraday",
+        operation_id="getIntraday",
+        summary="Bars of the current or last session",
+        description=(
+            "The bars of today's session when the symbol's market is open or has traded today, else "
+            "of the last session; with the session's open and close and whether the market is open now."
+        ),
+        responses=ERRORS,
+    )
+    async def intraday(
+        self, resources: Resources, symbol: SymbolPath, interval: IntradayIntervalQuery = IntradayInterval.M1
+    ) -> IntradayResponse:
+        sym, mic = await require_symbol(resources, symbol)
+        return await intraday_session(resources.db, sym, mic, interval)
+
+    @get(
+        "/{symbol:str}/versions",
+        operation_id="getBarVersions",
+        summary="Every stored version of one bar",
+        description="Each version of the bar starting at `ts` (provider, as_of, values), oldest first.",
+        responses={
+            **ERRORS,
+            404: ResponseSpec(ErrorBody, description="Unknown symbol, or no bar stored at `ts`"),
+        },
+    )
+    async def versions(
+        self,
+        resources: Resources,
+        symbol: SymbolPath,
+        ts: TsQuery = None,
+        interval: IntervalQuery = Interval.M1,
+    ) -> VersionsResponse:
+        sym, _ = await require_symbol(resources, symbol)
+        return await bar_versions(resources.db, sym, interval, ts)
+
+    @get(
+        "/bars",
+        operation_id="getBarsMulti",
+        summary="Bars of several symbols",
+        description=(
+            "Per symbol: the first `limit` bars from `start`, or without `start` the latest `limit` "
+            "before `end`; oldest first. `truncated` lists the symbols with more bars in the range. "
+            "Unknown symbols make the whole request a 404 that lists them."
+        ),
+        responses=MANY_ERRORS,
+    )
+    async def bars(
+        self,
+        resources: Resources,
+        symbols: SymbolsQuery = None,
+        interval: IntervalQuery = Interval.M1,
+        start: StartQuery = None,
+        end: EndQuery = None,
+        limit: LimitQuery = 1000,
+        as_of: AsOfQuery = None,
+    ) -> MultiBarsResponse:
+        exchanges = await require_symbols(resources, symbols)
+        return await multi.multi_bars(
+            resources.db,
+            list(exchanges),
+            interval=interval,
+            start=start,
+            end=end,
+            as_of=as_of,
+            limit=limit,
+            now=utcnow(),
+        )
+
+    @get(
+        "/snapshots",
+        operation_id="getSnapshots",
+        summary="Snapshots of several symbols",
+        description=(
+            "Per symbol: the latest quote, the latest 1m bar, the latest and the previous 1d bar "
+            "(each null when none is stored) and whether its market is open now."
+        ),
+        responses=MANY_ERRORS,
+    )
+    async def snapshots(self, resources: Resources, symbols: SymbolsQuery = None) -> SnapshotsResponse:
+        return await multi.snapshots(resources.db, await require_symbols(resources, symbols), utcnow())

@@ -1,0 +1,150 @@
+"""Keyset pagination of /history: the window a read covers and its opaque page token.
+
+A token is base64url(version byte, 8-byte checksum, msgpack(HistoryWindow)). It carries the
+whole read (symbol, interval, sort, walk direction, [start, end), the `as_of` pinned by the
+first page) and the `ts` of the last bar served, so the next page is one index range scan
+after (or before) that bar, and every page reads the same versions. The token is opaque but
+not secret: the checksum catches corrupted or edited tokens, and every field is checked
+again, so a hand-made token can ask for nothing a plain query could not.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from datetime import datetime, timedelta
+
+import msgspec
+
+from api.errors import BadParameter
+from api.stocks.params import EARLIEST, LATEST, MAX_SPAN, SortOrder, bar_range, instant
+from market_data.records import Interval, is_valid_symbol
+
+_VERSION = 1
+_DIGEST = 8
+_PERSON = b"md-history-page"
+
+
+class HistoryWindow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """What a /history read covers, and (in a token) where the last page ended."""
+
+    symbol: str
+    interval: Interval
+    sort: SortOrder
+    backward: bool
+    """Pages walk from `end` towards `start` (newest first, or the tail of the range)."""
+    start: datetime | None
+    """None: no lower bound (the tail of the data before `end`)."""
+    end: datetime
+    as_of: datetime
+    cursor: datetime | None = None
+    """`ts` of the last bar served: the next page starts after it in walk order."""
+
+    def remaining(self) -> tuple[datetime, datetime]:
+        """[start, end) of the bars not served yet."""
+        lo = EARLIEST if self.start is None else self.start
+        if self.cursor is None:
+            return lo, self.end
+        if self.backward:
+            return lo, self.cursor
+        return self.cursor + timedelta(microseconds=1), self.end
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(HistoryWindow)
+
+
+def _checksum(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=_DIGEST, person=_PERSON).digest()
+
+
+def encode_token(window: HistoryWindow) -> str:
+    payload = _encoder.encode(window)
+    raw = bytes([_VERSION]) + _checksum(payload) + payload
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _bad(why: str) -> BadParameter:
+    return BadParameter(f"page_token: {why}", parameter="page_token")
+
+
+def decode_token(token: str) -> HistoryWindow:
+    """The window a token continues.
+
+    Raises:
+        BadParameter: the token is not one this service issued, or was altered.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(token.strip() + "=" * (-len(token.strip()) % 4))
+    except (binascii.Error, ValueError):
+        raise _bad("not a page token (not base64url)") from None
+    if len(raw) <= 1 + _DIGEST or raw[0] != _VERSION:
+        raise _bad("not a page token of this service (or from an older version)")
+    digest, payload = raw[1 : 1 + _DIGEST], raw[1 + _DIGEST :]
+    if not hmac.compare_digest(digest, _checksum(payload)):
+        raise _bad("the token was altered or truncated; use next_page_token as returned")
+    try:
+        w = _decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise _bad("the token was altered; use next_page_token as returned") from None
+    lo = EARLIEST if w.start is None else w.start
+    ok = (
+        w.cursor is not None
+        and is_valid_symbol(w.symbol)
+        and EARLIEST <= lo <= w.cursor < w.end < LATEST
+        and (w.start is None or w.end - w.start <= MAX_SPAN[w.interval])
+        and w.backward == (w.sort is SortOrder.DESC or w.start is None)
+        and EARLIEST <= w.as_of < LATEST
+    )
+    if not ok:
+        raise _bad("the token was altered; use next_page_token as returned")
+    return w
+
+
+def history_window(
+    *,
+    symbol: str,
+    interval: Interval,
+    sort: SortOrder,
+    start: datetime | None,
+    end: datetime | None,
+    as_of: datetime | None,
+    page_token: str | None,
+    now: datetime,
+) -> HistoryWindow:
+    """The window of this request: a new one, or the one its page token continues.
+
+    With a token, the other parameters must repeat the first request's (`start`, `end` and
+    `as_of` may be left out: the token holds them).
+    """
+    if page_token is None:
+        lo, hi = bar_range(interval, start, end, now)
+        return HistoryWindow(
+            symbol=symbol,
+            interval=interval,
+            sort=sort,
+            backward=sort is SortOrder.DESC or start is None,
+            start=lo,
+            end=hi,
+            as_of=instant(as_of, "as_of") if as_of is not None else now,
+        )
+    w = decode_token(page_token)
+    checks: list[tuple[str, object, object]] = [
+        ("symbol", symbol, w.symbol),
+        ("interval", interval, w.interval),
+        ("sort", sort, w.sort),
+    ]
+    pinned: dict[str, tuple[datetime | None, datetime | None]] = {
+        "start": (start, w.start),
+        "end": (end, w.end),
+        "as_of": (as_of, w.as_of),
+    }
+    for name, (value, held) in pinned.items():
+        if value is not None:
+            checks.append((name, instant(value, name), held))
+    for name, asked, issued in checks:
+        if asked != issued:
+            raise _bad(f"was issued for another {name} ({issued}); repeat the first request's parameters")
+    return w
