@@ -85,3 +85,15 @@ def test_secrets_stay_out_of_reprs() -> None:
     creds = Credentials(key="visible-if-leaked-1", secret="visible-if-leaked-2")
     assert "visible-if-leaked" not in repr(creds)
     assert "visible-if-leaked" not in str(creds)
+
+
+def test_airflow_env_connections_are_read_without_importing_airflow() -> None:
+    from market_data.providers.credentials import provider_credentials
+
+    env_json = {"AIRFLOW_CONN_ALPACA_DEFAULT": '{"conn_type": "http", "login": "kid", "password": "sek"}'}
+    creds = provider_credentials("alpaca", env_json, use_airflow=False)
+    assert (creds.key, creds.secret) == ("kid", "sek")
+    env_uri = {"AIRFLOW_CONN_FINNHUB_DEFAULT": "http://:s%2Fecret@finnhub.io"}
+    assert provider_credentials("finnhub", env_uri, use_airflow=False).key == "s/ecret"
+    with pytest.raises(MissingCredentialsError):
+        provider_credentials("finnhub", {}, use_airflow=False)

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from market_data.calendar import CalendarError
-from market_data.providers import calendar_bars, fetch_window, retry_after_seconds, session_date
+from market_data.providers.alignment import calendar_bars, fetch_window, session_date
+from market_data.providers.http import retry_after_seconds
 from market_data.records import Bar, Interval
 
 from .support import http_date

@@ -207,14 +207,6 @@ ERRORS = [
         False,
         message_part="Not Found: No data found, symbol may be delisted",
     ),
-    ErrorCase(
-        "400-bad-request",
-        400,
-        fixture_bytes("yahoo", "chart_v8_error_400_bad_request.json"),
-        RequestError,
-        False,
-        message_part="Data doesn't exist for startDate",
-    ),
     # the recorded error body, but with 200: Yahoo's verdict still refuses the request
     ErrorCase(
         "error-in-200",
@@ -271,6 +263,32 @@ async def test_error_answers_map_onto_the_error_tree(
         assert exc.status == case.status
     if isinstance(exc, RateLimitedError):
         assert exc.retry_after == RETRY_AFTER.get(case.id)
+
+
+async def test_no_data_for_the_range_is_an_empty_answer_not_an_error(
+    provider: YahooProvider, httpserver: HTTPServer
+) -> None:
+    """400 "Data doesn't exist for startDate" (a range before the symbol traded) means no bars."""
+    httpserver.expect_request(CHART_AAPL).respond_with_data(
+        fixture_bytes("yahoo", "chart_v8_error_400_bad_request.json"),
+        status=400,
+        content_type="application/json",
+    )
+    assert await provider.fetch_bars(OCT2) == []
+
+
+async def test_other_400s_stay_request_errors(provider: YahooProvider, httpserver: HTTPServer) -> None:
+    httpserver.expect_request(CHART_AAPL).respond_with_json(
+        {
+            "chart": {
+                "result": None,
+                "error": {"code": "Bad Request", "description": "Invalid input - interval=7m"},
+            }
+        },
+        status=400,
+    )
+    with pytest.raises(RequestError, match="Invalid input"):
+        await provider.fetch_bars(OCT2)
 
 
 async def test_quote_errors_map_the_same_way(provider: YahooProvider, httpserver: HTTPServer) -> None:

@@ -209,3 +209,10 @@ def test_dev_policy_validate_prints_the_same_problems(tmp_path: Path) -> None:
         text=True,
     )
     assert ok.returncode == 0 and "OK" in ok.stdout
+
+
+def test_vendor_options_are_checked_per_adapter() -> None:
+    bad = DEFAULT.replace('options = { feed = "iex" }', 'options = { feed = "nasdaq", colour = "red" }')
+    paths = {p.path: p.reason for p in validate_policy_text(bad, POOLS)}
+    assert "expected one of delayed_sip, iex, sip" in paths["providers.alpaca.options.feed"]
+    assert "not an option" in paths["providers.alpaca.options.colour"]

@@ -130,6 +130,8 @@ class ProviderPolicy(_Section):
     """Override of the provider's API address (tests point it at a local server)."""
     max_concurrency: PositiveInt = 8
     """Concurrent calls from one task."""
+    options: dict[str, str] = {}
+    """Vendor settings (alpaca: feed = "iex" | "sip" | "delayed_sip")."""
     faults: SyntheticFaults | None = None
     """Only for synthetic providers."""
 

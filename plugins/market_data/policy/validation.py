@@ -15,7 +15,7 @@ from pathlib import Path
 
 from market_data.policy.loader import PolicyError, Problem, parse_policy
 from market_data.policy.schema import Policy
-from market_data.providers import UnknownAdapterError, adapter_capabilities
+from market_data.providers import ADAPTER_OPTIONS, UnknownAdapterError, adapter_capabilities
 from market_data.providers.base import Capabilities
 from market_data.records import Interval, Tier
 
@@ -138,6 +138,16 @@ def _check_providers(policy: Policy, known_pools: set[str] | None, problems: lis
                 problems.append(Problem(f"{path}.faults.outages[{i}]", "times need a UTC offset (e.g. Z)"))
         if cfg.calls_per_minute is not None and cfg.calls_per_minute > MAX_CALLS_PER_MINUTE:
             problems.append(Problem(f"{path}.calls_per_minute", f"at most {MAX_CALLS_PER_MINUTE}"))
+        allowed = ADAPTER_OPTIONS.get(cfg.adapter(name), {})
+        for key, value in cfg.options.items():
+            if key not in allowed:
+                problems.append(
+                    Problem(f"{path}.options.{key}", f"not an option of the {cfg.adapter(name)} adapter")
+                )
+            elif value not in allowed[key]:
+                problems.append(
+                    Problem(f"{path}.options.{key}", f"expected one of {', '.join(sorted(allowed[key]))}")
+                )
         if cfg.base_url is not None and not cfg.base_url.startswith(("http://", "https://")):
             problems.append(Problem(f"{path}.base_url", "must start with http:// or https://"))
         if known_pools is not None and cfg.pool_name(name) not in known_pools:

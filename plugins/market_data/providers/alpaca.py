@@ -14,25 +14,18 @@ bars outside the regular session are dropped like every provider's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import httpx
 import msgspec
 
 from market_data.policy.schema import ProviderPolicy
-from market_data.providers import (
-    DEFAULT_TIMEOUT,
-    VendorHttp,
-    calendar_bars,
-    check_batch,
-    decode_payload,
-    fetch_window,
-    session_date,
-)
+from market_data.providers.alignment import calendar_bars, fetch_window, session_date
 from market_data.providers.base import BarRequest, Capabilities
 from market_data.providers.credentials import provider_credentials
 from market_data.providers.errors import BadPayloadError, EmptyDataError, RequestError
+from market_data.providers.http import DEFAULT_TIMEOUT, VendorHttp, check_batch, decode_payload
 from market_data.records import Bar, Interval, Quote, ensure_utc, utcnow
 
 KIND = "alpaca"
@@ -60,6 +53,7 @@ CAPABILITIES = Capabilities(
     bar_intervals=frozenset(TIMEFRAMES),
     quotes=True,
     max_symbols_per_request=MAX_SYMBOLS_PER_REQUEST,
+    exchanges=US_EXCHANGES,
 )
 
 
@@ -144,6 +138,8 @@ class AlpacaProvider:
     ) -> None:
         self.name = name
         self.capabilities = CAPABILITIES
+        self.extra_request_gate: Callable[[], Awaitable[object]] | None = None
+        """Awaited before each page after the first (the registry: one rate-limit slot)."""
         self._feed = feed
         """`iex` or `sip`; None lets Alpaca pick the best one the subscription allows."""
         self._page_limit = page_limit
@@ -182,7 +178,9 @@ class AlpacaProvider:
         wanted = set(symbols)
         vendor_bars: list[Bar] = []
         seen_tokens: set[str] = set()
-        for _ in range(MAX_PAGES):
+        for page_no in range(MAX_PAGES):
+            if page_no and self.extra_request_gate is not None:
+                await self.extra_request_gate()
             page = decode_payload(self.name, _BARS, await self._http.get("/v2/stocks/bars", params), "bars")
             for symbol, items in (page.bars or {}).items():
                 if symbol in wanted:
@@ -261,4 +259,10 @@ def build(name: str, cfg: ProviderPolicy) -> AlpacaProvider:
         MissingCredentialsError: no key id and secret configured.
     """
     credentials = provider_credentials(KIND)
-    return AlpacaProvider(credentials.key, credentials.secret or "", name=name, base_url=cfg.base_url)
+    return AlpacaProvider(
+        credentials.key,
+        credentials.secret or "",
+        name=name,
+        base_url=cfg.base_url,
+        feed=cfg.options.get("feed"),
+    )

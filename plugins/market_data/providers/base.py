@@ -20,6 +20,11 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     """Symbols one bars call may carry (1 for single-symbol endpoints)."""
     max_range: dict[Interval, timedelta] = {}
     """Longest time range one bars call may cover, per interval (missing = unlimited)."""
+    exchanges: frozenset[str] = frozenset()
+    """Exchange MICs served (empty: any)."""
+
+    def serves_exchange(self, mic: str) -> bool:
+        return not self.exchanges or mic in self.exchanges
 
     def supports(self, capability: str) -> bool:
         """`capability` is `quotes` or `bars:<interval>`."""
@@ -45,7 +50,13 @@ class BarRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 @runtime_checkable
 class Provider(Protocol):
-    """A market-data source. Methods raise `market_data.providers.errors.ProviderError`s."""
+    """A market-data source. Methods raise `market_data.providers.errors.ProviderError`s.
+
+    An adapter that may make several HTTP requests for one call (pagination) has an
+    attribute `extra_request_gate: Callable[[], Awaitable[object]] | None` and awaits it
+    before every request after the first; the registry sets it to take a slot of the
+    provider's rate limit, so pages count against the limit like calls do.
+    """
 
     name: str
     capabilities: Capabilities

@@ -6,10 +6,12 @@ and a process without Airflow (the API, scripts) simply sees no connection.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +89,37 @@ def _from_airflow(source: CredentialSource) -> Credentials | None:
     return Credentials(key=key, secret=secret)
 
 
-def provider_credentials(kind: str, env: Mapping[str, str] | None = None) -> Credentials:
+def _from_airflow_env(source: CredentialSource, env: Mapping[str, str]) -> Credentials | None:
+    """The connection as Airflow's AIRFLOW_CONN_<ID> variable gives it (JSON or URI), read
+    without importing Airflow."""
+    raw = env.get(f"AIRFLOW_CONN_{source.conn_id.upper()}", "").strip()
+    if not raw:
+        return None
+    fields: dict[str, str] = {}
+    if raw.startswith("{"):
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        fields = {k: str(v) for k, v in data.items() if isinstance(v, str | int)}
+    else:
+        parts = urlsplit(raw)
+        fields = {"login": unquote(parts.username or ""), "password": unquote(parts.password or "")}
+    key = fields.get(source.key_field, "").strip()
+    secret = fields.get(source.secret_field or "", "").strip() if source.secret_field else None
+    if not key or (source.secret_field and not secret):
+        return None
+    return Credentials(key=key, secret=secret)
+
+
+def provider_credentials(
+    kind: str, env: Mapping[str, str] | None = None, *, use_airflow: bool = True
+) -> Credentials:
     """The credentials of an adapter kind: environment variables, else its Airflow connection.
+
+    Args:
+        use_airflow: also ask Airflow's secrets backends (imports Airflow: slow outside tasks).
+            Without it, only the environment is read, including AIRFLOW_CONN_<ID> variables.
 
     Raises:
         MissingCredentialsError: neither source has them (or the kind needs none).
@@ -96,7 +127,10 @@ def provider_credentials(kind: str, env: Mapping[str, str] | None = None) -> Cre
     source = SOURCES.get(kind)
     if source is None:
         raise MissingCredentialsError(kind, "this adapter kind takes no credentials")
-    found = _from_env(source, os.environ if env is None else env) or _from_airflow(source)
+    environ = os.environ if env is None else env
+    found = _from_env(source, environ) or _from_airflow_env(source, environ)
+    if found is None and use_airflow:
+        found = _from_airflow(source)
     if found is None:
         raise MissingCredentialsError(
             kind,

@@ -19,19 +19,11 @@ import httpx
 import msgspec
 
 from market_data.policy.schema import ProviderPolicy
-from market_data.providers import (
-    DEFAULT_TIMEOUT,
-    VendorHttp,
-    calendar_bars,
-    decode_payload,
-    fetch_window,
-    from_epoch,
-    session_date,
-    single_symbol,
-)
+from market_data.providers.alignment import calendar_bars, fetch_window, from_epoch, session_date
 from market_data.providers.base import BarRequest, Capabilities
 from market_data.providers.credentials import provider_credentials
 from market_data.providers.errors import BadPayloadError, EmptyDataError
+from market_data.providers.http import DEFAULT_TIMEOUT, VendorHttp, decode_payload, single_symbol
 from market_data.records import Bar, Interval, Quote, utcnow
 
 KIND = "finnhub"

@@ -21,21 +21,14 @@ import httpx
 import msgspec
 
 from market_data.policy.schema import ProviderPolicy
-from market_data.providers import (
-    DEFAULT_TIMEOUT,
-    VendorHttp,
-    calendar_bars,
-    decode_payload,
-    fetch_window,
-    from_epoch,
-    session_date,
-    single_symbol,
-)
+from market_data.providers.alignment import calendar_bars, fetch_window, from_epoch, session_date
 from market_data.providers.base import BarRequest, Capabilities
 from market_data.providers.errors import BadPayloadError, EmptyDataError, RequestError
+from market_data.providers.http import DEFAULT_TIMEOUT, VendorHttp, decode_payload, single_symbol
 from market_data.records import Bar, Interval, Quote, utcnow
 
 KIND = "yahoo"
+NO_DATA_IN_RANGE = "Data doesn't exist for startDate"
 DEFAULT_BASE_URL = "https://query2.finance.yahoo.com"
 DEFAULT_CALLS_PER_MINUTE = 30
 # Yahoo refuses some non-browser user agents with 429; this one is honest but browser-shaped.
@@ -166,15 +159,22 @@ class YahooProvider:
     async def fetch_bars(self, request: BarRequest) -> list[Bar]:
         symbol = single_symbol(self.name, request.symbols)
         lo, hi = fetch_window(request.interval, request.start, request.end, finer=False)
-        result = await self._chart(
-            symbol,
-            {
-                "interval": INTERVALS[request.interval],
-                "period1": math.floor(lo.timestamp()),
-                "period2": math.ceil(hi.timestamp()),
-                "includePrePost": "false",
-            },
-        )
+        try:
+            result = await self._chart(
+                symbol,
+                {
+                    "interval": INTERVALS[request.interval],
+                    "period1": math.floor(lo.timestamp()),
+                    "period2": math.ceil(hi.timestamp()),
+                    "includePrePost": "false",
+                },
+            )
+        except RequestError as exc:
+            # Yahoo answers 400 "Data doesn't exist for startDate = ..." for a range before the
+            # symbol traded: an answer (no bars there), so a backfill records it as confirmed empty.
+            if exc.status == 400 and NO_DATA_IN_RANGE in exc.message:
+                return []
+            raise
         if not result.timestamp:
             return []
         vendor_bars = self._chart_bars(symbol, request, result)

@@ -118,6 +118,18 @@ class ProviderRegistry:
         self._clock = clock
         self._retry_wait = retry_wait or _retry_wait
         self._limit_window = limit_window_seconds
+        for name, adapter in self.adapters.items():
+            if hasattr(adapter, "extra_request_gate"):  # paginating adapters: every page takes a slot
+                adapter.extra_request_gate = self._gate(name)
+
+    def _limit(self, name: str) -> int:
+        return self.policy.providers[name].calls_per_minute or self.adapters[name].default_calls_per_minute
+
+    def _gate(self, name: str) -> Callable[[], Awaitable[float]]:
+        async def gate() -> float:
+            return await self.limiter.acquire(name, self._limit(name), LIMIT_MAX_WAIT, self._limit_window)
+
+        return gate
         self._redis: aioredis.Redis | None = None
 
     @classmethod
@@ -146,18 +158,25 @@ class ProviderRegistry:
         return bool(getattr(self.store, "degraded", False) or self.limiter.degraded)
 
     # -- ranking ----------------------------------------------------------------------------
-    def supports(self, name: str, capability: str) -> bool:
+    def supports(self, name: str, capability: str, exchange: str | None = None) -> bool:
         cfg = self.policy.providers.get(name)
         adapter = self.adapters.get(name)
         if cfg is None or adapter is None or not cfg.enabled:
             return False
         if cfg.capabilities and capability not in cfg.capabilities:
             return False
+        if exchange is not None and not adapter.capabilities.serves_exchange(exchange):
+            return False
         return adapter.capabilities.supports(capability)
 
-    def candidates(self, capability: str, preferred: Sequence[str] = ()) -> list[str]:
-        """Providers able to serve `capability`, in static order (preference, priority, name)."""
-        names = [n for n in self.adapters if self.supports(n, capability)]
+    def candidates(
+        self, capability: str, preferred: Sequence[str] = (), exchange: str | None = None
+    ) -> list[str]:
+        """Providers able to serve `capability` (on `exchange`), in static order.
+
+        The order is the tier's preference, then the policy's priority, then the name.
+        """
+        names = [n for n in self.adapters if self.supports(n, capability, exchange)]
         if preferred:
             names = [n for n in names if n in preferred] or names
         rank = {n: i for i, n in enumerate(preferred)}
@@ -188,7 +207,9 @@ class ProviderRegistry:
         )
         return h, state, summary, samples
 
-    async def ranked(self, capability: str, preferred: Sequence[str] = ()) -> list[tuple[str, float]]:
+    async def ranked(
+        self, capability: str, preferred: Sequence[str] = (), exchange: str | None = None
+    ) -> list[tuple[str, float]]:
         """(provider, score) best first.
 
         A provider whose breaker is due for a probe goes first: the probe is a real request
@@ -196,7 +217,7 @@ class ProviderRegistry:
         even while another one is healthy. Scores are compared at 2 decimals so that noise
         does not flip the order; then preference, priority and name decide.
         """
-        order = self.candidates(capability, preferred)
+        order = self.candidates(capability, preferred, exchange)
         position = {n: i for i, n in enumerate(order)}
         keyed = []
         for n in order:
@@ -204,9 +225,9 @@ class ProviderRegistry:
             keyed.append(((not self._probe_due(state), -round(h, 2), position[n]), n, h))
         return [(n, h) for _, n, h in sorted(keyed)]
 
-    def max_symbols(self, capability: str, preferred: Sequence[str] = ()) -> int:
+    def max_symbols(self, capability: str, preferred: Sequence[str] = (), exchange: str | None = None) -> int:
         """Symbols per request of the provider that would be asked first."""
-        names = self.candidates(capability, preferred)
+        names = self.candidates(capability, preferred, exchange)
         return self.adapters[names[0]].capabilities.max_symbols_per_request if names else 1
 
     # -- calling ----------------------------------------------------------------------------
@@ -218,14 +239,12 @@ class ProviderRegistry:
         completeness: Callable[[T, float], float | None],
     ) -> T:
         """One call to one provider: breaker gate, rate limit, the call, sample and breaker update."""
-        cfg = self.policy.providers[name]
         bp = self.policy.breaker
         allowed = await self.store.transition(name, lambda s: brk.allow(s, self._clock(), bp))
         if not allowed:
             raise _Unavailable(f"{name}: breaker open")
-        limit = cfg.calls_per_minute or self.adapters[name].default_calls_per_minute
         try:
-            await self.limiter.acquire(name, limit, LIMIT_MAX_WAIT, self._limit_window)
+            await self.limiter.acquire(name, self._limit(name), LIMIT_MAX_WAIT, self._limit_window)
         except LimitWaitExceeded as exc:
             # never called: no sample, no breaker change (a granted probe times out by itself)
             raise _Unavailable(str(exc)) from exc
@@ -291,10 +310,11 @@ class ProviderRegistry:
         preferred: Sequence[str],
         call: Callable[[Provider], Awaitable[T]],
         completeness: Callable[[T, float], float | None] = lambda _v, _now: None,
+        exchange: str | None = None,
     ) -> FetchOutcome[T]:
-        """`call` on the best provider for `capability`, failing over to the next ones."""
+        """`call` on the best provider for `capability` (on `exchange`), failing over to the next ones."""
         errors: dict[str, str] = {}
-        for name, _ in await self.ranked(capability, preferred):
+        for name, _ in await self.ranked(capability, preferred, exchange):
             try:
                 value = await self._call_provider(name, capability, call, completeness)
             except _Unavailable as exc:
@@ -327,7 +347,9 @@ class ProviderRegistry:
             expected = expected_bar_count(request, now)
             return min(1.0, len(bars) / expected) if expected else None
 
-        return await self.call(f"bars:{request.interval.value}", preferred, bars_call, completeness)
+        return await self.call(
+            f"bars:{request.interval.value}", preferred, bars_call, completeness, request.exchange_mic
+        )
 
     async def fetch_quotes(
         self, symbols: Sequence[str], exchange_mic: str, preferred: Sequence[str] = ()
@@ -342,7 +364,7 @@ class ProviderRegistry:
         def completeness(quotes: list[Quote], now: float) -> float | None:
             return min(1.0, len(quotes) / len(symbols)) if symbols else None
 
-        return await self.call("quotes", preferred, quotes_call, completeness)
+        return await self.call("quotes", preferred, quotes_call, completeness, exchange_mic)
 
     # -- reporting --------------------------------------------------------------------------
     async def statuses(self) -> list[ProviderStatus]:
@@ -410,7 +432,7 @@ def static_provider_info(name: str, cfg: ProviderPolicy) -> StaticProviderInfo:
     reason = None
     if kind in credentials.SOURCES:
         try:
-            credentials.provider_credentials(kind)
+            credentials.provider_credentials(kind, use_airflow=False)
         except credentials.MissingCredentialsError as exc:
             reason = str(exc).split(": ", 1)[-1]
     return StaticProviderInfo(names, rate, reason)
