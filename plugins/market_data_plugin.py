@@ -1,9 +1,12 @@
-"""The Airflow plugin of the market-data service (timetables, listeners, macros)."""
+"""The Airflow plugin of the market-data service: registers the sweep timetable."""
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from market_data.airflow.timetables import SessionCadenceTimetable
+
 
 class MarketDataPlugin(AirflowPlugin):
     name = "market_data"
+    timetables = [SessionCadenceTimetable]

@@ -7,9 +7,11 @@ import logging
 from typing import Any
 
 import msgspec
+import redis.asyncio as aioredis
 
-from market_data.airflow.connections import market_data_dsn
+from market_data.airflow.connections import market_data_dsn, redis_url
 from market_data.db import connect
+from market_data.ingest.rlc import finish_rlc_run
 from market_data.ingest.sweep import SweepBatch, SweepResult, plan_sweep, run_sweep_batch, sweep_now
 from market_data.policy import load_active_policy, load_policy_version
 from market_data.records import Tier, utcnow
@@ -18,25 +20,48 @@ from market_data.settings import get_settings
 
 log = logging.getLogger(__name__)
 
+TOTAL_KEYS = (
+    "jobs",
+    "requests",
+    "bars_received",
+    "bars_inserted",
+    "quotes_inserted",
+    "gaps_found",
+    "gap_bars",
+    "backfills_queued",
+    "backfills_refused",
+)
 
-def _run_end() -> Any:
+
+class SweepIncomplete(RuntimeError):
+    """Some batches of the run failed (after their retries)."""
+
+
+def _context() -> Any:
     from airflow.sdk import get_current_context
 
-    ctx = get_current_context()
-    return ctx.get("data_interval_end") or ctx.get("logical_date")
+    return get_current_context()
+
+
+def _run_id(ctx: Any) -> str:
+    dag_run = ctx.get("dag_run")
+    return str(getattr(dag_run, "run_id", None) or ctx.get("run_id") or "manual")
 
 
 def plan(tier: str) -> list[dict[str, Any]]:
     """Read the active policy once for this run and split the tier's jobs into batches."""
-    now = sweep_now(_run_end(), utcnow())
+    ctx = _context()
+    now = sweep_now(ctx.get("data_interval_end") or ctx.get("logical_date"), utcnow())
 
     async def go() -> list[SweepBatch]:
         conn = await connect(market_data_dsn())
+        redis = aioredis.from_url(redis_url(), socket_timeout=5, socket_connect_timeout=5)
         try:
             loaded = await load_active_policy(conn, get_settings().policy_file)
             log.info("policy version %d (%s) in effect for this run", loaded.version, loaded.source)
-            return await plan_sweep(conn, loaded, Tier(tier), now)
+            return await plan_sweep(conn, loaded, Tier(tier), now, redis=redis, run_id=_run_id(ctx))
         finally:
+            await redis.aclose()
             await conn.close()
 
     return [msgspec.to_builtins(b) for b in asyncio.run(go())]
@@ -50,7 +75,10 @@ def sweep(batch: dict[str, Any]) -> dict[str, Any]:
         conn = await connect(market_data_dsn())
         try:
             loaded = await load_policy_version(conn, b.policy_version, get_settings().policy_file)
-            registry = ProviderRegistry(loaded.policy)
+            settings = msgspec.structs.replace(get_settings(), redis_url=redis_url())
+            registry = ProviderRegistry.shared(loaded.policy, settings)
+            if registry.unavailable:
+                log.warning("providers not in use: %s", registry.unavailable)
             try:
                 return await run_sweep_batch(conn, loaded.policy, b, registry)
             finally:
@@ -65,20 +93,44 @@ def sweep(batch: dict[str, Any]) -> dict[str, Any]:
     return msgspec.to_builtins(result)
 
 
-def report(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Totals of a sweep run (visible as the report task's XCom and log)."""
-    totals: dict[str, Any] = {
-        "batches": 0,
-        "jobs": 0,
-        "bars_received": 0,
-        "bars_inserted": 0,
-        "quotes_inserted": 0,
-        "failed_requests": 0,
-    }
-    for r in results or []:
-        totals["batches"] += 1
-        for key in ("jobs", "bars_received", "bars_inserted", "quotes_inserted"):
-            totals[key] += r.get(key, 0)
-        totals["failed_requests"] += len(r.get("failed", {}))
+def report(
+    tier: str, batches: list[dict[str, Any]] | None, results: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """Totals of a sweep run; ends an RLC run (gives its messages back if a batch failed).
+
+    Runs even when batches failed, and then fails itself so the run shows as failed.
+    """
+    planned = list(batches or [])
+    done = [r for r in (results or []) if r]
+    totals: dict[str, Any] = {"batches": len(planned), "succeeded": len(done)}
+    for key in TOTAL_KEYS:
+        totals[key] = sum(r.get(key, 0) for r in done)
+    totals["failed_requests"] = sum(len(r.get("failed", {})) for r in done)
+    providers: dict[str, int] = {}
+    for r in done:
+        for name, n in r.get("providers", {}).items():
+            providers[name] = providers.get(name, 0) + n
+    totals["providers"] = providers
+    succeeded = len(done) == len(planned)
+    if planned:
+        version = planned[0]["policy_version"]
+
+        async def finish() -> int:
+            conn = await connect(market_data_dsn())
+            redis = aioredis.from_url(redis_url(), socket_timeout=5, socket_connect_timeout=5)
+            try:
+                loaded = await load_policy_version(conn, version, get_settings().policy_file)
+                if loaded.policy.jobs.mode != "rlc":
+                    return 0
+                return await finish_rlc_run(
+                    redis, loaded.policy, Tier(tier), _run_id(_context()), succeeded=succeeded
+                )
+            finally:
+                await redis.aclose()
+                await conn.close()
+
+        totals["rlc_returned"] = asyncio.run(finish())
     log.info("sweep totals: %s", totals)
+    if not succeeded:
+        raise SweepIncomplete(f"{len(planned) - len(done)} of {len(planned)} batches failed; see their logs")
     return totals

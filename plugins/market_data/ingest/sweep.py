@@ -11,20 +11,24 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 import msgspec
+import redis.asyncio as aioredis
 
 from market_data import calendar
+from market_data.ingest.enqueue import BackfillRange, enqueue_backfills
+from market_data.ingest.gaps import Window, find_gaps
 from market_data.ingest.pit_write import write_bars, write_quotes
+from market_data.ingest.rlc import take_rlc_jobs
 from market_data.jobs import Job
 from market_data.policy.loader import LoadedPolicy
 from market_data.policy.schema import Policy, TierPolicy
 from market_data.providers.base import BarRequest
 from market_data.records import Bar, Interval, Quote, Tier, ensure_utc, utcnow
 from market_data.registry import AllProvidersFailed, ProviderRegistry
-from market_data.universe import UniverseEntry, active_symbols
+from market_data.universe import active_symbols
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,11 @@ class SweepResult(msgspec.Struct, kw_only=True):
     """Requests answered, per provider."""
     failed: dict[str, str] = {}
     """Requests no provider could answer: a label -> the errors."""
+    gaps_found: int = 0
+    """Missing-bar ranges found after the write."""
+    gap_bars: int = 0
+    backfills_queued: int = 0
+    backfills_refused: int = 0
     seconds: float = 0.0
 
 
@@ -158,44 +167,46 @@ def batch_jobs(jobs: list[Job], batch_size: int, max_batches: int = MAX_MAP_LENG
 
 
 async def plan_sweep(
-    conn: asyncpg.Connection, loaded: LoadedPolicy, tier: Tier, now: datetime
+    conn: asyncpg.Connection,
+    loaded: LoadedPolicy,
+    tier: Tier,
+    now: datetime,
+    *,
+    redis: aioredis.Redis | None = None,
+    run_id: str = "",
 ) -> list[SweepBatch]:
-    jobs = await plan_local_jobs(conn, loaded.policy, tier, now)
+    """The run's batches: local jobs from universe + cursors, or the RLC list's jobs."""
+    if tier not in loaded.policy.tiers:
+        log.warning("tier %s is not in policy v%d: nothing to sweep", tier, loaded.version)
+        return []
+    if loaded.policy.jobs.mode == "rlc":
+        if redis is None:
+            raise RuntimeError("jobs.mode = rlc needs Redis")
+        taken = await take_rlc_jobs(redis, conn, loaded.policy, tier, run_id)
+        jobs = taken.jobs
+        log.info(
+            "RLC: %d job(s), %d rejected, %d duplicate(s)", len(jobs), len(taken.rejected), taken.duplicates
+        )
+    else:
+        jobs = await plan_local_jobs(conn, loaded.policy, tier, now)
     batches = batch_jobs(jobs, loaded.policy.tiers[tier].batch_size)
     log.info(
-        "sweep %s at %s with policy v%d: %d jobs in %d batches",
+        "sweep %s at %s with policy v%d (%s mode): %d jobs in %d batches",
         tier,
         now.isoformat(),
         loaded.version,
+        loaded.policy.jobs.mode,
         len(jobs),
         len(batches),
     )
     return [SweepBatch(tier=tier, policy_version=loaded.version, now=now, jobs=b) for b in batches]
 
 
-def _fill_exchange(job: Job, universe: dict[str, UniverseEntry]) -> Job:
-    if job.exchange_mic is not None:
-        return job
-    entry = universe.get(job.symbol)
-    return msgspec.structs.replace(job, exchange_mic=entry.exchange_mic if entry else "XNYS")
-
-
-async def run_sweep_batch(
-    conn: asyncpg.Connection,
-    policy: Policy,
-    batch: SweepBatch,
-    registry: ProviderRegistry,
-) -> SweepResult:
-    """Fetch every job of a batch concurrently, then store bars and quotes.
-
-    Requests that no provider can answer are reported in `failed` and retried by the next
-    run (their cursors did not move); if nothing at all succeeded, SweepFailed is raised.
-    """
-    started = time.monotonic()
-    tp = policy.tiers[batch.tier]
-    result = SweepResult(tier=batch.tier, policy_version=batch.policy_version, jobs=len(batch.jobs))
-    preferred = tp.providers
-
+def _requests(
+    batch: SweepBatch, registry: ProviderRegistry, preferred: list[str]
+) -> tuple[list[BarRequest], list[tuple[str, list[str]]]]:
+    """Bar requests (jobs sharing exchange, interval and window, sized for the provider)
+    and quote requests (per exchange)."""
     groups: dict[tuple[str, Interval, datetime, datetime], list[str]] = defaultdict(list)
     quote_groups: dict[str, list[str]] = defaultdict(list)
     for job in batch.jobs:
@@ -205,25 +216,41 @@ async def run_sweep_batch(
             groups[(mic, job.interval, job.start, min(job.end, batch.now))].append(job.symbol)
         else:
             quote_groups[mic].append(job.symbol)
-
     requests: list[BarRequest] = []
     for (mic, interval, start, end), symbols in groups.items():
-        per_call = registry.max_symbols(f"bars:{interval.value}", preferred)
-        for i in range(0, len(symbols), per_call):
-            requests.append(
-                BarRequest(
-                    symbols=tuple(symbols[i : i + per_call]),
-                    exchange_mic=mic,
-                    interval=interval,
-                    start=start,
-                    end=end,
-                )
+        per_call = registry.max_symbols(f"bars:{interval.value}", preferred, mic)
+        requests.extend(
+            BarRequest(
+                symbols=tuple(symbols[i : i + per_call]),
+                exchange_mic=mic,
+                interval=interval,
+                start=start,
+                end=end,
             )
+            for i in range(0, len(symbols), per_call)
+        )
     quote_requests: list[tuple[str, list[str]]] = []
     for mic, symbols in quote_groups.items():
-        per_call = registry.max_symbols("quotes", preferred)
+        per_call = registry.max_symbols("quotes", preferred, mic)
         quote_requests.extend((mic, symbols[i : i + per_call]) for i in range(0, len(symbols), per_call))
+    return requests, quote_requests
 
+
+async def run_sweep_batch(
+    conn: asyncpg.Connection,
+    policy: Policy,
+    batch: SweepBatch,
+    registry: ProviderRegistry,
+) -> SweepResult:
+    """Fetch every job of a batch concurrently, store bars and quotes, queue the gaps.
+
+    Requests that no provider can answer are reported in `failed` and retried by the next
+    run (their cursors did not move); if nothing at all succeeded, SweepFailed is raised.
+    """
+    started = time.monotonic()
+    preferred = policy.tiers[batch.tier].providers
+    result = SweepResult(tier=batch.tier, policy_version=batch.policy_version, jobs=len(batch.jobs))
+    requests, quote_requests = _requests(batch, registry, preferred)
     limit = asyncio.Semaphore(_concurrency(policy, registry, preferred))
     bars: list[Bar] = []
     quotes: list[Quote] = []
@@ -234,10 +261,8 @@ async def run_sweep_batch(
             try:
                 outcome = await registry.fetch_bars(req, preferred)
             except AllProvidersFailed as exc:
-                result.failed[
-                    f"bars:{req.interval.value}:{','.join(req.symbols[:3])}"
-                    f"{'…' if len(req.symbols) > 3 else ''}"
-                ] = str(exc)
+                more = "…" if len(req.symbols) > 3 else ""
+                result.failed[f"bars:{req.interval.value}:{','.join(req.symbols[:3])}{more}"] = str(exc)
                 return
         providers[outcome.provider] += 1
         bars.extend(outcome.value)
@@ -259,14 +284,85 @@ async def run_sweep_batch(
     result.requests = len(requests) + len(quote_requests)
     result.providers = dict(providers)
 
+    bar_jobs = [j for j in batch.jobs if j.kind == "bars"]
+    previous = await _cursors(conn, bar_jobs)
     written = await write_bars(conn, bars, policy_version=batch.policy_version, advance_cursors=True)
     result.bars_received, result.bars_inserted = written.received, written.inserted
     qw = await write_quotes(conn, quotes, policy_version=batch.policy_version)
     result.quotes_received, result.quotes_inserted = qw.received, qw.inserted
+    await _detect_and_enqueue_gaps(conn, policy, batch, bar_jobs, previous, result)
     result.seconds = round(time.monotonic() - started, 3)
     if result.requests and len(result.failed) == result.requests:
         raise SweepFailed(f"every request of the batch failed: {next(iter(result.failed.values()))}")
     return result
+
+
+async def _cursors(conn: asyncpg.Connection, jobs: list[Job]) -> dict[tuple[str, str], datetime]:
+    """Newest cursor of each (symbol, interval) of the jobs, over every provider."""
+    if not jobs:
+        return {}
+    rows = await conn.fetch(
+        """SELECT symbol, interval, max(last_ts) AS last_ts FROM ingestion_cursors
+           WHERE symbol = ANY($1::text[]) AND interval = ANY($2::text[]) GROUP BY 1, 2""",
+        sorted({j.symbol for j in jobs}),
+        sorted({str(j.interval) for j in jobs}),
+    )
+    return {(r["symbol"], r["interval"]): r["last_ts"] for r in rows}
+
+
+async def _detect_and_enqueue_gaps(
+    conn: asyncpg.Connection,
+    policy: Policy,
+    batch: SweepBatch,
+    jobs: list[Job],
+    previous: dict[tuple[str, str], datetime],
+    result: SweepResult,
+) -> None:
+    """Check each job's (previous cursor, new cursor] against the calendar; queue the holes."""
+    if not jobs:
+        return
+    current = await _cursors(conn, jobs)
+    windows = []
+    for job in jobs:
+        assert job.interval is not None and job.start is not None
+        key = (job.symbol, job.interval.value)
+        until = current.get(key)
+        if until is None:
+            continue  # nothing stored yet: no cursor, nothing to compare against
+        after = previous.get(key) or (job.start - timedelta(microseconds=1))
+        windows.append(
+            Window(
+                symbol=job.symbol,
+                exchange_mic=job.exchange_mic or "XNYS",
+                interval=job.interval,
+                after=after,
+                until=until,
+            )
+        )
+    gaps = await find_gaps(conn, windows)
+    result.gaps_found = len(gaps)
+    result.gap_bars = sum(g.bars for g in gaps)
+    if not gaps:
+        return
+    enq = await enqueue_backfills(
+        conn,
+        [
+            BackfillRange(symbol=g.symbol, interval=g.interval, start=g.start, end=g.end, tier=batch.tier)
+            for g in gaps
+        ],
+        policy,
+        policy_version=batch.policy_version,
+    )
+    result.backfills_queued = enq.inserted + enq.merged
+    result.backfills_refused = enq.refused_total
+    log.info(
+        "gaps: %d range(s), %d bar(s) missing; %d queued (%d new), %d refused by the cap",
+        len(gaps),
+        result.gap_bars,
+        result.backfills_queued,
+        enq.inserted,
+        enq.refused_total,
+    )
 
 
 def _concurrency(policy: Policy, registry: ProviderRegistry, preferred: list[str]) -> int:

@@ -1,0 +1,63 @@
+"""
+### md_sweep_t0 / md_sweep_t1 / md_sweep_t2: tier sweeps
+
+Each run plans the tier's jobs (from the universe and the cursors, or from the RLC list when
+the policy says `jobs.mode = "rlc"`), fetches them in mapped batches through the provider
+registry, and stores bars and quotes point-in-time safe; cursors advance in the same
+transaction. Gaps against the exchange calendar become backfill jobs for `md_backfill`.
+
+**Schedule**: the active policy's `bar_cadence` for the tier, only while the tier's markets
+trade (daily tiers: after each session close). A policy reload changes it from the next run.
+
+**Policy**: `plan` reads the active policy version once; every batch of the run uses it, and
+the version is stored with every bar and cursor written.
+
+Re-running a run (Clear) asks for the same window and adds no rows for bars already stored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, task
+
+from market_data.airflow import sweep_tasks
+from market_data.airflow.tier_defaults import tier_defaults
+from market_data.airflow.timetables import SessionCadenceTimetable
+
+
+def build_sweep_dag(tier: str, cadence_seconds: float, mode: str, exchanges: tuple[str, ...]):
+    @dag(
+        dag_id=f"md_sweep_{tier.lower()}",
+        schedule=SessionCadenceTimetable(
+            tier, default_cadence_seconds=cadence_seconds, mode=mode, exchanges=exchanges
+        ),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=timedelta(minutes=30),
+        tags=["market-data", "sweep", tier],
+        default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
+        doc_md=__doc__,
+    )
+    def sweep_dag() -> None:
+        @task
+        def plan() -> list[dict]:
+            return sweep_tasks.plan(tier)
+
+        @task
+        def sweep(batch: dict) -> dict:
+            return sweep_tasks.sweep(batch)
+
+        @task(trigger_rule="all_done")
+        def report(batches: list[dict], results: list[dict]) -> dict:
+            return sweep_tasks.report(tier, batches, list(results))
+
+        batches = plan()
+        report(batches, sweep.expand(batch=batches))
+
+    return sweep_dag()
+
+
+for _tier, (_cadence, _mode, _exchanges) in tier_defaults().items():
+    globals()[f"md_sweep_{_tier.lower()}"] = build_sweep_dag(_tier, _cadence, _mode, _exchanges)

@@ -1,0 +1,232 @@
+"""The sweep DAGs' schedule: the active policy's cadence, only while the tier's markets trade.
+
+`SessionCadenceTimetable` is registered by the plugin (market_data_plugin.py). When the
+scheduler asks for the next run it reads the tier's cadence and exchanges from Postgres
+(cached for a few seconds), so a policy reload changes the schedule at the next run
+without restarting Airflow. Nothing is read while DAG files are parsed.
+
+Two modes:
+- `intraday`: a run at every multiple of the cadence (aligned to the epoch) whose preceding
+  cadence window overlaps a trading segment of one of the tier's exchanges; nights,
+  weekends, holidays and lunch breaks get no runs. The run's data interval is that window.
+- `after_close`: one run per session, `close_delay` after the close (daily bars).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pendulum
+from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction, Timetable
+
+from market_data import calendar
+from market_data.records import Interval, Tier
+
+log = logging.getLogger(__name__)
+CACHE_SECONDS = 10.0
+_NS = 1_000_000_000
+_MAX_SCAN_DAYS = 15
+
+
+class _TierSchedule:
+    """What the scheduler needs from Postgres about one tier, cached briefly."""
+
+    _lock = threading.Lock()
+    _cache: dict[str, tuple[float, float, tuple[str, ...]]] = {}
+
+    @classmethod
+    def get(
+        cls, tier: str, default_cadence: float, default_exchanges: tuple[str, ...]
+    ) -> tuple[float, tuple[str, ...]]:
+        with cls._lock:
+            hit = cls._cache.get(tier)
+            if hit and time.monotonic() - hit[0] < CACHE_SECONDS:
+                return hit[1], hit[2]
+        cadence, exchanges = default_cadence, default_exchanges
+        try:
+            cadence, exchanges = _read_tier_schedule(tier, default_cadence, default_exchanges)
+        except Exception as exc:
+            log.warning("tier %s: cannot read the active policy (%s); using cadence %ss", tier, exc, cadence)
+        with cls._lock:
+            cls._cache[tier] = (time.monotonic(), cadence, exchanges)
+        return cadence, exchanges
+
+    @classmethod
+    def clear(cls) -> None:
+        with cls._lock:
+            cls._cache.clear()
+
+
+def _read_tier_schedule(
+    tier: str, default_cadence: float, default_exchanges: tuple[str, ...]
+) -> tuple[float, tuple[str, ...]]:
+    import psycopg2
+
+    from market_data.policy.loader import parse_policy
+    from market_data.settings import get_settings
+
+    conn = psycopg2.connect(get_settings().database_url, connect_timeout=3)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT body FROM policy_versions WHERE active")
+            row = cur.fetchone()
+            cur.execute(
+                "SELECT DISTINCT exchange_mic FROM symbol_universe WHERE tier = %s AND active", (tier,)
+            )
+            mics = tuple(sorted(r[0] for r in cur.fetchall()))
+    finally:
+        conn.close()
+    cadence = default_cadence
+    if row is not None:
+        tp = parse_policy(row[0]).tiers.get(Tier(tier))
+        if tp is not None:
+            cadence = tp.bar_cadence.seconds
+    return cadence, mics or default_exchanges
+
+
+def _aligned_after(t: datetime, step: float) -> datetime:
+    """The first multiple of `step` seconds (since the epoch) strictly after `t`."""
+    s = int(step)
+    ts = int(t.timestamp())
+    return datetime.fromtimestamp((ts // s + 1) * s, tz=UTC)
+
+
+def _trading_in(mics: tuple[str, ...], start: datetime, end: datetime) -> bool:
+    return any(calendar.sessions_open_between(mic, start, end) for mic in mics)
+
+
+def _next_open_after(mics: tuple[str, ...], t: datetime) -> datetime | None:
+    """The earliest trading minute at or after `t` on any of the exchanges."""
+    best: int | None = None
+    start_ns = calendar.to_ns(t)
+    for mic in mics:
+        starts = calendar.expected_bar_starts_ns(
+            mic, Interval.M1, start_ns, start_ns + _MAX_SCAN_DAYS * 86400 * _NS
+        )
+        if starts.size:
+            best = int(starts[0]) if best is None else min(best, int(starts[0]))
+    return calendar.to_datetime(best) if best is not None else None
+
+
+def _closes_after(mics: tuple[str, ...], t: datetime, delay: timedelta) -> datetime | None:
+    """The earliest `close + delay` strictly after `t` over the exchanges."""
+    best: datetime | None = None
+    for mic in mics:
+        starts = calendar.expected_bar_starts_ns(
+            mic,
+            Interval.D1,
+            calendar.to_ns(t - timedelta(days=2)),
+            calendar.to_ns(t + timedelta(days=_MAX_SCAN_DAYS)),
+        )
+        if not starts.size:
+            continue
+        closes = calendar.bar_end_ns(mic, Interval.D1, starts) + int(delay.total_seconds() * _NS)
+        later = closes[closes > calendar.to_ns(t)]
+        if later.size:
+            c = calendar.to_datetime(int(np.min(later)))
+            best = c if best is None or c < best else best
+    return best
+
+
+class SessionCadenceTimetable(Timetable):
+    """Runs a tier's sweep on the policy's cadence while its markets trade."""
+
+    periodic = True
+    can_be_scheduled = True
+
+    def __init__(
+        self,
+        tier: str,
+        *,
+        default_cadence_seconds: float = 60,
+        mode: str = "intraday",
+        exchanges: tuple[str, ...] = ("XNYS",),
+        close_delay_seconds: float = 900,
+    ) -> None:
+        self.tier = tier
+        self.default_cadence_seconds = float(default_cadence_seconds)
+        self.mode = mode
+        self.exchanges = tuple(exchanges)
+        self.close_delay_seconds = float(close_delay_seconds)
+
+    # -- identity and serialization (what the scheduler stores) ---------------------------
+    def serialize(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "default_cadence_seconds": self.default_cadence_seconds,
+            "mode": self.mode,
+            "exchanges": list(self.exchanges),
+            "close_delay_seconds": self.close_delay_seconds,
+        }
+
+    @classmethod
+    def deserialize(cls, data: dict[str, Any]) -> SessionCadenceTimetable:
+        return cls(
+            data["tier"],
+            default_cadence_seconds=data["default_cadence_seconds"],
+            mode=data["mode"],
+            exchanges=tuple(data["exchanges"]),
+            close_delay_seconds=data["close_delay_seconds"],
+        )
+
+    def validate(self) -> None:
+        if self.mode not in ("intraday", "after_close"):
+            raise ValueError(f"mode: expected intraday or after_close, got {self.mode!r}")
+        if self.tier not in Tier.__members__:
+            raise ValueError(f"tier: unknown tier {self.tier!r}")
+
+    @property
+    def summary(self) -> str:
+        if self.mode == "after_close":
+            return f"{self.tier}: after each session close"
+        return f"{self.tier}: policy cadence during sessions"
+
+    # -- scheduling -----------------------------------------------------------------------
+    def _schedule(self) -> tuple[float, tuple[str, ...]]:
+        return _TierSchedule.get(self.tier, self.default_cadence_seconds, self.exchanges)
+
+    def infer_manual_data_interval(self, *, run_after: pendulum.DateTime) -> DataInterval:
+        cadence, _ = self._schedule()
+        return DataInterval(start=run_after - timedelta(seconds=cadence), end=run_after)
+
+    def next_dagrun_info(
+        self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction
+    ) -> DagRunInfo | None:
+        cadence, mics = self._schedule()
+        after: datetime | None = last_automated_data_interval.end if last_automated_data_interval else None
+        if restriction.earliest is not None and (after is None or after < restriction.earliest):
+            after = restriction.earliest - timedelta(microseconds=1)
+        if not restriction.catchup:
+            now = datetime.now(UTC)
+            after = (
+                max(after, now - timedelta(seconds=cadence)) if after else now - timedelta(seconds=cadence)
+            )
+        if after is None:
+            return None
+        start, end = self.next_window(after, cadence, mics)
+        if end is None or (restriction.latest is not None and end > restriction.latest):
+            return None
+        return DagRunInfo.interval(start=pendulum.instance(start), end=pendulum.instance(end))
+
+    def next_window(
+        self, after: datetime, cadence: float, mics: tuple[str, ...]
+    ) -> tuple[datetime, datetime | None]:
+        """The data interval of the first run ending strictly after `after`."""
+        if self.mode == "after_close":
+            end = _closes_after(mics, after, timedelta(seconds=self.close_delay_seconds))
+            return (end - timedelta(days=1), end) if end else (after, None)
+        step = timedelta(seconds=cadence)
+        end = _aligned_after(after, cadence)
+        for _ in range(4):  # at most a few jumps: window, then the next open
+            if _trading_in(mics, end - step, end):
+                return end - step, end
+            opened = _next_open_after(mics, end)
+            if opened is None:
+                return after, None
+            end = _aligned_after(opened, cadence)
+        return end - step, end

@@ -1,0 +1,131 @@
+"""The tier sweep DAGs under dag.test(): bars land, cursors move, re-runs add nothing, reloads apply."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from market_data import db
+from tests.conftest import truncate_data
+
+# Monday 2026-11-23 15:00 UTC: NYSE open since 14:30. A cron run's window ends at its logical date.
+LOGICAL = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+
+
+async def snapshot(dsn: str) -> dict:
+    conn = await db.connect(dsn)
+    try:
+        return {
+            "bars": await conn.fetchval("SELECT count(*) FROM bars"),
+            "versions": await conn.fetchval("SELECT count(DISTINCT as_of) FROM bars"),
+            "per_symbol": dict(await conn.fetch("SELECT symbol, count(*) FROM bars GROUP BY 1")),
+            "cursors": {
+                (r["symbol"], r["interval"]): r["last_ts"]
+                for r in await conn.fetch("SELECT symbol, interval, last_ts FROM ingestion_cursors")
+            },
+            "t0": [
+                r["symbol"]
+                for r in await conn.fetch("SELECT symbol FROM symbol_universe WHERE tier='T0' AND active")
+            ],
+        }
+    finally:
+        await conn.close()
+
+
+def test_sweep_t0_loads_history_advances_cursors_and_is_idempotent(dagbag, md_dsn: str) -> None:
+    asyncio.run(truncate_data(md_dsn))
+    dag = dagbag.get_dag("md_sweep_t0")
+
+    run = dag.test(logical_date=LOGICAL)
+    assert run.state == "success"
+    first = asyncio.run(snapshot(md_dsn))
+    # Friday's full session (390) plus Monday 14:30..14:59 (30) for every T0 symbol
+    assert first["per_symbol"] == {s: 420 for s in first["t0"]}
+    assert first["cursors"] == {(s, "1m"): datetime(2026, 11, 23, 14, 59, tzinfo=UTC) for s in first["t0"]}
+
+    rerun = dag.test(logical_date=LOGICAL, run_after=LOGICAL)
+    assert rerun.state == "success"
+    second = asyncio.run(snapshot(md_dsn))
+    assert second == first
+
+
+def test_a_run_after_a_reload_uses_the_new_provider_setting(dagbag, md_dsn: str) -> None:
+    """Disable `synthetic` through a reload: the next run is served by `synthetic_backup`."""
+    import re
+    from pathlib import Path
+
+    from market_data.policy.store import reload_policy
+
+    default = (Path(__file__).resolve().parents[2] / "include" / "policy.toml").read_text()
+    disabled = re.sub(
+        r'(\[providers\.synthetic\]\nkind = "synthetic"\n)enabled = true',
+        r"\1enabled = false",
+        default,
+        count=1,
+    )
+    assert disabled != default
+
+    async def reload(body: str) -> int:
+        c = await db.connect(md_dsn)
+        try:
+            return (await reload_policy(c, body, actor="tests"))[0].version
+        finally:
+            await c.close()
+
+    asyncio.run(truncate_data(md_dsn))
+    version = asyncio.run(reload(disabled))
+    try:
+        run = dagbag.get_dag("md_sweep_t0").test(logical_date=LOGICAL)
+        assert run.state == "success"
+
+        async def written() -> tuple[set[str], set[int]]:
+            c = await db.connect(md_dsn)
+            try:
+                providers = {r[0] for r in await c.fetch("SELECT DISTINCT provider FROM bars")}
+                versions = {r[0] for r in await c.fetch("SELECT DISTINCT policy_version FROM bars")}
+                return providers, versions
+            finally:
+                await c.close()
+
+        providers, versions = asyncio.run(written())
+        assert providers == {"synthetic_backup"}
+        assert versions == {version}  # the run recorded the version it used
+    finally:
+        asyncio.run(reload(default))
+
+
+async def _tier_bars(dsn: str, tier: str) -> dict[str, tuple[int, datetime]]:
+    conn = await db.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            """SELECT b.symbol, count(*) AS n, max(b.ts) AS last FROM bars b
+               JOIN symbol_universe u USING (symbol) WHERE u.tier = $1 GROUP BY b.symbol""",
+            tier,
+        )
+        return {r["symbol"]: (r["n"], r["last"]) for r in rows}
+    finally:
+        await conn.close()
+
+
+def test_sweep_t1_stores_five_minute_bars(dagbag, md_dsn: str) -> None:
+    asyncio.run(truncate_data(md_dsn))
+    run = dagbag.get_dag("md_sweep_t1").test(logical_date=LOGICAL)
+    assert run.state == "success"
+    got = asyncio.run(_tier_bars(md_dsn, "T1"))
+    assert len(got) == 20
+    # Friday's 78 five-minute bars plus Monday 14:30..14:55 (the 14:55 bar ended at 15:00)
+    assert {n for n, _ in got.values()} == {84}
+    assert {last for _, last in got.values()} == {datetime(2026, 11, 23, 14, 55, tzinfo=UTC)}
+
+
+def test_sweep_t2_stores_daily_bars_on_every_exchange(dagbag, md_dsn: str) -> None:
+    asyncio.run(truncate_data(md_dsn))
+    after_ny_close = datetime(2026, 11, 23, 21, 15, tzinfo=UTC)
+    run = dagbag.get_dag("md_sweep_t2").test(logical_date=after_ny_close)
+    assert run.state == "success"
+    got = asyncio.run(_tier_bars(md_dsn, "T2"))
+    assert {"VOD.L", "7203.T", "MRK"} <= set(got)
+    # initial_sessions = 20: the 20 latest completed sessions, Monday's included (Tokyo was closed)
+    assert got["MRK"] == (20, datetime(2026, 11, 23, tzinfo=UTC))
+    assert got["VOD.L"][1] == datetime(2026, 11, 23, tzinfo=UTC)
+    assert got["7203.T"][1] == datetime(2026, 11, 20, tzinfo=UTC)

@@ -1,0 +1,117 @@
+"""SessionCadenceTimetable: runs only while markets trade, at the active policy's cadence."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pendulum
+import pytest
+from airflow.timetables.base import DataInterval, TimeRestriction
+
+from market_data import db
+from market_data.airflow.timetables import SessionCadenceTimetable, _TierSchedule
+from market_data.policy.store import reload_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = (ROOT / "include" / "policy.toml").read_text()
+CATCHUP = TimeRestriction(earliest=pendulum.datetime(2026, 1, 1, tz="UTC"), latest=None, catchup=True)
+
+
+def utc(*a: int) -> datetime:
+    return datetime(*a, tzinfo=UTC)
+
+
+def after(tt: SessionCadenceTimetable, end: datetime):
+    info = tt.next_dagrun_info(
+        last_automated_data_interval=DataInterval(pendulum.instance(end), pendulum.instance(end)),
+        restriction=CATCHUP,
+    )
+    assert info is not None
+    return info.data_interval.start, info.data_interval.end
+
+
+@pytest.fixture
+def schedule_db(md_dsn: str):
+    _TierSchedule.clear()
+    yield md_dsn
+    _TierSchedule.clear()
+    asyncio.run(_reload(md_dsn, DEFAULT))
+
+
+async def _reload(dsn: str, body: str) -> None:
+    c = await db.connect(dsn)
+    try:
+        await reload_policy(c, body, actor="tests")
+    finally:
+        await c.close()
+
+
+def test_t0_runs_every_minute_in_session_and_skips_the_night(schedule_db) -> None:
+    tt = SessionCadenceTimetable("T0", default_cadence_seconds=60)
+    assert after(tt, utc(2026, 11, 23, 15, 0)) == (utc(2026, 11, 23, 15, 0), utc(2026, 11, 23, 15, 1))
+    # the run at the close collects the last bar; the next one is at Tuesday's open
+    assert after(tt, utc(2026, 11, 23, 20, 59))[1] == utc(2026, 11, 23, 21, 0)
+    assert after(tt, utc(2026, 11, 23, 21, 0)) == (utc(2026, 11, 24, 14, 30), utc(2026, 11, 24, 14, 31))
+
+
+def test_holidays_and_early_closes(schedule_db) -> None:
+    tt = SessionCadenceTimetable("T0", default_cadence_seconds=60)
+    # Wednesday's close -> Thanksgiving (closed) -> Friday's open
+    assert after(tt, utc(2026, 11, 25, 21, 0))[1] == utc(2026, 11, 27, 14, 31)
+    # Friday closes at 13:00 New York (18:00 UTC); the next run is Monday
+    assert after(tt, utc(2026, 11, 27, 17, 59))[1] == utc(2026, 11, 27, 18, 0)
+    assert after(tt, utc(2026, 11, 27, 18, 0))[1] == utc(2026, 11, 30, 14, 31)
+
+
+def test_the_cadence_comes_from_the_active_policy(schedule_db) -> None:
+    tt = SessionCadenceTimetable("T1", default_cadence_seconds=300)
+    assert after(tt, utc(2026, 11, 23, 15, 0)) == (utc(2026, 11, 23, 15, 0), utc(2026, 11, 23, 15, 5))
+    body = re.sub(r'^bar_cadence = "5m"$', 'bar_cadence = "15m"', DEFAULT, count=1, flags=re.M)
+    body = re.sub(r'^lookback = "1h"$', 'lookback = "2h"', body, count=1, flags=re.M)
+    asyncio.run(_reload(schedule_db, body))
+    _TierSchedule.clear()  # the scheduler's cache would expire within seconds
+    assert after(tt, utc(2026, 11, 23, 15, 0)) == (utc(2026, 11, 23, 15, 0), utc(2026, 11, 23, 15, 15))
+
+
+def test_after_close_mode_runs_after_each_close_of_the_tiers_exchanges(schedule_db) -> None:
+    """T2's seed symbols trade in London, Tokyo and New York: one run 15 minutes after each close."""
+    tt = SessionCadenceTimetable("T2", mode="after_close", exchanges=("XNYS",), close_delay_seconds=900)
+    runs, t = [], utc(2026, 11, 23, 12, 0)
+    for _ in range(7):
+        t = after(tt, t)[1]
+        runs.append(t)
+    assert runs == [
+        utc(2026, 11, 23, 16, 45),  # London
+        utc(2026, 11, 23, 21, 15),  # New York (NYSE, Nasdaq, Arca close together)
+        utc(2026, 11, 24, 6, 45),  # Tokyo (Monday 23 November was a Japanese holiday)
+        utc(2026, 11, 24, 16, 45),
+        utc(2026, 11, 24, 21, 15),
+        utc(2026, 11, 25, 6, 45),
+        utc(2026, 11, 25, 16, 45),
+    ]
+
+
+def test_after_close_follows_early_closes_and_holidays(schedule_db) -> None:
+    tt = SessionCadenceTimetable("T2", mode="after_close", close_delay_seconds=900)
+    _, end = tt.next_window(utc(2026, 11, 26, 12, 0), 86400, ("XNYS",))
+    assert end == utc(2026, 11, 27, 18, 15)  # Thanksgiving closed, Friday closes at 13:00 New York
+
+
+def test_tokyo_lunch_break_gets_no_run(schedule_db) -> None:
+    tt = SessionCadenceTimetable("T2", default_cadence_seconds=60, exchanges=("XTKS",))
+    _, end = tt.next_window(utc(2026, 11, 24, 2, 29), 60, ("XTKS",))
+    assert end == utc(2026, 11, 24, 2, 30)  # 11:29-11:30 JST, the last minute before lunch
+    assert tt.next_window(end, 60, ("XTKS",))[1] == utc(2026, 11, 24, 3, 31)  # 12:30 JST + 1 minute
+
+
+def test_serialization_round_trip() -> None:
+    tt = SessionCadenceTimetable(
+        "T2", default_cadence_seconds=86400, mode="after_close", exchanges=("XLON", "XNYS")
+    )
+    again = SessionCadenceTimetable.deserialize(tt.serialize())
+    assert again.serialize() == tt.serialize()
+    with pytest.raises(ValueError, match="mode"):
+        SessionCadenceTimetable("T0", mode="hourly").validate()
