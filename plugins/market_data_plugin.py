@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from market_data.airflow.timetables import SessionCadenceTimetable
+from market_data.airflow.timetables import BackfillTimetable, SessionCadenceTimetable
 
 
 class MarketDataPlugin(AirflowPlugin):
     name = "market_data"
-    timetables = [SessionCadenceTimetable]
+    timetables = [SessionCadenceTimetable, BackfillTimetable]

@@ -153,6 +153,8 @@ CLEAN_TABLES = (
     "backfill_jobs",
     "slo_samples",
     "rejected_jobs",
+    "backfill_batch_runs",
+    "ops_audit",
 )
 
 

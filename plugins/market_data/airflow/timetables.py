@@ -230,3 +230,77 @@ class SessionCadenceTimetable(Timetable):
                 return after, None
             end = _aligned_after(opened, cadence)
         return end - step, end
+
+
+class BackfillTimetable(Timetable):
+    """md_backfill's schedule: every `backfill.cadence` of the active policy, day and night."""
+
+    periodic = True
+    can_be_scheduled = True
+
+    def __init__(self, default_cadence_seconds: float = 300) -> None:
+        self.default_cadence_seconds = float(default_cadence_seconds)
+
+    def serialize(self) -> dict[str, Any]:
+        return {"default_cadence_seconds": self.default_cadence_seconds}
+
+    @classmethod
+    def deserialize(cls, data: dict[str, Any]) -> BackfillTimetable:
+        return cls(data["default_cadence_seconds"])
+
+    @property
+    def summary(self) -> str:
+        return "policy backfill.cadence"
+
+    def _cadence(self) -> float:
+        with _TierSchedule._lock:
+            hit = _TierSchedule._cache.get("__backfill__")
+            if hit and time.monotonic() - hit[0] < CACHE_SECONDS:
+                return hit[1]
+        cadence = self.default_cadence_seconds
+        try:
+            cadence = _read_backfill_cadence(cadence)
+        except Exception as exc:
+            log.warning("backfill: cannot read the active policy (%s); using cadence %ss", exc, cadence)
+        with _TierSchedule._lock:
+            _TierSchedule._cache["__backfill__"] = (time.monotonic(), cadence, ())
+        return cadence
+
+    def infer_manual_data_interval(self, *, run_after: pendulum.DateTime) -> DataInterval:
+        return DataInterval(start=run_after - timedelta(seconds=self._cadence()), end=run_after)
+
+    def next_dagrun_info(
+        self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction
+    ) -> DagRunInfo | None:
+        cadence = self._cadence()
+        after: datetime | None = last_automated_data_interval.end if last_automated_data_interval else None
+        if restriction.earliest is not None and (after is None or after < restriction.earliest):
+            after = restriction.earliest - timedelta(microseconds=1)
+        if not restriction.catchup:
+            now = datetime.now(UTC)
+            floor = now - timedelta(seconds=cadence)
+            after = max(after, floor) if after else floor
+        if after is None:
+            return None
+        end = _aligned_after(after, cadence)
+        if restriction.latest is not None and end > restriction.latest:
+            return None
+        return DagRunInfo.interval(
+            start=pendulum.instance(end - timedelta(seconds=cadence)), end=pendulum.instance(end)
+        )
+
+
+def _read_backfill_cadence(default: float) -> float:
+    import psycopg2
+
+    from market_data.policy.loader import parse_policy
+    from market_data.settings import get_settings
+
+    conn = psycopg2.connect(get_settings().database_url, connect_timeout=3)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT body FROM policy_versions WHERE active")
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    return parse_policy(row[0]).backfill.cadence.seconds if row else default

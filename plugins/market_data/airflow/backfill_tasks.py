@@ -1,0 +1,236 @@
+"""Bodies of md_backfill's tasks and its failure callback (the DAG file only wires them)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from market_data.airflow.connections import market_data_dsn, redis_url
+from market_data.backfill.claim import (
+    OTHER,
+    BackfillBatch,
+    batch_key,
+    claim_jobs,
+    plan_batches,
+    release_expired_leases,
+)
+from market_data.backfill.dlq import mark_batch_dead
+from market_data.backfill.execute import BatchOutcome, run_backfill_batch
+from market_data.backfill.manual import ManualBackfill, active_universe, check_manual, enqueue_manual
+from market_data.db import connect
+from market_data.policy import PolicyError, load_active_policy, load_policy_version
+from market_data.policy.loader import LoadedPolicy, load_policy_file
+from market_data.records import utcnow
+from market_data.registry import ProviderRegistry
+from market_data.settings import get_settings
+
+log = logging.getLogger(__name__)
+TASK_PREFIX = "backfill_"
+
+
+class BackfillIncomplete(RuntimeError):
+    """Some batches of the run failed (after their retries): their jobs are in the DLQ."""
+
+
+def task_groups() -> list[tuple[str, str]]:
+    """(provider, pool) for every provider of the policy file: one mapped task each.
+
+    Read from the file at parse time (no database); a provider added later by a reload gets
+    its batches run by the `_other` task in the default pool until the DAG is parsed again.
+    """
+    try:
+        policy = load_policy_file(get_settings().policy_file).policy
+    except (OSError, PolicyError):
+        return []
+    return [(name, cfg.pool_name(name)) for name, cfg in sorted(policy.providers.items())]
+
+
+def default_retries() -> int:
+    try:
+        return load_policy_file(get_settings().policy_file).policy.backfill.retries
+    except (OSError, PolicyError):
+        return 3
+
+
+def _refuse(message: str) -> Exception:
+    """A refusal that no retry can fix: the task fails at once (no retries)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(message)
+
+
+def _context() -> Any:
+    from airflow.sdk import get_current_context
+
+    return get_current_context()
+
+
+def _run_id(ctx: Any) -> str:
+    dag_run = ctx.get("dag_run")
+    return str(getattr(dag_run, "run_id", None) or ctx.get("run_id"))
+
+
+def enqueue_from_params() -> list[int]:
+    """A manual trigger's conf (`symbols`, `interval`, `start`, `end`): checked and queued first.
+
+    The trigger form's JSON schema already refused malformed values; the policy's bounds
+    (range length, age, known symbols) are checked here and fail the run with every reason.
+    """
+    params = dict(_context().get("params") or {})
+    if not params.get("symbols"):
+        return []
+    try:
+        req = msgspec.convert(params, ManualBackfill, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _refuse(f"md_backfill conf refused: {exc}") from exc
+
+    async def go() -> list[int]:
+        conn = await connect(market_data_dsn())
+        try:
+            loaded = await load_active_policy(conn, get_settings().policy_file)
+            problems = check_manual(req, loaded.policy, utcnow(), await active_universe(conn))
+            if problems:
+                raise _refuse("md_backfill conf refused: " + "; ".join(str(p) for p in problems))
+            result = await enqueue_manual(
+                conn, req, loaded.policy, source="manual", policy_version=loaded.version
+            )
+            log.info(
+                "manual backfill: %d job(s) queued (%d merged into queued ones)",
+                result.inserted,
+                result.merged,
+            )
+            return result.job_ids
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def claim() -> dict[str, list[dict[str, Any]]]:
+    """Release expired leases, claim the run's jobs and split them into per-provider batches."""
+    ctx = _context()
+    run_id = _run_id(ctx)
+    groups = [name for name, _ in task_groups()]
+
+    async def go() -> dict[str, list[BackfillBatch]]:
+        conn = await connect(market_data_dsn())
+        try:
+            loaded = await load_active_policy(conn, get_settings().policy_file)
+            log.info("policy version %d (%s) in effect for this run", loaded.version, loaded.source)
+            await release_expired_leases(conn)
+            jobs = await claim_jobs(
+                conn, run_id, loaded.policy.backfill.claim_limit, loaded.policy.backfill.lease.delta
+            )
+            registry = ProviderRegistry.shared(
+                loaded.policy, msgspec.structs.replace(get_settings(), redis_url=redis_url())
+            )
+            try:
+                batches = await plan_batches(
+                    conn,
+                    jobs,
+                    registry,
+                    loaded.policy,
+                    run_id=run_id,
+                    policy_version=loaded.version,
+                    task_groups=groups,
+                )
+            finally:
+                await registry.aclose()
+            log.info(
+                "claimed %d job(s): %s",
+                len(jobs),
+                {g: len(b) for g, b in batches.items() if b} or "nothing queued",
+            )
+            return batches
+        finally:
+            await conn.close()
+
+    out = asyncio.run(go())
+    return {group: [msgspec.to_builtins(b) for b in batches] for group, batches in out.items()}
+
+
+def run_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """Fetch, store and finish one batch (retried by Airflow; the DLQ after the last try)."""
+    b = msgspec.convert(batch, BackfillBatch)
+    ti = _context().get("ti")
+    try_number = int(getattr(ti, "try_number", 1) or 1)
+
+    async def go() -> BatchOutcome:
+        loaded = await _policy(b.policy_version)
+        limit = (
+            loaded.policy.providers[b.provider].max_concurrency
+            if b.provider in loaded.policy.providers
+            else 4
+        )
+        pool = await asyncpg.create_pool(market_data_dsn(), min_size=1, max_size=limit + 1)
+        registry = ProviderRegistry.shared(
+            loaded.policy, msgspec.structs.replace(get_settings(), redis_url=redis_url())
+        )
+        try:
+            return await run_backfill_batch(pool, loaded.policy, b, registry, try_number=try_number)
+        finally:
+            await registry.aclose()
+            await pool.close()
+
+    outcome = asyncio.run(go())
+    log.info("backfill batch %s: %s", b.batch, msgspec.json.encode(outcome).decode())
+    return msgspec.to_builtins(outcome)
+
+
+async def _policy(version: int) -> LoadedPolicy:
+    conn = await connect(market_data_dsn())
+    try:
+        return await load_policy_version(conn, version, get_settings().policy_file)
+    finally:
+        await conn.close()
+
+
+def on_batch_failure(context: Any) -> None:
+    """After a batch's last retry: exactly its unfinished jobs go to the DLQ with the last error."""
+    ti = context.get("ti")
+    task_id = str(getattr(ti, "task_id", ""))
+    group = task_id.removeprefix(TASK_PREFIX) or OTHER
+    map_index = int(getattr(ti, "map_index", -1))
+    run_id = _run_id(context)
+    error = context.get("exception")
+    message = f"{type(error).__name__}: {error}" if error else "batch failed after its retries"
+
+    async def go() -> int:
+        conn = await connect(market_data_dsn())
+        try:
+            return await mark_batch_dead(conn, run_id, batch_key(group, map_index), message)
+        finally:
+            await conn.close()
+
+    dead = asyncio.run(go())
+    log.error(
+        "backfill batch %s of %s failed for good: %d job(s) in the DLQ (%s)",
+        batch_key(group, map_index),
+        run_id,
+        dead,
+        message,
+    )
+
+
+def report(
+    claimed: dict[str, list[dict[str, Any]]] | None, results: list[list[dict[str, Any]] | None]
+) -> dict[str, Any]:
+    """Totals of the run; fails the run when a batch failed (its jobs are then in the DLQ)."""
+    if claimed is None:
+        raise BackfillIncomplete("nothing was claimed: an earlier task of this run failed (see its log)")
+    planned = sum(len(v or []) for v in claimed.values())
+    done = [r for group in results for r in (group or []) if r]
+    totals: dict[str, Any] = {"batches": planned, "succeeded": len(done)}
+    for key in ("jobs", "done", "skipped", "bars_received", "bars_inserted", "empty_ranges"):
+        totals[key] = sum(r.get(key, 0) for r in done)
+    log.info("backfill totals: %s", totals)
+    if len(done) < planned:
+        raise BackfillIncomplete(
+            f"{planned - len(done)} of {planned} batches failed; their jobs are in the DLQ. Clear the failed "
+            "mapped task instances to run exactly those jobs again, or requeue them with the ops API."
+        )
+    return totals

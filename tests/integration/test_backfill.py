@@ -1,0 +1,218 @@
+"""Backfill claim, execution and DLQ against the real database and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import msgspec
+import pytest
+
+from market_data import db
+from market_data.backfill.claim import OTHER, claim_jobs, plan_batches, release_expired_leases
+from market_data.backfill.dlq import list_dead, mark_batch_dead, purge_dead, requeue_dead
+from market_data.backfill.execute import chunks, run_backfill_batch
+from market_data.backfill.manual import ManualBackfill, active_universe, check_manual
+from market_data.ingest.enqueue import BackfillRange, enqueue_backfills
+from market_data.policy import parse_policy
+from market_data.policy.schema import SyntheticFaults
+from market_data.providers.synthetic import SyntheticProvider
+from market_data.records import Interval, Tier
+from market_data.registry import ProviderRegistry
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = parse_policy((ROOT / "include" / "policy.toml").read_text())
+MON = datetime(2026, 11, 23, 14, 30, tzinfo=UTC)
+NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+
+
+def rng(symbol: str, a: int, b: int, tier: Tier = Tier.T0, source: str = "gap") -> BackfillRange:
+    return BackfillRange(
+        symbol=symbol,
+        interval=Interval.M1,
+        start=MON + timedelta(minutes=a),
+        end=MON + timedelta(minutes=b),
+        tier=tier,
+        source=source,
+    )  # type: ignore[arg-type]
+
+
+def registry(**faults) -> ProviderRegistry:
+    return ProviderRegistry(
+        POLICY,
+        {
+            "synthetic": SyntheticProvider("synthetic", SyntheticFaults(**faults), clock=lambda: NOW),
+            "synthetic_backup": SyntheticProvider(
+                "synthetic_backup", SyntheticFaults(**faults), clock=lambda: NOW
+            ),
+        },
+        retry_wait=lambda _s: 0.0,
+    )
+
+
+@pytest.fixture
+async def pool(md_dsn: str, conn):
+    p = await asyncpg.create_pool(md_dsn, min_size=1, max_size=4)
+    yield p
+    await p.close()
+
+
+async def test_claims_most_urgent_then_oldest_and_skips_locked_rows(md_dsn: str, conn) -> None:
+    await enqueue_backfills(conn, [rng("MRK", 0, 5, Tier.T2)], POLICY)
+    await enqueue_backfills(conn, [rng("V", 0, 5, Tier.T1)], POLICY)
+    await enqueue_backfills(conn, [rng("AAPL", 0, 5, Tier.T0)], POLICY)
+    await enqueue_backfills(conn, [rng("MSFT", 0, 5, Tier.T0)], POLICY)
+    await enqueue_backfills(conn, [rng("CVX", 0, 5, Tier.T2, "manual")], POLICY)
+    claimed = await claim_jobs(conn, "run-a", 3, timedelta(minutes=15))
+    assert [j.symbol for j in claimed] == ["CVX", "AAPL", "MSFT"]
+    # two concurrent claimers never get the same job
+    others = [await db.connect(md_dsn) for _ in range(2)]
+    try:
+        a, b = await asyncio.gather(
+            *(claim_jobs(c, f"run-{i}", 10, timedelta(minutes=15)) for i, c in enumerate(others))
+        )
+    finally:
+        for c in others:
+            await c.close()
+    assert sorted(j.symbol for j in a + b) == ["MRK", "V"]
+
+
+async def test_expired_leases_return_to_the_queue(conn) -> None:
+    await enqueue_backfills(conn, [rng("AAPL", 0, 5), rng("MSFT", 0, 5)], POLICY)
+    await claim_jobs(conn, "dead-worker", 10, timedelta(minutes=15))
+    await conn.execute(
+        "UPDATE backfill_jobs SET lease_until = now() - interval '1 second' WHERE symbol = 'AAPL'"
+    )
+    assert await release_expired_leases(conn) == 1
+    row = await conn.fetchrow("SELECT status, run_id, last_error FROM backfill_jobs WHERE symbol = 'AAPL'")
+    assert (row["status"], row["run_id"]) == ("queued", None) and "lease expired" in row["last_error"]
+    assert await conn.fetchval("SELECT status FROM backfill_jobs WHERE symbol = 'MSFT'") == "running"
+
+
+async def test_batches_go_to_the_best_provider_in_batch_size_chunks(conn) -> None:
+    await enqueue_backfills(conn, [rng(s, 0, 5) for s in ("AAPL", "MSFT", "NVDA", "AMZN", "META")], POLICY)
+    small = msgspec.structs.replace(POLICY, backfill=msgspec.structs.replace(POLICY.backfill, batch_size=2))
+    jobs = await claim_jobs(conn, "run-b", 10, timedelta(minutes=15))
+    out = await plan_batches(
+        conn,
+        jobs,
+        registry(),
+        small,
+        run_id="run-b",
+        policy_version=1,
+        task_groups=["synthetic", "synthetic_backup"],
+    )
+    assert [len(b.jobs) for b in out["synthetic"]] == [2, 2, 1]
+    assert out["synthetic_backup"] == [] and out[OTHER] == []
+    assert [b.batch for b in out["synthetic"]] == ["synthetic:0", "synthetic:1", "synthetic:2"]
+    stored = dict(await conn.fetch("SELECT symbol, batch FROM backfill_jobs"))
+    assert stored["AAPL"] == "synthetic:0" and stored["META"] == "synthetic:2"
+
+
+async def test_a_batch_stores_bars_records_empty_minutes_and_finishes(pool, conn) -> None:
+    await enqueue_backfills(conn, [rng("AAPL", 0, 60), rng("MSFT", 0, 60)], POLICY)
+    jobs = await claim_jobs(conn, "run-c", 10, timedelta(minutes=15))
+    reg = registry(no_trade_rate=0.1)
+    batches = await plan_batches(
+        conn, jobs, reg, POLICY, run_id="run-c", policy_version=1, task_groups=["synthetic"]
+    )
+    outcome = await run_backfill_batch(pool, POLICY, batches["synthetic"][0], reg)
+    assert outcome.done == 2 and outcome.bars_inserted > 100
+    assert await conn.fetchval("SELECT count(*) FROM backfill_jobs WHERE status = 'done'") == 2
+    # every expected minute is either stored or confirmed empty, and nothing else is empty
+    for sym in ("AAPL", "MSFT"):
+        stored = {r[0] for r in await conn.fetch("SELECT ts FROM bars WHERE symbol = $1", sym)}
+        empty = await conn.fetch("SELECT start_ts, end_ts FROM confirmed_empty_ranges WHERE symbol = $1", sym)
+        empty_minutes = {
+            s + timedelta(minutes=k) for s, e in empty for k in range(int((e - s).seconds // 60))
+        }
+        assert empty_minutes and not (stored & empty_minutes)
+        assert stored | empty_minutes == {MON + timedelta(minutes=k) for k in range(60)}
+    run = await conn.fetchrow(
+        "SELECT outcome, jobs_done, finished_at > started_at AS ok FROM backfill_batch_runs"
+    )
+    assert (run["outcome"], run["jobs_done"], run["ok"]) == ("done", 2, True)
+
+
+async def test_a_failing_batch_records_its_error_and_the_dlq_takes_exactly_its_jobs(pool, conn) -> None:
+    await enqueue_backfills(conn, [rng(s, 0, 30) for s in ("AAPL", "MSFT", "NVDA")], POLICY)
+    small = msgspec.structs.replace(POLICY, backfill=msgspec.structs.replace(POLICY.backfill, batch_size=2))
+    jobs = await claim_jobs(conn, "run-d", 10, timedelta(minutes=15))
+    broken = registry(error_rate=1.0)
+    batches = await plan_batches(
+        conn, jobs, broken, small, run_id="run-d", policy_version=1, task_groups=["synthetic"]
+    )
+    first, second = batches["synthetic"]
+    with pytest.raises(Exception, match="synthetic 500"):
+        await run_backfill_batch(pool, small, first, broken)
+    errors = dict(
+        await conn.fetch("SELECT symbol, last_error FROM backfill_jobs WHERE batch = 'synthetic:0'")
+    )
+    assert all("synthetic 500" in e for e in errors.values())
+    # the failure callback after the last retry: exactly batch 0's jobs are dead
+    assert await mark_batch_dead(conn, "run-d", "synthetic:0", "ServerError: synthetic 500") == 2
+    statuses = dict(await conn.fetch("SELECT symbol, status FROM backfill_jobs"))
+    assert statuses == {"AAPL": "dead", "MSFT": "dead", "NVDA": "running"}
+    dead = await list_dead(conn, 10)
+    assert [d.symbol for d in dead] == ["MSFT", "AAPL"] and dead[0].last_error.startswith("ServerError")
+    # clearing the failed task runs the same batch again: exactly its dead jobs, now healthy
+    outcome = await run_backfill_batch(pool, small, first, registry(), try_number=2)
+    assert outcome.done == 2
+    statuses = dict(await conn.fetch("SELECT symbol, status FROM backfill_jobs"))
+    assert statuses == {"AAPL": "done", "MSFT": "done", "NVDA": "running"}
+    assert second.jobs[0].symbol == "NVDA"
+
+
+async def test_requeue_and_purge(conn) -> None:
+    await enqueue_backfills(conn, [rng("AAPL", 0, 5), rng("MSFT", 0, 5)], POLICY)
+    await claim_jobs(conn, "run-e", 10, timedelta(minutes=15))
+    await conn.execute("UPDATE backfill_jobs SET batch = 'synthetic:0'")
+    await mark_batch_dead(conn, "run-e", "synthetic:0", "boom")
+    job = await conn.fetchval("SELECT id FROM backfill_jobs WHERE symbol = 'AAPL'")
+    assert await requeue_dead(conn, job) is True
+    assert await requeue_dead(conn, job) is False  # not dead any more
+    row = await conn.fetchrow(
+        "SELECT status, run_id, attempts, last_error FROM backfill_jobs WHERE id = $1", job
+    )
+    assert (row["status"], row["run_id"], row["attempts"], row["last_error"]) == ("queued", None, 0, "boom")
+    await conn.execute(
+        "UPDATE backfill_jobs SET updated_at = now() - interval '20 days' WHERE status = 'dead'"
+    )
+    assert await purge_dead(conn, timedelta(days=14)) == 1
+    assert await purge_dead(conn, timedelta(days=14)) == 0
+
+
+async def test_manual_requests_are_checked_against_the_policy(conn) -> None:
+    known = await active_universe(conn)
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    ok = ManualBackfill(symbols=["AAPL"], interval=Interval.M1, start=MON, end=MON + timedelta(hours=6))
+    assert check_manual(ok, POLICY, now, known) == []
+    bad = ManualBackfill(
+        symbols=["AAPL", "NOPE"],
+        interval=Interval.M1,
+        start=now - timedelta(days=1000),
+        end=now + timedelta(days=1),
+    )
+    paths = sorted(p.path for p in check_manual(bad, POLICY, now, known))
+    assert paths == ["end", "end", "start", "symbols"]
+
+
+def test_chunks_respect_the_provider_range() -> None:
+    from market_data.backfill.claim import ClaimedJob
+
+    job = ClaimedJob(
+        id=1,
+        symbol="A",
+        interval=Interval.M1,
+        start=MON,
+        end=MON + timedelta(days=20),
+        tier=Tier.T0,
+        exchange_mic="XNYS",
+        source="gap",
+    )
+    parts = chunks(job, timedelta(days=7))
+    assert [(p[1] - p[0]).days for p in parts] == [7, 7, 6]
+    assert parts[0][0] == job.start and parts[-1][1] == job.end
+    assert chunks(job, None) == [(job.start, job.end)]
