@@ -13,6 +13,7 @@ from market_data.airflow.connections import market_data_dsn, redis_url
 from market_data.db import connect
 from market_data.ingest.rlc import finish_rlc_run
 from market_data.ingest.sweep import SweepBatch, SweepResult, plan_sweep, run_sweep_batch, sweep_now
+from market_data.metrics import task_metrics
 from market_data.policy import load_active_policy, load_policy_version
 from market_data.records import Tier, utcnow
 from market_data.registry import ProviderRegistry
@@ -59,6 +60,7 @@ def plan(tier: str) -> list[dict[str, Any]]:
         try:
             loaded = await load_active_policy(conn, get_settings().policy_file)
             log.info("policy version %d (%s) in effect for this run", loaded.version, loaded.source)
+            task_metrics().gauge("policy_version_info", {"version": loaded.version}, 1)
             return await plan_sweep(conn, loaded, Tier(tier), now, redis=redis, run_id=_run_id(ctx))
         finally:
             await redis.aclose()

@@ -16,6 +16,7 @@ from typing import Literal
 import asyncpg
 import msgspec
 
+from market_data.metrics import task_metrics
 from market_data.policy.schema import Policy
 from market_data.records import Interval, Tier
 
@@ -110,6 +111,8 @@ async def enqueue_backfills(
                 (row["start_ts"], row["end_ts"], row["priority"], row)
             )
 
+        accepted: dict[str, int] = defaultdict(int)
+        """Ranges queued (new jobs or merged into queued ones) per tier."""
         updates: list[tuple[int, datetime, datetime, int]] = []
         deletes: list[int] = []
         inserts: list[tuple[object, ...]] = []
@@ -127,6 +130,7 @@ async def enqueue_backfills(
                     deletes.extend(r["id"] for r in absorbed)
                     result.merged += len(new)
                     result.job_ids.append(keep["id"])
+                    accepted[tiers[key].value] += len(new)
                     continue
                 tier = tiers[key]
                 cap = policy.backfill.caps.get(tier, 0)
@@ -135,6 +139,7 @@ async def enqueue_backfills(
                     continue
                 queued[tier.value] = queued.get(tier.value, 0) + 1
                 result.merged += len(new) - 1
+                accepted[tier.value] += len(new)
                 source = "manual" if any(n.source == "manual" for n in new) else new[0].source
                 inserts.append((key[0], key[1], start, end, tier.value, priority, source, policy_version))
         if updates:
@@ -156,7 +161,11 @@ async def enqueue_backfills(
             )
             result.job_ids.extend(r["id"] for r in ids)
         result.inserted = len(inserts)
+    metrics = task_metrics()
+    for tier_name, n in accepted.items():
+        metrics.incr("backfill_jobs_enqueued_total", {"tier": tier_name}, n)
     for tier_name, n in result.refused.items():
+        metrics.incr("jobs_rejected_total", {"reason": f"backfill_cap_{tier_name}"}, n)
         log.warning(
             "backfill queue of %s is at its cap (%d queued): %d range(s) refused",
             tier_name,

@@ -21,6 +21,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from market_data.jobs import Job, JobRejected, decode_job
+from market_data.metrics import task_metrics
 from market_data.policy.schema import Policy
 from market_data.records import Tier
 
@@ -110,6 +111,9 @@ async def take_rlc_jobs(
             continue
         seen.add(key)
         jobs.append(job)
+    metrics = task_metrics()
+    for r in rejected:
+        metrics.incr("jobs_rejected_total", {"reason": r.code})
     if rejected:
         await conn.executemany(
             "INSERT INTO rejected_jobs (source, reason, payload) VALUES ($1, $2, $3)",

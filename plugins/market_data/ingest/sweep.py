@@ -23,6 +23,7 @@ from market_data.ingest.gaps import Window, find_gaps
 from market_data.ingest.pit_write import write_bars, write_quotes
 from market_data.ingest.rlc import take_rlc_jobs
 from market_data.jobs import Job
+from market_data.metrics import task_metrics
 from market_data.policy.loader import LoadedPolicy
 from market_data.policy.schema import Policy, TierPolicy
 from market_data.providers.base import BarRequest
@@ -252,6 +253,7 @@ async def run_sweep_batch(
     result = SweepResult(tier=batch.tier, policy_version=batch.policy_version, jobs=len(batch.jobs))
     requests, quote_requests = _requests(batch, registry, preferred)
     limit = asyncio.Semaphore(_concurrency(policy, registry, preferred))
+    metrics = task_metrics()
     bars: list[Bar] = []
     quotes: list[Quote] = []
     providers: dict[str, int] = defaultdict(int)
@@ -266,6 +268,7 @@ async def run_sweep_batch(
                 return
         providers[outcome.provider] += 1
         bars.extend(outcome.value)
+        metrics.incr("jobs_processed_total", {"type": "bars", "provider": outcome.provider}, len(req.symbols))
 
     async def one_quote_request(mic: str, symbols: list[str]) -> None:
         async with limit:
@@ -276,6 +279,7 @@ async def run_sweep_batch(
                 return
         providers[outcome.provider] += 1
         quotes.extend(outcome.value)
+        metrics.incr("jobs_processed_total", {"type": "quotes", "provider": outcome.provider}, len(symbols))
 
     await asyncio.gather(
         *(one_bar_request(r) for r in requests),
@@ -286,7 +290,8 @@ async def run_sweep_batch(
 
     bar_jobs = [j for j in batch.jobs if j.kind == "bars"]
     previous = await _cursors(conn, bar_jobs)
-    written = await write_bars(conn, bars, policy_version=batch.policy_version, advance_cursors=True)
+    with metrics.timer("write_batch_ms"):
+        written = await write_bars(conn, bars, policy_version=batch.policy_version, advance_cursors=True)
     result.bars_received, result.bars_inserted = written.received, written.inserted
     qw = await write_quotes(conn, quotes, policy_version=batch.policy_version)
     result.quotes_received, result.quotes_inserted = qw.received, qw.inserted
@@ -340,6 +345,11 @@ async def _detect_and_enqueue_gaps(
             )
         )
     gaps = await find_gaps(conn, windows)
+    metrics = task_metrics()
+    for interval in {g.interval for g in gaps}:
+        metrics.incr(
+            "gaps_found_total", {"interval": interval.value}, sum(1 for g in gaps if g.interval is interval)
+        )
     result.gaps_found = len(gaps)
     result.gap_bars = sum(g.bars for g in gaps)
     if not gaps:

@@ -25,16 +25,18 @@ from tenacity import (
 )
 
 from market_data import calendar
+from market_data.metrics import CIRCUIT_STATE_VALUES, task_metrics
 from market_data.policy.schema import Policy, ProviderPolicy
 from market_data.providers import UnknownAdapterError, adapter_capabilities, build_provider, credentials
 from market_data.providers.base import BarRequest, Provider
-from market_data.providers.errors import ProviderError, RateLimitedError, ServerError, should_retry
+from market_data.providers.errors import AuthError, ProviderError, RateLimitedError, ServerError, should_retry
 from market_data.records import Bar, Interval, Quote
 from market_data.registry import breaker as brk
 from market_data.registry.health import HealthSummary, Sample, health_score, summarize
 from market_data.registry.limiter import CallLimiter, LimitWaitExceeded
 from market_data.registry.state import HealthStore, MemoryHealthStore, SharedHealthStore
 from market_data.settings import Settings, get_settings
+from market_data.tracing import ParamsArg, bar_request_params, quote_request_params, trace_provider_call
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,6 +81,18 @@ class ProviderStatus(msgspec.Struct, frozen=True, kw_only=True):
     breaker_reason: str
     health: HealthSummary
     samples: list[Sample]
+
+
+def error_code(exc: ProviderError) -> str:
+    """The `code` label of provider_errors_total: the HTTP status, or `ban` for 403 Forbidden
+    (access refused: a ban, or a plan without access; both need a human)."""
+    if isinstance(exc, AuthError) and exc.status == 403:
+        return "ban"
+    return exc.code
+
+
+def _endpoint(capability: str) -> str:
+    return capability.split(":", 1)[0]
 
 
 class _Unavailable(Exception):
@@ -220,8 +234,10 @@ class ProviderRegistry:
         order = self.candidates(capability, preferred, exchange)
         position = {n: i for i, n in enumerate(order)}
         keyed = []
+        metrics = task_metrics()
         for n in order:
             h, state, _, _ = await self.score(n)
+            metrics.gauge("provider_health_score", {"provider": n}, h)
             keyed.append(((not self._probe_due(state), -round(h, 2), position[n]), n, h))
         return [(n, h) for _, n, h in sorted(keyed)]
 
@@ -231,14 +247,26 @@ class ProviderRegistry:
         return self.adapters[names[0]].capabilities.max_symbols_per_request if names else 1
 
     # -- calling ----------------------------------------------------------------------------
+    async def _settle(self, name: str, update: Callable[[brk.BreakerState], brk.BreakerState]) -> None:
+        """Apply a breaker transition and publish the breaker's state."""
+
+        def step(current: brk.BreakerState) -> tuple[brk.BreakerState, brk.BreakerState]:
+            new = update(current)
+            return new, new
+
+        state = await self.store.transition(name, step)
+        task_metrics().gauge("circuit_state", {"provider": name}, CIRCUIT_STATE_VALUES[state.state])
+
     async def _attempt(
         self,
         name: str,
         capability: str,
         call: Callable[[Provider], Awaitable[T]],
         completeness: Callable[[T, float], float | None],
+        params: ParamsArg = None,
     ) -> T:
-        """One call to one provider: breaker gate, rate limit, the call, sample and breaker update."""
+        """One call to one provider: breaker gate, rate limit, the call (traced when slow),
+        its sample, the breaker update and the metrics."""
         bp = self.policy.breaker
         allowed = await self.store.transition(name, lambda s: brk.allow(s, self._clock(), bp))
         if not allowed:
@@ -248,30 +276,31 @@ class ProviderRegistry:
         except LimitWaitExceeded as exc:
             # never called: no sample, no breaker change (a granted probe times out by itself)
             raise _Unavailable(str(exc)) from exc
+        metrics = task_metrics()
+        labels = {"provider": name, "endpoint": _endpoint(capability)}
         started = time.monotonic()
+        failure: ProviderError | None = None
         try:
-            value = await call(self.adapters[name])
+            with trace_provider_call(
+                name, capability, threshold_s=self.policy.slo.slow_call.seconds, params=params
+            ):
+                value = await call(self.adapters[name])
         except ProviderError as exc:
-            latency = (time.monotonic() - started) * 1000
-            now = self._clock()
             failure = exc
-            await self.store.add_sample(
-                name, Sample(at=now, capability=capability, latency_ms=latency, ok=False, code=exc.code)
-            )
-            await self.store.transition(name, lambda s: (None, brk.on_failure(s, failure, now, bp)))
-            raise
         except Exception as exc:  # an adapter bug or a transport failure it did not map
-            latency = (time.monotonic() - started) * 1000
-            now = self._clock()
-            wrapped = ServerError(name, f"unexpected {type(exc).__name__}: {exc}")
-            await self.store.add_sample(
-                name,
-                Sample(at=now, capability=capability, latency_ms=latency, ok=False, code=type(exc).__name__),
-            )
-            await self.store.transition(name, lambda s: (None, brk.on_failure(s, wrapped, now, bp)))
-            raise wrapped from exc
+            failure = ServerError(name, f"unexpected {type(exc).__name__}: {exc}")
+            failure.__cause__ = exc
         latency = (time.monotonic() - started) * 1000
         now = self._clock()
+        metrics.observe("provider_latency_ms", labels, latency)
+        if failure is not None:
+            metrics.incr("provider_errors_total", {**labels, "code": error_code(failure)})
+            await self.store.add_sample(
+                name, Sample(at=now, capability=capability, latency_ms=latency, ok=False, code=failure.code)
+            )
+            failed = failure
+            await self._settle(name, lambda s: brk.on_failure(s, failed, now, bp))
+            raise failure
         await self.store.add_sample(
             name,
             Sample(
@@ -282,7 +311,7 @@ class ProviderRegistry:
                 completeness=completeness(value, now),
             ),
         )
-        await self.store.transition(name, lambda s: (None, brk.on_success(s, bp)))
+        await self._settle(name, lambda s: brk.on_success(s, bp))
         return value
 
     async def _call_provider(
@@ -291,6 +320,7 @@ class ProviderRegistry:
         capability: str,
         call: Callable[[Provider], Awaitable[T]],
         completeness: Callable[[T, float], float | None],
+        params: ParamsArg = None,
     ) -> T:
         """Attempts on one provider, retrying retryable errors with backoff (Retry-After honoured)."""
         retrying = AsyncRetrying(
@@ -301,7 +331,7 @@ class ProviderRegistry:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._attempt(name, capability, call, completeness)
+                return await self._attempt(name, capability, call, completeness, params)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def call(
@@ -311,12 +341,13 @@ class ProviderRegistry:
         call: Callable[[Provider], Awaitable[T]],
         completeness: Callable[[T, float], float | None] = lambda _v, _now: None,
         exchange: str | None = None,
+        params: ParamsArg = None,
     ) -> FetchOutcome[T]:
         """`call` on the best provider for `capability` (on `exchange`), failing over to the next ones."""
         errors: dict[str, str] = {}
         for name, _ in await self.ranked(capability, preferred, exchange):
             try:
-                value = await self._call_provider(name, capability, call, completeness)
+                value = await self._call_provider(name, capability, call, completeness, params)
             except _Unavailable as exc:
                 errors[name] = str(exc)
                 continue
@@ -326,6 +357,7 @@ class ProviderRegistry:
                 continue
             if errors:
                 log.warning("%s served by %s after %s failed", capability, name, ", ".join(errors))
+            task_metrics().incr("provider_selected_total", {"capability": capability, "provider": name})
             return FetchOutcome(provider=name, value=value, failed_over=tuple(errors))
         raise AllProvidersFailed(capability, errors)
 
@@ -348,7 +380,12 @@ class ProviderRegistry:
             return min(1.0, len(bars) / expected) if expected else None
 
         return await self.call(
-            f"bars:{request.interval.value}", preferred, bars_call, completeness, request.exchange_mic
+            f"bars:{request.interval.value}",
+            preferred,
+            bars_call,
+            completeness,
+            request.exchange_mic,
+            params=lambda: bar_request_params(request),
         )
 
     async def fetch_quotes(
@@ -364,7 +401,14 @@ class ProviderRegistry:
         def completeness(quotes: list[Quote], now: float) -> float | None:
             return min(1.0, len(quotes) / len(symbols)) if symbols else None
 
-        return await self.call("quotes", preferred, quotes_call, completeness, exchange_mic)
+        return await self.call(
+            "quotes",
+            preferred,
+            quotes_call,
+            completeness,
+            exchange_mic,
+            params=lambda: quote_request_params(symbols, exchange_mic),
+        )
 
     # -- reporting --------------------------------------------------------------------------
     async def statuses(self) -> list[ProviderStatus]:
