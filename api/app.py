@@ -9,33 +9,52 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from api.errors import EXCEPTION_HANDLERS
+from api.errors import EXCEPTION_HANDLERS, AcceptHeaderGuard
+from api.observability.controller import MetricsController
+from api.observability.http import RequestLatencyMiddleware
+from api.observability.scrape import scrape_source
 from api.ops.audit import OpsAuditMiddleware
 from api.ops.auth import require_ops_token
+from api.ops.backfill import BackfillOpsController
 from api.ops.policy import PolicyOpsController
 from api.state import AppResources, lifespan
 from api.stats.cadence import CadenceController
 from api.stats.providers import ProvidersController
+from api.stats.slo import SloController
 from api.stocks.controller import StocksController
 from api.system.controller import VERSION, SystemController
+from api.ws.feed import LiveFeed
+from market_data.metrics import build_api_metrics
 from market_data.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     resources = AppResources(settings or get_settings())
+    metrics = build_api_metrics(scrape_source(resources))  # one registry per app
+    feed = LiveFeed(resources, metrics)
 
     def provide_resources() -> AppResources:
         return resources
 
     ops = Router(
         path="/",
-        route_handlers=[PolicyOpsController],
+        route_handlers=[PolicyOpsController, BackfillOpsController],
         guards=[require_ops_token],
         middleware=[OpsAuditMiddleware()],
         security=[{"BearerToken": []}],
     )
     app = Litestar(
-        route_handlers=[SystemController, StocksController, CadenceController, ProvidersController, ops],
+        route_handlers=[
+            SystemController,
+            MetricsController,
+            StocksController,
+            CadenceController,
+            ProvidersController,
+            SloController,
+            ops,
+        ],
+        plugins=[feed.channels, feed],
+        middleware=[RequestLatencyMiddleware(metrics), AcceptHeaderGuard()],
         dependencies={"resources": Provide(provide_resources, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -60,4 +79,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=1_048_576,
     )
     app.state.resources = resources
+    app.state.api_metrics = metrics
     return app

@@ -7,10 +7,16 @@ names the offending parameter. No handler lets a stack trace out.
 from __future__ import annotations
 
 import logging
+import re
 
 from litestar import MediaType, Request, Response
+from litestar.datastructures.headers import Accept
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.middleware import ASGIMiddleware
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.utils.scope.state import ScopeState
 
 log = logging.getLogger("api.errors")
 
@@ -53,12 +59,19 @@ def api_error_handler(_: Request, exc: ApiError) -> Response:
     )
 
 
+# Litestar's wording when a required parameter is absent (it sets no `extra` then).
+_MISSING = re.compile(r"^Missing required (\w+) parameter (['\"])(.+?)\2")
+
+
 def validation_handler(_: Request, exc: ValidationException) -> Response:
     """Litestar's parameter validation, reworded so the detail names the parameter."""
     extra = exc.extra if isinstance(exc.extra, list) else []
     first = extra[0] if extra and isinstance(extra[0], dict) else {}
     key = first.get("key")
     message = first.get("message") or exc.detail
+    missing = _MISSING.match(str(exc.detail)) if not key else None
+    if missing:
+        key, message = missing.group(3), f"missing required {missing.group(1)} parameter"
     detail = f"{key}: {message}" if key else str(message)
     return Response(_body(400, detail, key), status_code=400, media_type=MediaType.JSON)
 
@@ -88,3 +101,24 @@ EXCEPTION_HANDLERS = {
     HTTPException: http_handler,
     Exception: internal_handler,
 }
+
+
+class AcceptHeaderGuard(ASGIMiddleware):
+    """A malformed Accept header (`q=1e999`, `q=nan`, ...) reads as `*/*` instead of raising.
+
+    Litestar parses Accept lazily (`request.accept`) and lets float and int conversion errors
+    escape, which would become a 500 wherever a handler negotiates. Parsing it here once and
+    caching a safe value in the scope state keeps every handler on the happy path.
+    """
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        for name, value in scope.get("headers", ()):
+            if name == b"accept" and b"q=" in value.lower():
+                try:
+                    Accept(value.decode("latin-1"))
+                except Exception:
+                    ScopeState.from_scope(scope).accept = Accept("*/*")
+                break
+        await next_app(scope, receive, send)

@@ -6,9 +6,11 @@ import asyncio
 
 from litestar import Controller, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.routes import WebSocketRoute
 
 from api.schemas import ResponseModel
 from api.state import Resources
+from api.system.ready import ReadyReport, readiness
 
 SERVICE = "market-data"
 VERSION = "0.1.0"
@@ -20,6 +22,8 @@ class ServiceInfo(ResponseModel, kw_only=True):
     docs: str
     openapi: str
     endpoints: list[str]
+    websockets: list[str]
+    """WebSocket paths (not in the OpenAPI document); the protocol is in the README."""
 
 
 class HealthReport(ResponseModel, kw_only=True):
@@ -39,6 +43,7 @@ class SystemController(Controller):
             docs="/schema",
             openapi="/schema/openapi.json",
             endpoints=paths,
+            websockets=sorted(r.path_format for r in request.app.routes if isinstance(r, WebSocketRoute)),
         )
 
     @get(
@@ -68,3 +73,19 @@ class SystemController(Controller):
             HealthReport(status="ok" if ok else "unhealthy", checks=checks),
             status_code=200 if ok else 503,
         )
+
+    @get(
+        "/ready",
+        operation_id="ready",
+        summary="Readiness: dependencies, live feed and sweep freshness",
+        description=(
+            "200 when Postgres and Redis answer, the live feed LISTENs, and the newest sweep "
+            "(`ingestion_cursors.updated_at`) is younger than the policy's `slo.lag_critical`. "
+            "While the swept markets are closed an older sweep is expected: reported in `checks.sweep`, "
+            "still ready. 503 otherwise; `not_ready` names the failed checks."
+        ),
+        responses={503: ResponseSpec(ReadyReport, description="Not ready; `not_ready` names why")},
+    )
+    async def ready(self, request: Request, resources: Resources) -> Response[ReadyReport]:
+        report, ok = await readiness(resources, getattr(request.app.state, "ws_hub", None))
+        return Response(report, status_code=200 if ok else 503)

@@ -19,24 +19,40 @@ def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {get_settings().ops_token}"}
 
 
-BODY = {"symbols": ["AAPL", "MSFT"], "interval": "1m", "start": "2026-11-23T14:30:00Z",
-        "end": "2026-11-23T21:00:00Z"}
+BODY = {
+    "symbols": ["AAPL", "MSFT"],
+    "interval": "1m",
+    "start": "2026-11-23T14:30:00Z",
+    "end": "2026-11-23T21:00:00Z",
+}
 
 
 @pytest.mark.parametrize(
     "method,path",
-    [("POST", "/ops/backfill"), ("GET", "/ops/dlq/backfills"), ("POST", "/ops/dlq/backfills/requeue/1"),
-     ("POST", "/ops/dlq/backfills/requeue/999999"), ("POST", "/ops/dlq/backfills/purge"),
-     ("GET", "/ops/cursor/AAPL/1m/synthetic"), ("GET", "/ops/cursor/NOPE/1m/nobody")],
+    [
+        ("POST", "/ops/backfill"),
+        ("GET", "/ops/dlq/backfills"),
+        ("POST", "/ops/dlq/backfills/requeue/1"),
+        ("POST", "/ops/dlq/backfills/requeue/999999"),
+        ("POST", "/ops/dlq/backfills/purge"),
+        ("GET", "/ops/cursor/AAPL/1m/synthetic"),
+        ("GET", "/ops/cursor/NOPE/1m/nobody"),
+    ],
 )
-async def test_every_backfill_ops_call_needs_the_token_and_refuses_alike(client: AsyncTestClient, method, path) -> None:
+async def test_every_backfill_ops_call_needs_the_token_and_refuses_alike(
+    client: AsyncTestClient, method, path
+) -> None:
     r = await client.request(method, path, json=BODY, headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401 and r.json()["detail"] == "a valid ops bearer token is required"
 
 
 async def test_manual_backfill_round_trip(client: AsyncTestClient, conn) -> None:
-    body = {"symbols": ["AAPL", "MSFT"], "interval": "5m", "start": "2026-11-23T14:30:00Z",
-            "end": "2026-11-23T21:00:00Z"}
+    body = {
+        "symbols": ["AAPL", "MSFT"],
+        "interval": "5m",
+        "start": "2026-11-23T14:30:00Z",
+        "end": "2026-11-23T21:00:00Z",
+    }
     r = await client.post("/ops/backfill", json=body, headers=auth())
     assert r.status_code == 202, r.text
     out = r.json()
@@ -65,8 +81,12 @@ async def test_malformed_requests_are_400s_naming_the_field(client: AsyncTestCli
 
 
 async def test_policy_bounds_are_422_with_every_problem(client: AsyncTestClient, conn) -> None:
-    body = {"symbols": ["AAPL", "ZZZZZ"], "interval": "1m", "start": "2020-01-01T00:00:00Z",
-            "end": "2020-06-01T00:00:00Z"}
+    body = {
+        "symbols": ["AAPL", "ZZZZZ"],
+        "interval": "1m",
+        "start": "2020-01-01T00:00:00Z",
+        "end": "2020-06-01T00:00:00Z",
+    }
     r = await client.post("/ops/backfill", json=body, headers=auth())
     assert r.status_code == 422
     assert sorted(p["path"] for p in r.json()["problems"]) == ["end", "start", "symbols"]
@@ -76,12 +96,19 @@ async def test_policy_bounds_are_422_with_every_problem(client: AsyncTestClient,
 async def _dead_jobs(conn, n: int) -> list[int]:
     ids = []
     for i in range(n):
-        ids.append(await conn.fetchval(
-            """INSERT INTO backfill_jobs (symbol, interval, start_ts, end_ts, tier, priority, source, status,
-                                          last_error, updated_at)
-               VALUES ('AAPL', '1m', $1, $2, 'T0', 10, 'gap', 'dead', 'ServerError: boom', now() - $3::interval)
+        ids.append(
+            await conn.fetchval(
+                """INSERT INTO backfill_jobs
+                       (symbol, interval, start_ts, end_ts, tier, priority, source, status,
+                        last_error, updated_at)
+               VALUES ('AAPL', '1m', $1, $2, 'T0', 10, 'gap', 'dead', 'ServerError: boom',
+                       now() - $3::interval)
                RETURNING id""",
-            MON + timedelta(minutes=10 * i), MON + timedelta(minutes=10 * i + 5), timedelta(days=i * 10)))
+                MON + timedelta(minutes=10 * i),
+                MON + timedelta(minutes=10 * i + 5),
+                timedelta(days=i * 10),
+            )
+        )
     return ids
 
 
@@ -89,8 +116,11 @@ async def test_dlq_pages_requeues_and_purges(client: AsyncTestClient, conn) -> N
     ids = await _dead_jobs(conn, 5)
     first = (await client.get("/ops/dlq/backfills", params={"limit": 2}, headers=auth())).json()
     assert [j["id"] for j in first["jobs"]] == [ids[4], ids[3]] and first["next_before_id"] == ids[3]
-    rest = (await client.get("/ops/dlq/backfills", params={"limit": 10, "before_id": first["next_before_id"]},
-                             headers=auth())).json()
+    rest = (
+        await client.get(
+            "/ops/dlq/backfills", params={"limit": 10, "before_id": first["next_before_id"]}, headers=auth()
+        )
+    ).json()
     assert [j["id"] for j in rest["jobs"]] == [ids[2], ids[1], ids[0]] and rest["next_before_id"] is None
     assert rest["jobs"][0]["last_error"] == "ServerError: boom"
     r = await client.post(f"/ops/dlq/backfills/requeue/{ids[0]}", headers=auth())
@@ -104,12 +134,17 @@ async def test_dlq_pages_requeues_and_purges(client: AsyncTestClient, conn) -> N
 
 
 async def test_cursor_lookup(client: AsyncTestClient, conn) -> None:
-    bars = SyntheticProvider().bars_for("AAPL", "XNAS", Interval.M1, MON, MON + timedelta(minutes=5),
-                                        MON + timedelta(days=1))
+    bars = SyntheticProvider().bars_for(
+        "AAPL", "XNAS", Interval.M1, MON, MON + timedelta(minutes=5), MON + timedelta(days=1)
+    )
     await write_bars(conn, bars, policy_version=1, advance_cursors=True)
     r = await client.get("/ops/cursor/aapl/1m/synthetic", headers=auth())
     assert r.status_code == 200
     assert r.json()["last_ts"] == "2026-11-23T14:34:00Z" and r.json()["symbol"] == "AAPL"
     assert (await client.get("/ops/cursor/AAPL/1m/yahoo", headers=auth())).status_code == 404
-    assert (await client.get("/ops/cursor/AAPL/2m/synthetic", headers=auth())).json()["parameter"] == "interval"
-    assert (await client.get("/ops/cursor/AA$PL/1m/synthetic", headers=auth())).json()["parameter"] == "symbol"
+    assert (await client.get("/ops/cursor/AAPL/2m/synthetic", headers=auth())).json()[
+        "parameter"
+    ] == "interval"
+    assert (await client.get("/ops/cursor/AA$PL/1m/synthetic", headers=auth())).json()[
+        "parameter"
+    ] == "symbol"

@@ -1,0 +1,1 @@
+"""/metrics and the HTTP request-latency middleware (the API's side of the metric catalog)."""

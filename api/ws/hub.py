@@ -1,0 +1,235 @@
+"""In-process fan-out of notifications to WebSocket sessions.
+
+One `Hub` per app: it reads the stream of `md_bars` / `md_quotes` notifications that the
+channels plugin delivers (one LISTEN connection per process), finds the sessions subscribed
+to each message's symbol (exact tickers through a dict, patterns by prefix), and appends the
+message, as received, to each session's bounded backlog. Appending never waits: a session
+whose socket is slow loses its oldest messages, so no client can slow another down. Each
+session's own sender task writes its backlog to its socket.
+
+A watchdog closes sessions whose socket has accepted nothing for `stall_seconds` while
+messages wait, and queues heartbeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from api.ws.limits import WsLimits
+from api.ws.protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY,
+    CLOSE_TRY_LATER,
+    NOTIFICATION_DECODER,
+    is_pattern,
+    pattern_prefix,
+)
+from market_data.metrics import ApiMetrics
+
+if TYPE_CHECKING:
+    from api.state import AppResources
+    from api.ws.backend import ListenerBackend
+    from api.ws.session import Session
+
+log = logging.getLogger("api.ws.hub")
+
+BarKey = tuple[str, str]
+"""(ticker or pattern, interval)"""
+Item = tuple[float | None, str]
+"""(notified_at epoch seconds, message text): one object shared by every session it goes to."""
+SNAPSHOT_CONCURRENCY = 8
+
+
+class Hub:
+    def __init__(self, resources: AppResources, metrics: ApiMetrics, limits: WsLimits | None = None) -> None:
+        self.resources = resources
+        self.metrics = metrics
+        self.limits = limits or WsLimits()
+        self.sessions: set[Session] = set()
+        self.per_address: Counter[str] = Counter()
+        self._bars_exact: dict[BarKey, set[Session]] = {}
+        self._bars_prefix: dict[BarKey, set[Session]] = {}
+        self._quotes_exact: dict[str, set[Session]] = {}
+        self._quotes_prefix: dict[str, set[Session]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._all_closed = asyncio.Event()
+        self.snapshot_slots = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
+        """Snapshots read at once (each holds a pooled connection for a few queries)."""
+        self.backend: ListenerBackend | None = None
+        """Where notifications come from (set by LiveFeed); None: no live feed."""
+        self.received = 0
+        """Notifications read from the feed."""
+        self.undecodable = 0
+        self.dropped = 0
+        """Messages dropped from full backlogs, all sessions together."""
+
+    # --------------------------------------------------------------------------------------------
+    # lifecycle
+    # --------------------------------------------------------------------------------------------
+    def start(self, events: AsyncIterator[bytes]) -> None:
+        """Start reading `events` (notification payloads) and the watchdog."""
+        self._tasks = [
+            asyncio.create_task(self._pump(events), name="ws-hub-pump"),
+            asyncio.create_task(self._watchdog(), name="ws-hub-watchdog"),
+        ]
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Close every session (1001) and stop the tasks."""
+        for s in list(self.sessions):
+            s.request_close(CLOSE_GOING_AWAY, "server shutting down")
+        if self.sessions:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), grace)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks = []
+
+    async def _pump(self, events: AsyncIterator[bytes]) -> None:
+        async for payload in events:
+            self.dispatch(payload)
+            # let the senders write before the next notification is fanned out
+            await asyncio.sleep(0)
+
+    async def _watchdog(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.limits.watchdog_seconds)
+            now = loop.time()
+            for s in list(self.sessions):
+                s.check(now)
+
+    def listening(self) -> bool:
+        """Whether the LISTEN connection is up (notifications can arrive)."""
+        return self.backend is not None and self.backend.listening
+
+    def feed_error(self) -> str:
+        if self.backend is None:
+            return "no live feed"
+        return self.backend.last_error or "not listening"
+
+    # --------------------------------------------------------------------------------------------
+    # sessions
+    # --------------------------------------------------------------------------------------------
+    def admit(self, session: Session) -> tuple[int, str] | None:
+        """Register a new session, or (close code, reason) when a limit refuses it."""
+        if len(self.sessions) >= self.limits.max_clients:
+            return CLOSE_TRY_LATER, f"server at capacity ({self.limits.max_clients} connections); try later"
+        if self.per_address[session.address] >= self.limits.max_connections_per_address:
+            return (
+                CLOSE_POLICY,
+                f"too many connections from {session.address}: "
+                f"at most {self.limits.max_connections_per_address}",
+            )
+        self.sessions.add(session)
+        self._all_closed.clear()
+        self.per_address[session.address] += 1
+        self.metrics.ws_clients.set(len(self.sessions))
+        return None
+
+    def unregister(self, session: Session) -> None:
+        if session not in self.sessions:
+            return
+        self.remove(session, session.bar_keys, session.quote_keys)
+        self.sessions.discard(session)
+        self.per_address[session.address] -= 1
+        if self.per_address[session.address] <= 0:
+            del self.per_address[session.address]
+        if not self.sessions:
+            self._all_closed.set()
+        self.metrics.ws_clients.set(len(self.sessions))
+
+    def add(self, session: Session, bar_keys: Iterable[BarKey], quote_keys: Iterable[str]) -> None:
+        for name, interval in bar_keys:
+            index = self._bars_prefix if is_pattern(name) else self._bars_exact
+            key = (pattern_prefix(name), interval) if is_pattern(name) else (name, interval)
+            index.setdefault(key, set()).add(session)
+        for name in quote_keys:
+            qindex = self._quotes_prefix if is_pattern(name) else self._quotes_exact
+            qindex.setdefault(pattern_prefix(name) if is_pattern(name) else name, set()).add(session)
+
+    def remove(self, session: Session, bar_keys: Iterable[BarKey], quote_keys: Iterable[str]) -> None:
+        for name, interval in bar_keys:
+            index = self._bars_prefix if is_pattern(name) else self._bars_exact
+            key = (pattern_prefix(name), interval) if is_pattern(name) else (name, interval)
+            subs = index.get(key)
+            if subs is not None:
+                subs.discard(session)
+                if not subs:
+                    del index[key]
+        for name in quote_keys:
+            qindex = self._quotes_prefix if is_pattern(name) else self._quotes_exact
+            qkey = pattern_prefix(name) if is_pattern(name) else name
+            qsubs = qindex.get(qkey)
+            if qsubs is not None:
+                qsubs.discard(session)
+                if not qsubs:
+                    del qindex[qkey]
+
+    def resync_all(self) -> None:
+        """After the feed was interrupted: every session gets `resync` and a fresh snapshot."""
+        for s in list(self.sessions):
+            s.resync("the live feed was interrupted; updates may have been missed")
+
+    # --------------------------------------------------------------------------------------------
+    # fan-out
+    # --------------------------------------------------------------------------------------------
+    def dispatch(self, payload: bytes) -> int:
+        """Append one notification to the backlog of every subscribed session; returns how many."""
+        self.received += 1
+        try:
+            note = NOTIFICATION_DECODER.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.undecodable += 1
+            log.debug("ignoring an undecodable notification: %.200r", payload)
+            return 0
+        symbol = note.symbol
+        targets: set[Session] | None
+        if note.type == "bar":
+            interval = note.interval or ""
+            targets = self._bars_exact.get((symbol, interval))
+            if self._bars_prefix:
+                extra = [
+                    s
+                    for (prefix, iv), subs in self._bars_prefix.items()
+                    if iv == interval and symbol.startswith(prefix)
+                    for s in subs
+                ]
+                if extra:
+                    targets = set(extra).union(targets) if targets else set(extra)
+        elif note.type == "quote":
+            targets = self._quotes_exact.get(symbol)
+            if self._quotes_prefix:
+                extra = [
+                    s
+                    for prefix, subs in self._quotes_prefix.items()
+                    if symbol.startswith(prefix)
+                    for s in subs
+                ]
+                if extra:
+                    targets = set(extra).union(targets) if targets else set(extra)
+        else:
+            return 0
+        if not targets:
+            return 0
+        item: Item = (note.notified_at, payload.decode())
+        for s in tuple(targets):
+            s.push(item)
+        return len(targets)
+
+    def count_drop(self) -> None:
+        self.dropped += 1
+        self.metrics.ws_dropped_messages.inc()
+
+    def observe_latency(self, notified_at: float) -> None:
+        self.metrics.ws_publish_latency_ms.observe(max(0.0, (time.time() - notified_at) * 1000.0))

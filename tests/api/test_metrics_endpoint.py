@@ -1,0 +1,101 @@
+"""GET /metrics: every API-side catalog metric, queue gauges read at scrape time, route templates."""
+
+from __future__ import annotations
+
+import httpx
+import msgspec
+from litestar.testing import AsyncTestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.app import create_app
+from market_data.metrics import HTTP_REQUEST_DURATION_SECONDS, api_metric_names
+from market_data.settings import get_settings
+from tests.api.ws_harness import connect, live_server, notify_bar, recv, subscribe
+
+JOB = """
+INSERT INTO backfill_jobs (symbol, interval, start_ts, end_ts, tier, priority, source, status, created_at)
+VALUES ($1, '1m', now() - interval '2 hours', now() - interval '1 hour', $2, 1, 'gap', $3,
+        now() - $4::text::interval)"""
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+async def test_metrics_expose_every_api_side_catalog_metric_without_a_token(client: AsyncTestClient) -> None:
+    r = await client.get("/metrics")  # no Authorization header: Prometheus scrapes it as is
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/plain; version=1.0.0; charset=utf-8"
+    declared = {f.name for f in text_string_to_metric_families(r.text)}
+    # prometheus_client strips `_total` from counter family names
+    for name in [*api_metric_names(), HTTP_REQUEST_DURATION_SECONDS]:
+        assert name.removesuffix("_total") in declared, name
+    settings = get_settings()
+    assert settings.ops_token not in r.text
+    assert settings.database_url not in r.text and "postgresql://" not in r.text
+
+
+async def test_queue_gauges_and_policy_version_are_read_from_postgres(client: AsyncTestClient, conn) -> None:
+    for symbol, tier, status, age in [
+        ("AAPL", "T0", "queued", "10 minutes"),
+        ("MSFT", "T0", "running", "1 minute"),
+        ("VOD.L", "T2", "queued", "30 seconds"),
+        ("NVDA", "T1", "done", "3 hours"),  # finished jobs do not count
+        ("AMZN", "T1", "dead", "3 hours"),
+    ]:
+        await conn.execute(JOB, symbol, tier, status, age)
+    active = await conn.fetchval("SELECT version FROM policy_versions WHERE active")
+    got = samples((await client.get("/metrics")).text)
+    depth = {t: got[("backfill_queue_depth", (("tier", t),))] for t in ("T0", "T1", "T2")}
+    age = {t: got[("backfill_oldest_age_seconds", (("tier", t),))] for t in ("T0", "T1", "T2")}
+    assert depth == {"T0": 2, "T1": 0, "T2": 1}
+    assert 600 <= age["T0"] < 700 and age["T1"] == 0 and 30 <= age["T2"] < 120
+    assert got[("policy_version_info", (("version", str(active)),))] == 1
+    # a later scrape sees the queue as it is then
+    await conn.execute("UPDATE backfill_jobs SET status = 'done' WHERE tier = 'T0'")
+    got = samples((await client.get("/metrics")).text)
+    assert got[("backfill_queue_depth", (("tier", "T0"),))] == 0
+
+
+async def test_request_latency_is_labelled_by_route_template_not_raw_path(client: AsyncTestClient) -> None:
+    for symbol in ("AAPL", "MSFT", "NOSUCH", "bad symbol!"):
+        await client.get(f"/stocks/{symbol}/price")
+    await client.get("/health")
+    got = samples((await client.get("/metrics")).text)
+    counts = [dict(labels) for name, labels in got if name == "http_request_duration_seconds_count"]
+    by_route = {c["route"] for c in counts}
+    assert "/stocks/{symbol}/price" in by_route and "/health" in by_route
+    assert not any("AAPL" in r or "MSFT" in r or "NOSUCH" in r for r in by_route)
+    statuses = {
+        c["status"] for c in counts if c["route"] == "/stocks/{symbol}/price" and c["method"] == "GET"
+    }
+    assert {"404", "400"} <= statuses  # unknown symbol, malformed symbol
+
+
+async def test_metrics_answer_without_postgres_and_leave_the_queue_samples_out(md_dsn: str) -> None:
+    settings = msgspec.structs.replace(get_settings(), database_url="postgresql://postgres@127.0.0.1:1/none")
+    async with AsyncTestClient(app=create_app(settings)) as c:
+        r = await c.get("/metrics")
+    assert r.status_code == 200
+    assert "# TYPE backfill_queue_depth gauge" in r.text
+    assert "backfill_queue_depth{" not in r.text
+
+
+async def test_websocket_metrics_count_clients_and_publish_latency(conn) -> None:
+    async with live_server() as server:
+        ws = await connect(server)
+        await subscribe(ws, bars=["AAPL"])
+        for seq in range(5):
+            await notify_bar(conn, "AAPL", seq)
+        assert [(await recv(ws))["seq"] for _ in range(5)] == list(range(5))
+        text = (await httpx.AsyncClient().get(server.http("/metrics"))).text
+        got = samples(text)
+        assert got[("ws_clients_gauge", ())] == 1
+        assert got[("ws_publish_latency_ms_count", ())] == 5
+        assert 0 < got[("ws_publish_latency_ms_sum", ())] < 5 * 1000
+        assert got[("ws_dropped_messages_total", ())] == 0
+        await ws.close()
