@@ -42,6 +42,7 @@ from market_data.backfill.manual import ISO_WITH_OFFSET, MAX_SYMBOLS
 from market_data.records import SYMBOL_PATTERN, Interval
 
 GROUPS = backfill_tasks.task_groups()
+RETRIES, RETRY_DELAY = backfill_tasks.retry_settings()
 
 
 @dag(
@@ -53,8 +54,8 @@ GROUPS = backfill_tasks.task_groups()
     dagrun_timeout=timedelta(hours=2),
     tags=["market-data", "backfill"],
     default_args={
-        "retries": backfill_tasks.default_retries(),
-        "retry_delay": timedelta(seconds=30),
+        "retries": RETRIES,
+        "retry_delay": RETRY_DELAY,
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=10),
     },

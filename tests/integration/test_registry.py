@@ -164,3 +164,42 @@ async def test_redis_down_falls_back_to_process_state_and_says_so(caplog) -> Non
     assert any("per-process" in r.message or "this process only" in r.message for r in caplog.records)
     assert (await registry.store.breaker("synth_a")).state == "open"  # decided on in-process state
     await registry.aclose()
+
+
+async def test_concurrent_callers_wait_for_the_probe_instead_of_failing() -> None:
+    """After an outage, many concurrent calls: one probes, the others wait for its outcome."""
+    prefix = f"{REDIS_PREFIX}probe:"
+    policy = two_provider_policy(cooldown="1s")
+    a = SyntheticProvider("synth_a", SyntheticFaults(error_rate=1.0, latency_ms=200), clock=lambda: NOW)
+    registry = registry_for(policy, a, SyntheticProvider("synth_b", clock=lambda: NOW), prefix)
+    with pytest.raises(AllProvidersFailed):
+        await registry.fetch_quotes(["AAPL"], "XNYS", preferred=["synth_a"])
+    assert (await registry.store.breaker("synth_a")).state == "open"
+    a.faults = SyntheticFaults(latency_ms=200)  # recovered
+    await asyncio.sleep(1.05)
+    outs = await asyncio.gather(
+        *(registry.fetch_quotes([s], "XNYS", preferred=["synth_a"]) for s in ("AAPL", "MSFT", "NVDA", "AMZN"))
+    )
+    assert [o.provider for o in outs] == ["synth_a"] * 4
+    await registry.aclose()
+
+
+async def test_a_cancelled_probe_does_not_leave_the_breaker_half_open() -> None:
+    prefix = f"{REDIS_PREFIX}cancel:"
+    policy = two_provider_policy(cooldown="1s")
+    a = SyntheticProvider("synth_a", SyntheticFaults(error_rate=1.0), clock=lambda: NOW)
+    registry = registry_for(policy, a, SyntheticProvider("synth_b", clock=lambda: NOW), prefix)
+    with pytest.raises(AllProvidersFailed):
+        await registry.fetch_quotes(["AAPL"], "XNYS", preferred=["synth_a"])
+    a.faults = SyntheticFaults(latency_ms=5000)  # the probe will hang
+    await asyncio.sleep(1.05)
+    probe = asyncio.create_task(registry.fetch_quotes(["AAPL"], "XNYS", preferred=["synth_a"]))
+    await asyncio.sleep(0.3)
+    assert (await registry.store.breaker("synth_a")).state == "half_open"
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    a.faults = SyntheticFaults()
+    out = await registry.fetch_quotes(["AAPL"], "XNYS", preferred=["synth_a"])  # probes at once
+    assert out.provider == "synth_a" and (await registry.store.breaker("synth_a")).state == "closed"
+    await registry.aclose()

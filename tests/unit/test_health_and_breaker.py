@@ -89,3 +89,16 @@ def test_a_failed_probe_reopens_with_a_doubled_cooldown_up_to_the_max() -> None:
     assert s.state == "open" and s.cooldown == 60 and s.opened_at == 131
     s = on_failure(BreakerState(state="half_open", cooldown=100), ServerError("p", "x"), now=1, policy=BP)
     assert s.cooldown == 120
+
+
+def test_while_a_probe_is_out_other_callers_wait_and_a_cancelled_probe_frees_the_slot() -> None:
+    from market_data.registry.breaker import Decision, decide, release_probe
+
+    s = BreakerState(state="open", opened_at=0, cooldown=30)
+    assert decide(s, 10, BP)[0] is Decision.DENY
+    decision, probing = decide(s, 31, BP)
+    assert decision is Decision.PROBE
+    assert decide(probing, 32, BP)[0] is Decision.WAIT
+    freed = release_probe(probing)
+    assert decide(freed, 33, BP)[0] is Decision.PROBE
+    assert release_probe(BreakerState()) == BreakerState()

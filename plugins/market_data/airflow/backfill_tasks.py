@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -49,11 +50,13 @@ def task_groups() -> list[tuple[str, str]]:
     return [(name, cfg.pool_name(name)) for name, cfg in sorted(policy.providers.items())]
 
 
-def default_retries() -> int:
+def retry_settings() -> tuple[int, timedelta]:
+    """(retries, first retry delay) of backfill batches, from the policy file (parse time)."""
     try:
-        return load_policy_file(get_settings().policy_file).policy.backfill.retries
+        bf = load_policy_file(get_settings().policy_file).policy.backfill
     except (OSError, PolicyError):
-        return 3
+        return 3, timedelta(seconds=30)
+    return bf.retries, bf.retry_delay.delta
 
 
 def _refuse(message: str) -> Exception:

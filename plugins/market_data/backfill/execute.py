@@ -164,8 +164,12 @@ async def run_backfill_batch(
             outcome.empty_ranges += len(empty)
 
     try:
-        await asyncio.gather(*(one(j) for j in jobs))
-    except Exception as exc:
+        # a failing job cancels its siblings and waits for them (their probes are released)
+        async with asyncio.TaskGroup() as group:
+            for j in jobs:
+                group.create_task(one(j))
+    except ExceptionGroup as failures:
+        exc = failures.exceptions[0]  # the first job's failure is the batch's error (and the DLQ's)
         async with pool.acquire() as conn:
             await _record_error(conn, batch, f"{type(exc).__name__}: {exc}")
             await conn.execute(
@@ -173,7 +177,7 @@ async def run_backfill_batch(
                 run_row,
                 f"failed: {type(exc).__name__}",
             )
-        raise
+        raise exc from failures
     outcome.providers = providers
     outcome.seconds = round(time.monotonic() - started, 3)
     async with pool.acquire() as conn:

@@ -178,6 +178,9 @@ class BackfillPolicy(_Section):
     max_age: Duration = Duration("730d")
     """How far back a manual or API backfill may start."""
     retries: Annotated[int, msgspec.Meta(ge=0)] = 3
+    """Airflow retries of a backfill batch before its jobs go to the DLQ (read when the DAG is parsed)."""
+    retry_delay: Duration = Duration("30s")
+    """First retry delay; doubles on every retry, up to 10 minutes (read when the DAG is parsed)."""
     lease: Duration = Duration("15m")
     """A running job whose worker vanished returns to the queue after this."""
 

@@ -3,10 +3,14 @@
 closed --(failure_threshold consecutive failures, or one auth error)--> open
 open --(cooldown elapsed: one probe let through)--> half_open
 half_open --(probe succeeds)--> closed;  --(probe fails)--> open, cooldown doubled up to max
-A half-open probe that never reports back is replaced after PROBE_TIMEOUT seconds.
+While the probe is out, other callers wait for its outcome (`Decision.WAIT`). A probe that is
+cancelled gives its slot back (`release_probe`); one that never reports back is replaced
+after PROBE_TIMEOUT seconds.
 """
 
 from __future__ import annotations
+
+import enum
 
 import msgspec
 
@@ -29,19 +33,43 @@ class BreakerState(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = ""
 
 
-def allow(s: BreakerState, now: float, policy: BreakerPolicy) -> tuple[bool, BreakerState]:
-    """Whether a call may go to the provider now, and the state after deciding."""
+class Decision(enum.Enum):
+    ALLOW = "allow"
+    """Closed: call."""
+    PROBE = "probe"
+    """This call is the half-open probe: its outcome opens or closes the breaker."""
+    WAIT = "wait"
+    """Another call is probing: its outcome is due shortly."""
+    DENY = "deny"
+    """Open and cooling down."""
+
+
+def decide(s: BreakerState, now: float, policy: BreakerPolicy) -> tuple[Decision, BreakerState]:
+    """What a call to the provider may do now, and the state after deciding."""
     if s.state == "closed":
-        return True, s
+        return Decision.ALLOW, s
     if s.state == "open":
         cooldown = s.cooldown or policy.cooldown.seconds
         if now >= s.opened_at + cooldown:
-            return True, msgspec.structs.replace(s, state="half_open", probe_at=now)
-        return False, s
+            return Decision.PROBE, msgspec.structs.replace(s, state="half_open", probe_at=now)
+        return Decision.DENY, s
     # half_open: one probe at a time
     if now - s.probe_at >= PROBE_TIMEOUT:
-        return True, msgspec.structs.replace(s, probe_at=now)
-    return False, s
+        return Decision.PROBE, msgspec.structs.replace(s, probe_at=now)
+    return Decision.WAIT, s
+
+
+def allow(s: BreakerState, now: float, policy: BreakerPolicy) -> tuple[bool, BreakerState]:
+    """Whether a call may go to the provider now (as a normal call or as the probe)."""
+    decision, new = decide(s, now, policy)
+    return decision in (Decision.ALLOW, Decision.PROBE), new
+
+
+def release_probe(s: BreakerState) -> BreakerState:
+    """A probe that will never report (cancelled): let the next caller probe at once."""
+    if s.state != "half_open":
+        return s
+    return msgspec.structs.replace(s, probe_at=0.0)
 
 
 def on_success(s: BreakerState, policy: BreakerPolicy) -> BreakerState:

@@ -9,6 +9,7 @@ updates the breaker; when a provider fails, the next one is tried within the sam
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import time
@@ -43,6 +44,8 @@ T = TypeVar("T")
 
 RETRIES = 2
 """Extra attempts on the same provider for retryable errors, before failing over."""
+PROBE_WAIT = 15.0
+"""How long a call waits for another call's half-open probe before giving up on the provider."""
 MAX_RETRY_WAIT = 10.0
 LIMIT_MAX_WAIT = 30.0
 
@@ -267,15 +270,39 @@ class ProviderRegistry:
     ) -> T:
         """One call to one provider: breaker gate, rate limit, the call (traced when slow),
         its sample, the breaker update and the metrics."""
+        decision = await self._gate_breaker(name)
+        try:
+            return await self._call_once(name, capability, call, completeness, params)
+        except (asyncio.CancelledError, _Unavailable):
+            if decision is brk.Decision.PROBE:  # this probe will never report: free its slot
+                await asyncio.shield(self.store.transition(name, lambda s: (None, brk.release_probe(s))))
+            raise
+
+    async def _gate_breaker(self, name: str) -> brk.Decision:
+        """Wait out another call's half-open probe (briefly); refuse while open."""
         bp = self.policy.breaker
-        allowed = await self.store.transition(name, lambda s: brk.allow(s, self._clock(), bp))
-        if not allowed:
-            raise _Unavailable(f"{name}: breaker open")
+        deadline = time.monotonic() + PROBE_WAIT
+        while True:
+            decision = await self.store.transition(name, lambda s: brk.decide(s, self._clock(), bp))
+            if decision in (brk.Decision.ALLOW, brk.Decision.PROBE):
+                return decision
+            if decision is brk.Decision.DENY or time.monotonic() >= deadline:
+                raise _Unavailable(f"{name}: breaker open")
+            await asyncio.sleep(0.1)
+
+    async def _call_once(
+        self,
+        name: str,
+        capability: str,
+        call: Callable[[Provider], Awaitable[T]],
+        completeness: Callable[[T, float], float | None],
+        params: ParamsArg,
+    ) -> T:
+        bp = self.policy.breaker
         try:
             await self.limiter.acquire(name, self._limit(name), LIMIT_MAX_WAIT, self._limit_window)
         except LimitWaitExceeded as exc:
-            # never called: no sample, no breaker change (a granted probe times out by itself)
-            raise _Unavailable(str(exc)) from exc
+            raise _Unavailable(str(exc)) from exc  # never called: no sample, no breaker change
         metrics = task_metrics()
         labels = {"provider": name, "endpoint": _endpoint(capability)}
         started = time.monotonic()
