@@ -1,0 +1,49 @@
+"""The statsd packets a real sweep emits: every name maps to a catalog metric with its labels."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from market_data.metrics import CATALOG, set_task_metrics
+from tests.conftest import truncate_data
+from tests.integration.statsd_exporter_mapping import StatsdMapping, StatsdReceiver
+
+ROOT = Path(__file__).resolve().parents[2]
+LOGICAL = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def statsd(monkeypatch):
+    receiver = StatsdReceiver()
+    monkeypatch.setenv("STATSD_PORT", str(receiver.port))
+    set_task_metrics(None)  # rebuilt from the settings (the receiver's port) on first use
+    yield receiver
+    set_task_metrics(None)
+    receiver.close()
+
+
+def test_a_sweep_emits_only_mapped_catalog_metrics(dagbag, md_dsn, statsd) -> None:
+    asyncio.run(truncate_data(md_dsn))
+    run = dagbag.get_dag("md_sweep_t0").test(logical_date=LOGICAL)
+    assert run.state == "success"
+    lines = statsd.receive(expected_lines=10, timeout=5)
+    ours = [ln for ln in lines if ln.name.startswith("market_data.")]
+    assert ours, "the sweep sent no statsd packets"
+    mapping = StatsdMapping(ROOT / "include" / "statsd" / "mapping.yml")
+    seen: set[str] = set()
+    for line in ours:
+        mapped = mapping.map(line.name, line.type)
+        assert not mapped.dropped, line
+        assert mapped.rule is not None, f"{line.name} matches no mapping rule"
+        metric = CATALOG.get(mapped.name)
+        assert metric is not None, f"{line.name} -> {mapped.name}: not a catalog metric"
+        assert metric.from_task, f"{mapped.name} is not emitted by tasks in the catalog"
+        assert set(mapped.labels) == set(metric.labels), (line.name, mapped.labels, metric.labels)
+        seen.add(mapped.name)
+    # what a healthy T0 sweep must report
+    assert {"provider_selected_total", "provider_latency_ms", "provider_health_score", "circuit_state",
+            "jobs_processed_total", "write_batch_ms", "policy_version_info"} <= seen, seen
