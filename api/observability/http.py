@@ -11,6 +11,19 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from market_data.metrics import ApiMetrics
 
 
+class ResponseStatus:
+    """Wraps an ASGI `send` to remember the response's status (500 until one starts)."""
+
+    def __init__(self, send: Send) -> None:
+        self.status = 500
+        self._send = send
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self._send(message)
+
+
 class RequestLatencyMiddleware(ASGIMiddleware):
     """Observes `http_request_duration_seconds{method, route, status}` for every HTTP request.
 
@@ -25,18 +38,11 @@ class RequestLatencyMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         start = time.perf_counter()
-        status = 500
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        response = ResponseStatus(send)
         try:
-            await next_app(scope, receive, capture)
+            await next_app(scope, receive, response.send)
         finally:
             route = scope.get("path_template") or "unmatched"
-            self.histogram.labels(scope.get("method", "GET"), route, str(status)).observe(
+            self.histogram.labels(scope.get("method", "GET"), route, str(response.status)).observe(
                 time.perf_counter() - start
             )

@@ -8,8 +8,9 @@ from typing import Any
 
 from litestar.connection import Request
 from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
+from api.observability.http import ResponseStatus
 from api.ops.auth import ops_actor
 from api.state import AppResources
 
@@ -23,18 +24,11 @@ def audit_detail(request: Request, **detail: Any) -> None:
 
 class OpsAuditMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        status = 500
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        response = ResponseStatus(send)
         try:
-            await next_app(scope, receive, capture)
+            await next_app(scope, receive, response.send)
         finally:
-            await self._record(scope, status)
+            await self._record(scope, response.status)
 
     @staticmethod
     async def _record(scope: Scope, status: int) -> None:
