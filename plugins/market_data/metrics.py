@@ -292,6 +292,18 @@ CATALOG: Final[Mapping[str, Metric]] = MappingProxyType(
 )
 """Every metric of the service, by name."""
 
+REGISTRY_SHARED_STATE: Final = Metric(
+    name="registry_shared_state",
+    type="gauge",
+    labels=("component",),
+    help="1 while provider state is shared through Redis, 0 while this process decides on its own "
+    "(Redis unreachable); component: health (breakers, history) or rate_limits.",
+    emitted_from="task",
+)
+
+OPERATIONAL: Final[Mapping[str, Metric]] = MappingProxyType({m.name: m for m in (REGISTRY_SHARED_STATE,)})
+"""Operational metrics beyond the 19 of the catalog (the service's own plumbing)."""
+
 CIRCUIT_STATE_VALUES: Final[Mapping[str, float]] = MappingProxyType(
     {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 )
@@ -308,7 +320,7 @@ def lookup(metric: Metric | str) -> Metric:
         MetricError: the name is not in the catalog.
     """
     name = metric.name if isinstance(metric, Metric) else metric
-    found = CATALOG.get(name)
+    found = CATALOG.get(name) or OPERATIONAL.get(name)
     if found is None or (isinstance(metric, Metric) and metric is not found and metric != found):
         raise MetricError(f"metric: {name!r} is not in the catalog (market_data.metrics.CATALOG)")
     return found

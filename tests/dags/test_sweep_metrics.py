@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from market_data.metrics import CATALOG, set_task_metrics
+from market_data.metrics import CATALOG, OPERATIONAL, set_task_metrics
 from tests.conftest import truncate_data
 from tests.integration.statsd_exporter_mapping import StatsdMapping, StatsdReceiver
 
@@ -39,11 +39,19 @@ def test_a_sweep_emits_only_mapped_catalog_metrics(dagbag, md_dsn, statsd) -> No
         mapped = mapping.map(line.name, line.type)
         assert not mapped.dropped, line
         assert mapped.rule is not None, f"{line.name} matches no mapping rule"
-        metric = CATALOG.get(mapped.name)
+        metric = CATALOG.get(mapped.name) or OPERATIONAL.get(mapped.name)
         assert metric is not None, f"{line.name} -> {mapped.name}: not a catalog metric"
         assert metric.from_task, f"{mapped.name} is not emitted by tasks in the catalog"
         assert set(mapped.labels) == set(metric.labels), (line.name, mapped.labels, metric.labels)
         seen.add(mapped.name)
     # what a healthy T0 sweep must report
-    assert {"provider_selected_total", "provider_latency_ms", "provider_health_score", "circuit_state",
-            "jobs_processed_total", "write_batch_ms", "policy_version_info"} <= seen, seen
+    assert {
+        "provider_selected_total",
+        "provider_latency_ms",
+        "provider_health_score",
+        "circuit_state",
+        "jobs_processed_total",
+        "write_batch_ms",
+        "policy_version_info",
+        "registry_shared_state",
+    } <= seen, seen

@@ -147,7 +147,20 @@ async def test_every_provider_failing_raises_with_each_reason() -> None:
     await registry.aclose()
 
 
-async def test_redis_down_falls_back_to_process_state_and_says_so(caplog) -> None:
+@pytest.fixture
+def statsd(monkeypatch):
+    from market_data.metrics import set_task_metrics
+    from tests.integration.statsd_exporter_mapping import StatsdReceiver
+
+    receiver = StatsdReceiver()
+    monkeypatch.setenv("STATSD_PORT", str(receiver.port))
+    set_task_metrics(None)
+    yield receiver
+    set_task_metrics(None)
+    receiver.close()
+
+
+async def test_redis_down_falls_back_to_process_state_and_says_so(caplog, statsd) -> None:
     settings = msgspec.structs.replace(get_settings(), redis_url="redis://127.0.0.1:1/0")
     policy = two_provider_policy()
     a = SyntheticProvider("synth_a", SyntheticFaults(error_rate=1.0), clock=lambda: NOW)
@@ -162,6 +175,12 @@ async def test_redis_down_falls_back_to_process_state_and_says_so(caplog) -> Non
     assert out.provider == "synth_b"
     assert registry.degraded
     assert any("per-process" in r.message or "this process only" in r.message for r in caplog.records)
+    lines = statsd.receive(expected_lines=1, timeout=3)
+    shared = {ln.name: ln.value for ln in lines if ln.name.startswith("market_data.registry_shared_state.")}
+    assert shared == {
+        "market_data.registry_shared_state.health": 0.0,
+        "market_data.registry_shared_state.rate_limits": 0.0,
+    }
     assert (await registry.store.breaker("synth_a")).state == "open"  # decided on in-process state
     await registry.aclose()
 

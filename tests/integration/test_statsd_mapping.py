@@ -11,7 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from market_data.metrics import CATALOG, Metric, sanitize_label_value, set_task_metrics, task_metrics
+from market_data.metrics import (
+    CATALOG,
+    OPERATIONAL,
+    Metric,
+    sanitize_label_value,
+    set_task_metrics,
+    task_metrics,
+)
 from market_data.settings import PROJECT_ROOT
 from tests.integration.statsd_exporter_mapping import StatsdMapping, StatsdReceiver
 
@@ -30,11 +37,13 @@ SAMPLE_LABELS: dict[str, object] = {
     "status": "dead",
     "reason": "missing_field",
     "version": 7,
+    "component": "health",
 }
 SAMPLE_COUNT = 3
 SAMPLE_VALUE: dict[str, float] = {"counter": SAMPLE_COUNT, "gauge": 0.25, "histogram": 182.5}
 EXPECTED_STATSD_TYPE = {"counter": "c", "gauge": "g", "histogram": "h"}
-TASK_METRICS = [m for m in CATALOG.values() if m.from_task]
+TASK_METRICS = [m for m in (*CATALOG.values(), *OPERATIONAL.values()) if m.from_task]
+"""The 19 of the catalog that tasks send, plus the operational ones (registry_shared_state)."""
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +80,7 @@ def emit_sample(m: Metric) -> None:
 def test_every_task_metric_emitted_lands_on_its_catalog_metric(
     receiver: StatsdReceiver, mapping: StatsdMapping
 ) -> None:
-    assert len(TASK_METRICS) == 14
+    assert len(TASK_METRICS) == 15  # 14 of the catalog + registry_shared_state
     for m in TASK_METRICS:
         emit_sample(m)
     lines = receiver.receive(expected_lines=len(TASK_METRICS))
@@ -82,7 +91,7 @@ def test_every_task_metric_emitted_lands_on_its_catalog_metric(
         mapped = mapping.map(line.name, line.type)
         assert mapped.rule is not None, f"{line.name} is not matched by {MAPPING_FILE.name}"
         assert not mapped.dropped, line.name
-        found = CATALOG.get(mapped.name)
+        found = CATALOG.get(mapped.name) or OPERATIONAL.get(mapped.name)
         assert found is not None and found.from_task, (
             f"{line.name} maps to {mapped.name}, not a task-side catalog metric"
         )
@@ -123,7 +132,7 @@ def test_each_task_metric_has_exactly_one_rule_of_its_type(mapping: StatsdMappin
     ours = [r for r in mapping.rules if r.match.startswith(f"{PREFIX}.")]
     assert sorted(r.name for r in ours) == sorted(m.name for m in TASK_METRICS)
     for rule in ours:
-        m = CATALOG[rule.name]
+        m = CATALOG.get(rule.name) or OPERATIONAL[rule.name]
         assert rule.match == m.statsd_glob(PREFIX)
         assert rule.match_type == "glob" and rule.action == "map"
         assert rule.labels == {label: f"${i}" for i, label in enumerate(m.labels, 1)}

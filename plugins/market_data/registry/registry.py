@@ -258,7 +258,13 @@ class ProviderRegistry:
             return new, new
 
         state = await self.store.transition(name, step)
-        task_metrics().gauge("circuit_state", {"provider": name}, CIRCUIT_STATE_VALUES[state.state])
+        metrics = task_metrics()
+        metrics.gauge("circuit_state", {"provider": name}, CIRCUIT_STATE_VALUES[state.state])
+        shared_health = not getattr(self.store, "degraded", False)
+        metrics.gauge("registry_shared_state", {"component": "health"}, 1 if shared_health else 0)
+        metrics.gauge(
+            "registry_shared_state", {"component": "rate_limits"}, 0 if self.limiter.degraded else 1
+        )
 
     async def _attempt(
         self,
