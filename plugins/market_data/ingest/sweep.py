@@ -252,7 +252,7 @@ async def run_sweep_batch(
     preferred = policy.tiers[batch.tier].providers
     result = SweepResult(tier=batch.tier, policy_version=batch.policy_version, jobs=len(batch.jobs))
     requests, quote_requests = _requests(batch, registry, preferred)
-    limit = asyncio.Semaphore(_concurrency(policy, registry, preferred))
+    limit = asyncio.Semaphore(_concurrency(policy, registry, preferred, batch.jobs))
     metrics = task_metrics()
     bars: list[Bar] = []
     quotes: list[Quote] = []
@@ -375,9 +375,11 @@ async def _detect_and_enqueue_gaps(
     )
 
 
-def _concurrency(policy: Policy, registry: ProviderRegistry, preferred: list[str]) -> int:
-    names = registry.candidates("bars:1m", preferred) or list(registry.adapters)
-    return max((policy.providers[n].max_concurrency for n in names[:1]), default=4)
+def _concurrency(policy: Policy, registry: ProviderRegistry, preferred: list[str], jobs: list[Job]) -> int:
+    """Concurrent calls of a batch: the max_concurrency of the provider that serves its first job."""
+    capability = jobs[0].capability if jobs else "quotes"
+    names = registry.candidates(capability, preferred) or list(registry.adapters)
+    return max((policy.providers[n].max_concurrency for n in names[:1] if n in policy.providers), default=4)
 
 
 def sweep_now(data_interval_end: datetime | None, wall: datetime) -> datetime:
