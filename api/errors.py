@@ -12,11 +12,13 @@ import re
 from litestar import MediaType, Request, Response
 from litestar.datastructures.headers import Accept
 from litestar.enums import ScopeType
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, ValidationException
 from litestar.middleware import ASGIMiddleware
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ASGIApp, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
+
+from api.ops.auth import REFUSAL, has_ops_token, is_ops_path
 
 log = logging.getLogger("api.errors")
 
@@ -76,7 +78,11 @@ def validation_handler(_: Request, exc: ValidationException) -> Response:
     return Response(_body(400, detail, key), status_code=400, media_type=MediaType.JSON)
 
 
-def http_handler(_: Request, exc: HTTPException) -> Response:
+def http_handler(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code in (404, 405) and is_ops_path(request.url.path) and not has_ops_token(request):
+        # routing answers before the ops guard runs: without a valid token every /ops/* request
+        # gets the same 401, so a caller cannot tell which paths or ids exist
+        exc = NotAuthorizedException(detail=REFUSAL, headers={"WWW-Authenticate": "Bearer"})
     detail = exc.detail if not isinstance(exc, NotFoundException) else (exc.detail or "not found")
     return Response(
         _body(exc.status_code, str(detail)),

@@ -28,18 +28,26 @@ def bearer_token(connection: ASGIConnection) -> str:
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
-def require_ops_token(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+REFUSAL = "a valid ops bearer token is required"
+
+
+def has_ops_token(connection: ASGIConnection) -> bool:
     resources: AppResources = connection.app.state.resources
     expected = resources.settings.ops_token
     given = bearer_token(connection)
     # compare_digest on equal-length digests: constant time whatever the input length
-    ok = bool(expected) and hmac.compare_digest(
+    return bool(expected) and hmac.compare_digest(
         hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest()
     )
-    if not ok:
-        raise NotAuthorizedException(
-            detail="a valid ops bearer token is required", headers={"WWW-Authenticate": "Bearer"}
-        )
+
+
+def is_ops_path(path: str) -> bool:
+    return path == "/ops" or path.startswith("/ops/")
+
+
+def require_ops_token(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    if not has_ops_token(connection):
+        raise NotAuthorizedException(detail=REFUSAL, headers={"WWW-Authenticate": "Bearer"})
 
 
 def ops_actor(connection: ASGIConnection) -> str:

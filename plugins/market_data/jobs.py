@@ -76,7 +76,10 @@ def decode_job(message: bytes | str) -> Job:
     Raises:
         JobRejected: with a reason naming the offending field.
     """
-    raw = message.encode() if isinstance(message, str) else message
+    try:
+        raw = message.encode() if isinstance(message, str) else message
+    except UnicodeEncodeError as exc:  # a str with lone surrogates is not text any sender could send
+        raise JobRejected(f"not valid UTF-8 text: {exc.reason} at {exc.start}", "malformed") from exc
     if len(raw) > MAX_JOB_BYTES:
         raise JobRejected(f"message is {len(raw)} bytes; the limit is {MAX_JOB_BYTES}", "too_large")
     try:

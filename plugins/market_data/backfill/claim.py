@@ -93,6 +93,20 @@ async def claim_jobs(conn: asyncpg.Connection, run_id: str, limit: int, lease: t
     ]
 
 
+async def _pinned_provider(registry: ProviderRegistry, ranked: list[tuple[str, float]]) -> str | None:
+    """The provider a batch is pinned to: the best ranked one whose breaker is closed.
+
+    `ranked` puts a provider that is due for a half-open probe first, so that the next call
+    probes it. A backfill batch keeps its provider for every try, though: pinned to a provider
+    whose breaker is still open, the whole batch would fail and go to the DLQ while another
+    provider is healthy. Only when no breaker is closed does the ranking's first one get it.
+    """
+    for name, _ in ranked:
+        if (await registry.store.breaker(name)).state == "closed":
+            return name
+    return ranked[0][0] if ranked else None
+
+
 async def plan_batches(
     conn: asyncpg.Connection,
     jobs: list[ClaimedJob],
@@ -110,15 +124,22 @@ async def plan_batches(
     """
     by_provider: dict[str, list[ClaimedJob]] = defaultdict(list)
     unservable: list[tuple[int, str]] = []
+    chosen: dict[tuple[str, Tier, str], str | None] = {}
     for job in jobs:
         capability = f"bars:{job.interval.value}"
-        ranked = await registry.ranked(
-            capability, policy.tiers[job.tier].providers if job.tier in policy.tiers else (), job.exchange_mic
-        )
-        if not ranked:
+        route = (capability, job.tier, job.exchange_mic)
+        if route not in chosen:
+            ranked = await registry.ranked(
+                capability,
+                policy.tiers[job.tier].providers if job.tier in policy.tiers else (),
+                job.exchange_mic,
+            )
+            chosen[route] = await _pinned_provider(registry, ranked)
+        provider = chosen[route]
+        if provider is None:
             unservable.append((job.id, f"no enabled provider serves {capability} on {job.exchange_mic}"))
             continue
-        by_provider[ranked[0][0]].append(job)
+        by_provider[provider].append(job)
     out: dict[str, list[BackfillBatch]] = {g: [] for g in [*task_groups, OTHER]}
     assignments: list[tuple[int, str, str]] = []
     size = policy.backfill.batch_size

@@ -334,7 +334,12 @@ async def _detect_and_enqueue_gaps(
         until = current.get(key)
         if until is None:
             continue  # nothing stored yet: no cursor, nothing to compare against
-        after = previous.get(key) or (job.start - timedelta(microseconds=1))
+        # A job reaching back before the previous cursor (an RLC job delivered late or out of
+        # order, a retried run) is checked from its own start: a hole it leaves behind the
+        # cursor would otherwise never be looked at again.
+        before_start = job.start - timedelta(microseconds=1)
+        prev = previous.get(key)
+        after = before_start if prev is None else min(prev, before_start)
         windows.append(
             Window(
                 symbol=job.symbol,

@@ -16,6 +16,8 @@ from market_data.records import Interval, Tier
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION_DAYS = 36_500
+"""Longest duration accepted (100 years): `now - duration` must stay a valid date."""
 
 
 class Duration:
@@ -27,8 +29,11 @@ class Duration:
         m = _DURATION_RE.match(text) if isinstance(text, str) else None
         if not m:
             raise ValueError(f"expected a duration like '90s', '5m', '1h' or '2d', got {text!r}")
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        if seconds > MAX_DURATION_DAYS * 86400:
+            raise ValueError(f"at most {MAX_DURATION_DAYS}d, got {text.strip()!r}")
         self.text = text.strip()
-        self.seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        self.seconds = seconds
 
     @property
     def delta(self) -> timedelta:

@@ -13,8 +13,10 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
+import msgspec
+
 from market_data.policy.loader import PolicyError, Problem, parse_policy
-from market_data.policy.schema import Policy
+from market_data.policy.schema import Policy, enc_hook
 from market_data.providers import ADAPTER_OPTIONS, UnknownAdapterError, adapter_capabilities
 from market_data.providers.base import Capabilities
 from market_data.records import Interval, Tier
@@ -210,6 +212,19 @@ def _check_thresholds(policy: Policy, problems: list[Problem]) -> None:
         problems.append(Problem("jobs.rlc_list", "required when jobs.mode = rlc"))
 
 
+def _check_finite(value: object, path: str, problems: list[Problem]) -> None:
+    """TOML has `inf`; no knob of ours means anything infinite (an infinite latency would
+    make a synthetic provider sleep forever, an infinite multiplier disable an SLO)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(Problem(path, "must be a finite number"))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{path}.{k}" if path else str(k), problems)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{path}[{i}]", problems)
+
+
 def validate_policy(policy: Policy, known_pools: set[str] | None = None) -> list[Problem]:
     """Rules that span fields; [] when the policy is usable.
 
@@ -217,6 +232,7 @@ def validate_policy(policy: Policy, known_pools: set[str] | None = None) -> list
         known_pools: Airflow pool names that exist (include/pools.json); None skips that rule.
     """
     problems: list[Problem] = []
+    _check_finite(msgspec.to_builtins(policy, enc_hook=enc_hook), "", problems)
     caps = _provider_capabilities(policy, problems)
     _check_providers(policy, known_pools, problems)
     _check_tiers(policy, caps, problems)

@@ -61,11 +61,19 @@ def _body_excerpt(body: bytes) -> str:
 
 
 def http_error(
-    provider: str, response: httpx.Response, vendor_message: str | None, now: datetime
+    provider: str,
+    response: httpx.Response,
+    vendor_message: str | None,
+    now: datetime,
+    redact: Callable[[str], str] = lambda text: text,
 ) -> ProviderError:
-    """The ProviderError an HTTP error status means: 401/403 auth, 429 rate limit, 5xx server, 4xx request."""
+    """The ProviderError an HTTP error status means: 401/403 auth, 429 rate limit, 5xx server, 4xx request.
+
+    Args:
+        redact: applied to the vendor's words (some vendors echo the key they were sent).
+    """
     status = response.status_code
-    detail = vendor_message or _body_excerpt(response.content) or response.reason_phrase
+    detail = redact(vendor_message or _body_excerpt(response.content) or response.reason_phrase)
     message = f"HTTP {status}: {detail}"
     if status in (401, 403):
         return AuthError(provider, message, status=status)
@@ -101,6 +109,8 @@ class VendorHttp:
         self.provider = provider
         self._error_message = error_message
         self._clock = clock
+        # header values the vendor could echo back in an error (API keys); short ones are not keys
+        self._secrets = sorted((v for v in (headers or {}).values() if len(v) >= 8), key=len, reverse=True)
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Accept": "application/json", **(headers or {})},
@@ -118,7 +128,14 @@ class VendorHttp:
             raise ServerError(self.provider, f"GET {path}: {type(exc).__name__}: {exc}") from exc
         if response.is_success:
             return response.content
-        raise http_error(self.provider, response, self._error_message(response.content), self._clock())
+        raise http_error(
+            self.provider, response, self._error_message(response.content), self._clock(), self._redact
+        )
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
 
     async def aclose(self) -> None:
         await self._client.aclose()
