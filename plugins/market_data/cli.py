@@ -101,6 +101,39 @@ async def cmd_check(args: argparse.Namespace) -> int:
     return 1 if down else 0
 
 
+async def cmd_integrity(args: argparse.Namespace) -> int:
+    """Run the integrity checks; exit 1 when one fails (skipped checks say why)."""
+    import msgspec
+
+    from market_data.integrity import airflow_metadata_dsn, run_integrity_checks
+    from market_data.policy.schema import Duration
+    from market_data.records import utcnow
+
+    since = None
+    if args.since:
+        try:
+            since = utcnow() - Duration(args.since).delta
+        except ValueError as exc:
+            print(f"--since: {exc}", file=sys.stderr)
+            return 2
+    airflow_dsn = None if args.no_airflow else (args.airflow_database_url or airflow_metadata_dsn())
+    s = get_settings()
+    conn = await db.connect(args.database_url or s.database_url)
+    try:
+        pending = await db.pending_migrations(conn, s.sql_dir)
+        if pending:
+            print(
+                f"the database is not migrated ({', '.join(pending)} pending): run ./dev migrate",
+                file=sys.stderr,
+            )
+            return 2
+        report = await run_integrity_checks(conn, airflow_dsn=airflow_dsn, since=since)
+    finally:
+        await conn.close()
+    print(msgspec.json.encode(report).decode() if args.json else report.text())
+    return 0 if report.ok else 1
+
+
 def cmd_policy_validate(args: argparse.Namespace) -> int:
     from market_data.policy.validation import load_known_pools, validate_policy_text
 
@@ -132,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--exchange", default="XNYS")
     seed.add_argument("--prefix", default="GEN")
     sub.add_parser("check", help="exit 0 when Postgres and Redis answer")
+    integrity = sub.add_parser("integrity", help="check the store's invariants; exit 1 when one fails")
+    integrity.add_argument("--json", action="store_true", help="print the report as JSON")
+    integrity.add_argument(
+        "--since", metavar="DURATION", help="check bar versions of the last DURATION (e.g. 7d)"
+    )
+    integrity.add_argument(
+        "--airflow-database-url",
+        help="Airflow's metadata database (default: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN)",
+    )
+    integrity.add_argument("--no-airflow", action="store_true", help="skip the DLQ-vs-Airflow check")
     policy = sub.add_parser("policy", help="policy tools")
     psub = policy.add_subparsers(dest="policy_command", required=True)
     validate = psub.add_parser("validate", help="validate a policy file; print every problem")
@@ -150,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             "create-db": cmd_create_db,
             "seed": cmd_seed,
             "check": cmd_check,
+            "integrity": cmd_integrity,
         }
         return asyncio.run(handler[args.command](args))
     except (db.MigrationError, PolicyError) as exc:

@@ -102,6 +102,13 @@ async def apply_migrations(conn: asyncpg.Connection, sql_dir: Path) -> list[str]
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
 
 
+async def pending_migrations(conn: asyncpg.Connection, sql_dir: Path) -> list[str]:
+    """File names of the migrations not applied yet (all of them on an empty database)."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    applied = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")} if exists else set()
+    return [m.path.name for m in discover_migrations(sql_dir) if m.version not in applied]
+
+
 def dsn_database(dsn: str) -> str:
     return urlsplit(dsn).path.lstrip("/") or "postgres"
 

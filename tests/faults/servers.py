@@ -1,0 +1,291 @@
+"""Private Postgres and Redis servers that fault tests may kill and restart at will.
+
+Each is started from the installed binaries (Debian's postgresql and redis-server packages:
+`./dev test` installs them) on a free port, with its data in a fresh temporary directory, so
+nothing a fault test does can touch the shared servers of the rest of the suite.
+
+Postgres refuses to run as root: when the tests run as root (CI, containers), initdb and the
+server run as the `postgres` OS user (what `runuser -u postgres --` would do, done through
+`subprocess.Popen(user=..., group=...)` so the server's pid is ours to signal), in a
+directory chowned to that user. `kill()` SIGKILLs the whole process group (postmaster and
+every backend), as a crash of the machine or container would; `start()` then runs Postgres'
+own crash recovery from the WAL, with fsync on as in production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+INSTALL_HINT = (
+    "the fault tests start private servers from the installed binaries; install them "
+    "(Debian: apt-get install postgresql redis-server; ./dev test does this when run as root) "
+    "or set MD_PG_BINDIR to the folder holding initdb and postgres"
+)
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def postgres_bindir() -> Path:
+    """Folder of `initdb` and `postgres`: MD_PG_BINDIR, the initdb on PATH, or Debian's newest."""
+    given = os.environ.get("MD_PG_BINDIR")
+    candidates = [Path(given)] if given else []
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(Path(os.path.realpath(on_path)).parent)
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True
+    )
+    candidates.extend(Path(p) for p in versions)
+    for c in candidates:
+        if (c / "initdb").exists() and (c / "postgres").exists():
+            return c
+    raise ServerError(f"initdb/postgres not found; {INSTALL_HINT}")
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if not found:
+        raise ServerError(f"redis-server not found; {INSTALL_HINT}")
+    return found
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], within: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(f"{what} exited with {proc.returncode}: {tail(log)}")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise ServerError(f"{what} did not listen on {port} within {within} s: {tail(log)}")
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class PrivatePostgres:
+    """A throw-away Postgres cluster: trust auth, fsync on, TCP on 127.0.0.1:<free port>."""
+
+    def __init__(self) -> None:
+        self.bindir = postgres_bindir()
+        self.root = Path(tempfile.mkdtemp(prefix="md_faults_pg_"))
+        self.data = self.root / "data"
+        self.sockets = self.root / "sock"
+        self.log = self.root / "postgres.log"
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._user: dict[str, object] = {}
+        if os.geteuid() == 0:
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                raise ServerError(
+                    "running as root, Postgres needs the `postgres` OS user (created by Debian's "
+                    "postgresql package)"
+                ) from None
+            self._user = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        self.sockets.mkdir()
+        if self._user:
+            os.chown(self.sockets, int(self._user["user"]), int(self._user["group"]))  # type: ignore[call-overload]
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def initdb(self) -> None:
+        proc = subprocess.run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",  # initdb's own final sync only; the server runs with fsync on
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            **self._user,  # type: ignore[arg-type]
+        )
+        if proc.returncode != 0:
+            raise ServerError(f"initdb failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+
+    def start(self, within: float = 60.0) -> None:
+        """Start (or restart after a kill: Postgres replays its WAL first)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        log = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                str(self.bindir / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.sockets),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=on",
+                "-c",
+                "synchronous_commit=on",
+                "-c",
+                "shared_buffers=32MB",
+                "-c",
+                "max_connections=60",
+                "-c",
+                "log_min_messages=warning",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill() takes every backend with it
+            **self._user,  # type: ignore[arg-type]
+        )
+        log.close()
+        _wait_port(self.port, self.proc, within, "postgres", self.log)
+        # listening is not accepting: crash recovery may still be running
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            ready = subprocess.run(
+                [str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+                capture_output=True,
+                check=False,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise ServerError(f"postgres not ready within {within} s: {tail(self.log)}")
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every backend at once (a crash, not a shutdown)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        # backends are gone with the group; wait until the port is free for the restart
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                s.settimeout(0.2)
+                if s.connect_ex(("127.0.0.1", self.port)) != 0:
+                    break
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """A clean (fast) shutdown."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PrivateRedis:
+    """A throw-away redis-server on 127.0.0.1:<free port>.
+
+    `appendonly=True` keeps its data across a kill (AOF, fsync on every write): a Redis that
+    holds a job queue in production is run that way, and the RLC tests need the queue to
+    survive the outage they cause.
+    """
+
+    def __init__(self, *, appendonly: bool = False) -> None:
+        self.binary = redis_server_binary()
+        self.root = Path(tempfile.mkdtemp(prefix="md_faults_redis_"))
+        self.log = self.root / "redis.log"
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, within: float = 20.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(self.root),
+            "--logfile",
+            str(self.log),
+        ]
+        args += (
+            ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]
+        )
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        _wait_port(self.port, self.proc, within, "redis-server", self.log)
+
+    def kill(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
