@@ -21,6 +21,23 @@ from market_data import calendar
 from market_data.records import Interval
 
 
+# The stored bar starts of each symbol as one bytea: the 8-byte binary form of each `ts`
+# (timestamptz_send: big-endian microseconds since 2000-01-01 UTC), concatenated. Decoding
+# millions of timestamps into Python datetimes cost seconds; this is one numpy view per symbol.
+# Versions of one bar repeat its `ts`; the comparison does not mind duplicates.
+_STORED_BAR_STARTS = """
+SELECT symbol, string_agg(timestamptz_send(ts), ''::bytea) AS ts FROM bars
+WHERE symbol = ANY($1::text[]) AND interval = $2 AND ts > $3 AND ts <= $4
+GROUP BY symbol"""
+_PG_EPOCH_US = 946_684_800_000_000
+"""2000-01-01 00:00 UTC in microseconds since the Unix epoch."""
+
+
+def _bar_starts_ns(packed: bytes) -> np.ndarray:
+    """int64 ns since the Unix epoch from the concatenated timestamptz_send() values."""
+    return (np.frombuffer(packed, dtype=">i8").astype(np.int64) + _PG_EPOCH_US) * 1000
+
+
 class Window(msgspec.Struct, frozen=True, kw_only=True):
     """Check (after, until] of one symbol and interval."""
 
@@ -51,7 +68,14 @@ def missing_runs(expected: np.ndarray, present: np.ndarray) -> list[tuple[int, i
     """
     if expected.size == 0:
         return []
-    missing = ~np.isin(expected, present, assume_unique=False)
+    if present.size == 0:
+        missing = np.ones(expected.size, dtype=bool)
+    else:
+        # a binary search of each expected start in the sorted stored ones: np.isin costs
+        # ten times as much on arrays of a session's size (it sorts both every call)
+        stored = np.sort(present)
+        pos = np.minimum(np.searchsorted(stored, expected), stored.size - 1)
+        missing = stored[pos] != expected
     if not missing.any():
         return []
     idx = np.flatnonzero(missing)
@@ -82,16 +106,8 @@ async def find_gaps(conn: asyncpg.Connection, windows: Iterable[Window]) -> list
         symbols = sorted({w.symbol for w in ws})
         lo = min(w.after for w in ws)
         hi = max(w.until for w in ws)
-        rows = await conn.fetch(
-            """SELECT symbol, array_agg(DISTINCT ts) AS ts FROM bars
-               WHERE symbol = ANY($1::text[]) AND interval = $2 AND ts > $3 AND ts <= $4
-               GROUP BY symbol""",
-            symbols,
-            interval.value,
-            lo,
-            hi,
-        )
-        present = {r["symbol"]: np.array([calendar.to_ns(t) for t in r["ts"]], dtype=np.int64) for r in rows}
+        rows = await conn.fetch(_STORED_BAR_STARTS, symbols, interval.value, lo, hi)
+        present = {r["symbol"]: _bar_starts_ns(r["ts"]) for r in rows}
         empties: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for r in await conn.fetch(
             """SELECT symbol, start_ts, end_ts FROM confirmed_empty_ranges
