@@ -20,7 +20,6 @@ import numpy as np
 from market_data import calendar
 from market_data.records import Interval
 
-
 # The stored bar starts of each symbol as one bytea: the 8-byte binary form of each `ts`
 # (timestamptz_send: big-endian microseconds since 2000-01-01 UTC), concatenated. Decoding
 # millions of timestamps into Python datetimes cost seconds; this is one numpy view per symbol.
