@@ -17,7 +17,7 @@ from market_data.backfill.execute import chunks, run_backfill_batch
 from market_data.backfill.manual import ManualBackfill, active_universe, check_manual
 from market_data.ingest.enqueue import BackfillRange, enqueue_backfills
 from market_data.policy import parse_policy
-from market_data.policy.schema import SyntheticFaults
+from market_data.policy.schema import Duration, SyntheticFaults
 from market_data.providers.synthetic import SyntheticProvider
 from market_data.records import Interval, Tier
 from market_data.registry import ProviderRegistry
@@ -134,6 +134,51 @@ async def test_a_batch_stores_bars_records_empty_minutes_and_finishes(pool, conn
         "SELECT outcome, jobs_done, finished_at > started_at AS ok FROM backfill_batch_runs"
     )
     assert (run["outcome"], run["jobs_done"], run["ok"]) == ("done", 2, True)
+
+
+async def test_no_data_for_recent_minutes_is_not_confirmed_empty_until_they_settle(pool, conn) -> None:
+    """A vendor that has not published the last minutes yet answers them with no data: the job
+    goes back to the queue, narrowed to those minutes, and a later run stores them."""
+    clock = [MON + timedelta(minutes=30)]
+    late = SyntheticFaults(drop_rate=1.0, drop_heal=Duration("10m"))  # every bar is 10 minutes late
+    reg = ProviderRegistry(
+        POLICY,
+        {
+            name: SyntheticProvider(name, late, clock=lambda: clock[0])
+            for name in ("synthetic", "synthetic_backup")
+        },
+        retry_wait=lambda _s: 0.0,
+    )
+    await enqueue_backfills(conn, [rng("AAPL", 0, 30)], POLICY)
+
+    async def run_once(run_id: str):
+        jobs = await claim_jobs(conn, run_id, 10, timedelta(minutes=15))
+        groups = ["synthetic", "synthetic_backup"]  # the first answer's gaps may rank the backup first
+        batches = await plan_batches(
+            conn, jobs, reg, POLICY, run_id=run_id, policy_version=1, task_groups=groups
+        )
+        (batch,) = [b for g in groups for b in batches[g]]
+        return await run_backfill_batch(pool, POLICY, batch, reg, now=clock[0])
+
+    first = await run_once("run-late-1")
+    assert (first.done, first.deferred, first.empty_ranges, first.bars_inserted) == (0, 1, 0, 20)
+    job = await conn.fetchrow("SELECT status, start_ts, end_ts, run_id, last_error FROM backfill_jobs")
+    assert (job["status"], job["start_ts"], job["run_id"]) == ("queued", MON + timedelta(minutes=20), None)
+    assert "no data yet" in job["last_error"]
+    assert await conn.fetchval("SELECT count(*) FROM confirmed_empty_ranges") == 0
+
+    clock[0] += timedelta(minutes=10)  # the vendor has published them now
+    second = await run_once("run-late-2")
+    assert (second.done, second.deferred, second.empty_ranges, second.bars_inserted) == (1, 0, 0, 10)
+    assert await conn.fetchval("SELECT status FROM backfill_jobs") == "done"
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM bars WHERE symbol = 'AAPL' AND ts >= $1 AND ts < $2",
+            MON,
+            MON + timedelta(minutes=30),
+        )
+        == 30
+    )
 
 
 async def test_a_failing_batch_records_its_error_and_the_dlq_takes_exactly_its_jobs(pool, conn) -> None:

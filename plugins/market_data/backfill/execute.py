@@ -4,8 +4,11 @@ Each job is fetched in chunks no longer than the provider allows per request, wr
 through the same point-in-time path as sweeps (cursors untouched), and then compared with
 the calendar: expected bars the provider did not return in a range it answered for are
 minutes without trades, recorded as confirmed empty so they are never queued or counted
-again. A job is marked done in its own transaction as soon as it is stored, so a retry of
-the batch only redoes what was not finished.
+again. Only bars that ended at least `backfill.settle` ago are confirmed so: a vendor's
+"no data" for the last minutes may only mean it has not published them yet, and the job
+goes back to the queue, narrowed to what is still missing, for a later run. A job is
+marked done in its own transaction as soon as it is stored, so a retry of the batch only
+redoes what was not finished.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from market_data.ingest.pit_write import write_bars
 from market_data.metrics import task_metrics
 from market_data.policy.schema import Policy
 from market_data.providers.base import BarRequest
+from market_data.records import utcnow
 from market_data.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,8 @@ class BatchOutcome(msgspec.Struct, kw_only=True):
     done: int = 0
     skipped: int = 0
     """Jobs of the batch already done (a re-run) or taken back by the queue."""
+    deferred: int = 0
+    """Jobs back in the queue: the provider had no data for minutes too recent to confirm empty."""
     bars_received: int = 0
     bars_inserted: int = 0
     empty_ranges: int = 0
@@ -87,9 +93,15 @@ async def run_backfill_batch(
     registry: ProviderRegistry,
     *,
     try_number: int = 1,
+    now: datetime | None = None,
 ) -> BatchOutcome:
-    """Run the batch's unfinished jobs; raises (after recording the error) if one fails."""
+    """Run the batch's unfinished jobs; raises (after recording the error) if one fails.
+
+    Args:
+        now: the clock `backfill.settle` is measured against (default: the wall clock).
+    """
     started = time.monotonic()
+    settled_before = (now or utcnow()) - policy.backfill.settle.delta
     outcome = BatchOutcome(batch=batch.batch, provider=batch.provider, jobs=len(batch.jobs))
     async with pool.acquire() as conn:
         run_row = await conn.fetchval(
@@ -142,6 +154,10 @@ async def run_backfill_batch(
                         )
                     ],
                 )
+                # "no data" is trusted once the bars have settled; a run of missing bars that
+                # reaches past that point stays missing, and the job waits for a later run
+                unsettled = [g for g in empty if g.end > settled_before]
+                empty = [g for g in empty if g.end <= settled_before]
                 async with conn.transaction():
                     if empty:
                         await conn.executemany(
@@ -150,18 +166,39 @@ async def run_backfill_batch(
                                VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
                             [(g.symbol, g.interval.value, g.start, g.end, batch.provider) for g in empty],
                         )
-                    await conn.execute(
-                        """UPDATE backfill_jobs SET status = 'done', finished_at = now(), lease_until = NULL,
-                                  last_error = NULL, updated_at = now()
-                           WHERE id = $1 AND status = 'running'""",
-                        job.id,
-                    )
-            outcome.done += 1
-            metrics.incr("backfill_jobs_completed_total", {"tier": job.tier.value, "status": "done"})
-            metrics.incr("jobs_processed_total", {"type": "backfill", "provider": batch.provider})
+                    if unsettled:
+                        await conn.execute(
+                            """UPDATE backfill_jobs SET status = 'queued', start_ts = $2, lease_until = NULL,
+                                      run_id = NULL, batch = NULL, updated_at = now(),
+                                      last_error = 'the provider had no data yet for ' || $3
+                               WHERE id = $1 AND status = 'running'""",
+                            job.id,
+                            min(g.start for g in unsettled),
+                            ", ".join(f"{g.start:%Y-%m-%d %H:%M}..{g.end:%H:%M}" for g in unsettled[:3]),
+                        )
+                    else:
+                        await conn.execute(
+                            """UPDATE backfill_jobs SET status = 'done', finished_at = now(),
+                                      lease_until = NULL, last_error = NULL, updated_at = now()
+                               WHERE id = $1 AND status = 'running'""",
+                            job.id,
+                        )
             outcome.bars_received += written.received
             outcome.bars_inserted += written.inserted
             outcome.empty_ranges += len(empty)
+            if unsettled:
+                outcome.deferred += 1
+                log.info(
+                    "backfill job %d (%s %s): no data yet for %d recent range(s); back in the queue",
+                    job.id,
+                    job.symbol,
+                    job.interval.value,
+                    len(unsettled),
+                )
+                return
+            outcome.done += 1
+            metrics.incr("backfill_jobs_completed_total", {"tier": job.tier.value, "status": "done"})
+            metrics.incr("jobs_processed_total", {"type": "backfill", "provider": batch.provider})
 
     try:
         # a failing job cancels its siblings and waits for them (their probes are released)

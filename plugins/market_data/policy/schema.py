@@ -188,6 +188,10 @@ class BackfillPolicy(_Section):
     """First retry delay; doubles on every retry, up to 10 minutes (read when the DAG is parsed)."""
     lease: Duration = Duration("15m")
     """A running job whose worker vanished returns to the queue after this."""
+    settle: Duration = Duration("10m")
+    """A provider's "no data" for bars that ended less than this long ago is not trusted
+    (vendors publish late): the job goes back to the queue for a later run instead of
+    recording those minutes as confirmed empty."""
 
 
 class RetentionPolicy(_Section):
