@@ -111,6 +111,50 @@ async def test_batches_go_to_the_best_provider_in_batch_size_chunks(conn) -> Non
     assert stored["AAPL"] == "synthetic:0" and stored["META"] == "synthetic:2"
 
 
+async def test_while_every_breaker_is_open_jobs_wait_in_the_queue_and_one_probes(conn) -> None:
+    """An outage of every provider must not burn the queue's retries into the DLQ."""
+    import time
+
+    from market_data.registry.breaker import BreakerState
+
+    await enqueue_backfills(conn, [rng(s, 0, 5) for s in ("AAPL", "MSFT", "NVDA")], POLICY)
+    reg = registry()
+
+    async def open_breakers(opened_ago: float) -> None:
+        state = BreakerState(state="open", opened_at=time.time() - opened_ago, cooldown=60, reason="outage")
+        for name in ("synthetic", "synthetic_backup"):
+            await reg.store.transition(name, lambda _s: (state, state))
+
+    async def plan(run_id: str) -> dict:
+        jobs = await claim_jobs(conn, run_id, 10, timedelta(minutes=15))
+        return await plan_batches(
+            conn,
+            jobs,
+            reg,
+            POLICY,
+            run_id=run_id,
+            policy_version=1,
+            task_groups=["synthetic", "synthetic_backup"],
+        )
+
+    await open_breakers(opened_ago=1)  # cooling down: nobody may call
+    out = await plan("run-down")
+    assert all(v == [] for v in out.values())
+    rows = await conn.fetch("SELECT status, run_id, last_error FROM backfill_jobs")
+    assert [(r["status"], r["run_id"]) for r in rows] == [("queued", None)] * 3
+    assert all("open breaker (synthetic, synthetic_backup)" in r["last_error"] for r in rows)
+
+    await open_breakers(opened_ago=61)  # the cooldown is over: one job probes, the others wait
+    out = await plan("run-probe")
+    batches = [b for v in out.values() for b in v]
+    assert [len(b.jobs) for b in batches] == [1]
+    assert [b.jobs[0].symbol for b in batches] == ["AAPL"]  # the oldest, most urgent
+    assert dict(await conn.fetch("SELECT status, count(*) FROM backfill_jobs GROUP BY 1")) == {
+        "running": 1,
+        "queued": 2,
+    }
+
+
 async def test_a_batch_stores_bars_records_empty_minutes_and_finishes(pool, conn) -> None:
     await enqueue_backfills(conn, [rng("AAPL", 0, 60), rng("MSFT", 0, 60)], POLICY)
     jobs = await claim_jobs(conn, "run-c", 10, timedelta(minutes=15))

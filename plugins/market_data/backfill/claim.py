@@ -93,18 +93,35 @@ async def claim_jobs(conn: asyncpg.Connection, run_id: str, limit: int, lease: t
     ]
 
 
-async def _pinned_provider(registry: ProviderRegistry, ranked: list[tuple[str, float]]) -> str | None:
+class _Route(msgspec.Struct, frozen=True):
+    """Where the jobs of one (capability, tier, exchange) go this run."""
+
+    provider: str | None
+    kind: str
+    """closed: a provider whose breaker is closed; probe: none is closed, but the best one is
+    due for a probe (one job goes to it); down: every breaker is open (the jobs wait in the
+    queue); none: no enabled provider serves it (the jobs are dead)."""
+    others: tuple[str, ...] = ()
+
+
+async def _route(registry: ProviderRegistry, ranked: list[tuple[str, float]]) -> _Route:
     """The provider a batch is pinned to: the best ranked one whose breaker is closed.
 
     `ranked` puts a provider that is due for a half-open probe first, so that the next call
     probes it. A backfill batch keeps its provider for every try, though: pinned to a provider
-    whose breaker is still open, the whole batch would fail and go to the DLQ while another
-    provider is healthy. Only when no breaker is closed does the ranking's first one get it.
+    whose breaker is still open, the whole batch would fail, burn its retries and go to the
+    DLQ while another provider is healthy, or while an outage lasts. So when no breaker is
+    closed the jobs wait in the queue, except one that probes a provider due for it.
     """
-    for name, _ in ranked:
+    names = tuple(name for name, _ in ranked)
+    if not names:
+        return _Route(None, "none")
+    for name in names:
         if (await registry.store.breaker(name)).state == "closed":
-            return name
-    return ranked[0][0] if ranked else None
+            return _Route(name, "closed")
+    if registry.probe_due(await registry.store.breaker(names[0])):
+        return _Route(names[0], "probe", names)
+    return _Route(None, "down", names)
 
 
 async def plan_batches(
@@ -120,26 +137,36 @@ async def plan_batches(
     """Assign each job to the best provider now and split per provider into batches.
 
     Returns batches per task group (a provider name the DAG has a task for, or OTHER).
-    Jobs no provider can serve are marked dead at once, with the reason.
+    Jobs no provider can serve are marked dead at once, with the reason. Jobs whose every
+    provider has an open breaker go back to the queue (one of them probes a provider that is
+    due for it), with the reason in last_error.
     """
     by_provider: dict[str, list[ClaimedJob]] = defaultdict(list)
     unservable: list[tuple[int, str]] = []
-    chosen: dict[tuple[str, Tier, str], str | None] = {}
+    waiting: list[tuple[int, str]] = []
+    chosen: dict[tuple[str, Tier, str], _Route] = {}
     for job in jobs:
         capability = f"bars:{job.interval.value}"
-        route = (capability, job.tier, job.exchange_mic)
-        if route not in chosen:
+        route_key = (capability, job.tier, job.exchange_mic)
+        if route_key not in chosen:
             ranked = await registry.ranked(
                 capability,
                 policy.tiers[job.tier].providers if job.tier in policy.tiers else (),
                 job.exchange_mic,
             )
-            chosen[route] = await _pinned_provider(registry, ranked)
-        provider = chosen[route]
-        if provider is None:
+            chosen[route_key] = await _route(registry, ranked)
+        route = chosen[route_key]
+        if route.kind == "none":
             unservable.append((job.id, f"no enabled provider serves {capability} on {job.exchange_mic}"))
             continue
-        by_provider[provider].append(job)
+        if route.kind == "down":
+            names = ", ".join(route.others)
+            waiting.append((job.id, f"waiting: every provider of {capability} has an open breaker ({names})"))
+            continue
+        if route.kind == "probe":  # this job probes; the route's other jobs wait for its outcome
+            chosen[route_key] = _Route(None, "down", route.others)
+        assert route.provider is not None
+        by_provider[route.provider].append(job)
     out: dict[str, list[BackfillBatch]] = {g: [] for g in [*task_groups, OTHER]}
     assignments: list[tuple[int, str, str]] = []
     size = policy.backfill.batch_size
@@ -172,4 +199,13 @@ async def plan_batches(
             [u[1] for u in unservable],
         )
         log.warning("%d backfill job(s) no provider can serve: dead", len(unservable))
+    if waiting:
+        await conn.execute(
+            """UPDATE backfill_jobs j SET status = 'queued', run_id = NULL, batch = NULL, lease_until = NULL,
+                      last_error = w.reason, updated_at = now()
+               FROM unnest($1::bigint[], $2::text[]) AS w(id, reason) WHERE j.id = w.id""",
+            [w[0] for w in waiting],
+            [w[1] for w in waiting],
+        )
+        log.warning("%d backfill job(s) wait in the queue: %s", len(waiting), waiting[0][1])
     return out

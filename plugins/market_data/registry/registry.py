@@ -199,7 +199,7 @@ class ProviderRegistry:
         rank = {n: i for i, n in enumerate(preferred)}
         return sorted(names, key=lambda n: (rank.get(n, len(rank)), self.policy.providers[n].priority, n))
 
-    def _probe_due(self, state: brk.BreakerState) -> bool:
+    def probe_due(self, state: brk.BreakerState) -> bool:
         """Whether the breaker would let a probe through now."""
         now = self._clock()
         if state.state == "open":
@@ -213,7 +213,7 @@ class ProviderRegistry:
         samples = [s for s in await self.store.samples(name) if s.at >= horizon]
         summary = summarize(samples, cfg.latency_target_ms)
         breaker_state = state.state
-        if breaker_state == "open" and self._probe_due(state):
+        if breaker_state == "open" and self.probe_due(state):
             breaker_state = "half_open"  # a probe would be let through now
         h = health_score(
             breaker_state,
@@ -241,7 +241,7 @@ class ProviderRegistry:
         for n in order:
             h, state, _, _ = await self.score(n)
             metrics.gauge("provider_health_score", {"provider": n}, h)
-            keyed.append(((not self._probe_due(state), -round(h, 2), position[n]), n, h))
+            keyed.append(((not self.probe_due(state), -round(h, 2), position[n]), n, h))
         return [(n, h) for _, n, h in sorted(keyed)]
 
     def max_symbols(self, capability: str, preferred: Sequence[str] = (), exchange: str | None = None) -> int:
