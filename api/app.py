@@ -10,9 +10,11 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.errors import EXCEPTION_HANDLERS, AcceptHeaderGuard
+from api.instants import iso_instants_only
 from api.observability.controller import MetricsController
 from api.observability.http import RequestLatencyMiddleware
 from api.observability.scrape import scrape_source
+from api.openapi import StrictStructSchemaPlugin
 from api.ops.audit import OpsAuditMiddleware
 from api.ops.auth import require_ops_token
 from api.ops.backfill import BackfillOpsController
@@ -53,8 +55,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SloController,
             ops,
         ],
-        plugins=[feed.channels, feed],
+        plugins=[feed.channels, feed, StrictStructSchemaPlugin()],
         middleware=[RequestLatencyMiddleware(metrics), AcceptHeaderGuard()],
+        guards=[iso_instants_only],
         dependencies={"resources": Provide(provide_resources, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -6,19 +6,19 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from litestar import Controller, Request, Response, get, post
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
-from api.errors import BadParameter, NotFound
+from api.errors import NotFound
 from api.ops.audit import audit_detail
-from api.ops.policy import REFUSED, UNAUTHORIZED, ProblemOut, ValidationReport
-from api.schemas import ErrorBody, ResponseModel
+from api.ops.policy import REFUSED, TOO_LARGE, UNAUTHORIZED, ProblemOut, ValidationReport
+from api.schemas import JSON_INT_MAX, ErrorBody, ResponseModel, documented
 from api.state import Resources
+from api.stocks.params import IntervalQuery, SymbolPath
 from market_data.backfill.dlq import DeadJob, list_dead, purge_dead, requeue_dead
 from market_data.backfill.manual import ManualBackfill, active_universe, check_manual, enqueue_manual
-from market_data.records import Interval, is_valid_symbol, utcnow
+from market_data.records import utcnow
 
-NOT_FOUND = ResponseSpec(ErrorBody, description="No such job / cursor")
+NOT_FOUND = documented(ErrorBody, description="No such job / cursor")
 
 
 class BackfillQueued(ResponseModel, kw_only=True):
@@ -67,7 +67,7 @@ class BackfillOpsController(Controller):
             "a range within backfill.max_range and backfill.max_age, symbols of the active universe."
         ),
         status_code=202,
-        responses={401: UNAUTHORIZED, 422: REFUSED},
+        responses={401: UNAUTHORIZED, 413: TOO_LARGE, 422: REFUSED},
     )
     async def enqueue(
         self, request: Request, resources: Resources, data: JSONBody[ManualBackfill]
@@ -105,7 +105,9 @@ class BackfillOpsController(Controller):
         self,
         resources: Resources,
         limit: Annotated[int, Parameter(ge=1, le=500, description="Jobs per page")] = 100,
-        before_id: Annotated[int | None, Parameter(ge=1, description="Jobs with a smaller id")] = None,
+        before_id: Annotated[
+            int | None, Parameter(ge=1, le=JSON_INT_MAX, description="Jobs with a smaller id")
+        ] = None,
     ) -> DeadJobsPage:
         async with resources.db.acquire() as conn:
             jobs = await list_dead(conn, limit, before_id)
@@ -122,7 +124,7 @@ class BackfillOpsController(Controller):
         self,
         request: Request,
         resources: Resources,
-        job_id: Annotated[int, Parameter(ge=1, description="Dead job id")],
+        job_id: Annotated[int, Parameter(ge=1, le=JSON_INT_MAX, description="Dead job id")],
     ) -> RequeueResult:
         async with resources.db.acquire() as conn:
             if not await requeue_dead(conn, job_id):
@@ -154,31 +156,27 @@ class BackfillOpsController(Controller):
         summary="Where ingestion of one symbol, interval and provider has got to",
         responses={
             401: UNAUTHORIZED,
-            400: ResponseSpec(ErrorBody, description="Malformed parameter"),
+            400: documented(ErrorBody, description="Malformed parameter"),
             404: NOT_FOUND,
         },
     )
     async def cursor(
         self,
         resources: Resources,
-        symbol: Annotated[str, Parameter(description="Ticker")],
-        interval: Annotated[str, Parameter(description="Bar interval")],
+        symbol: SymbolPath,
+        interval: IntervalQuery,
         source: Annotated[str, Parameter(description="Provider name")],
     ) -> CursorOut:
-        sym = symbol.strip().upper()
-        if not is_valid_symbol(sym):
-            raise BadParameter("symbol: not a valid ticker", parameter="symbol")
-        if interval not in Interval._value2member_map_:
-            raise BadParameter(f"interval: expected one of {', '.join(Interval)}", parameter="interval")
+        sym = symbol.upper()
         row = await resources.db.fetchrow(
             """SELECT symbol, interval, provider, last_ts, updated_at, policy_version FROM ingestion_cursors
                WHERE symbol = $1 AND interval = $2 AND provider = $3""",
             sym,
-            interval,
+            interval.value,
             source,
         )
         if row is None:
-            raise NotFound(f"cursor: none for {sym} {interval} from {source}", parameter="source")
+            raise NotFound(f"cursor: none for {sym} {interval.value} from {source}", parameter="source")
         return CursorOut(
             symbol=row["symbol"],
             interval=row["interval"],

@@ -6,13 +6,12 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
 from api.errors import Conflict, NotFound
 from api.ops.audit import audit_detail
 from api.ops.auth import ops_actor
-from api.schemas import ErrorBody, ResponseModel
+from api.schemas import INT4_MAX, ErrorBody, ResponseModel, documented
 from api.state import Resources
 from market_data.policy import PolicyError, Problem
 from market_data.policy.schema import enc_hook
@@ -68,8 +67,9 @@ def _refused(exc: PolicyError) -> Response[ValidationReport]:
     return Response(_report(exc.problems), status_code=422)
 
 
-REFUSED = ResponseSpec(ValidationReport, description="The candidate is refused; every problem is listed")
-UNAUTHORIZED = ResponseSpec(ErrorBody, description="Missing or wrong ops token")
+REFUSED = documented(ValidationReport, description="The candidate is refused; every problem is listed")
+UNAUTHORIZED = documented(ErrorBody, description="Missing or wrong ops token")
+TOO_LARGE = documented(ErrorBody, description="The body is over the API's 1 MiB limit")
 
 
 class PolicyOpsController(Controller):
@@ -81,7 +81,7 @@ class PolicyOpsController(Controller):
         summary="Validate a candidate policy",
         description="Checks a candidate and returns every problem with its path, or ok. Stores nothing.",
         status_code=200,
-        responses={401: UNAUTHORIZED, 422: REFUSED},
+        responses={401: UNAUTHORIZED, 413: TOO_LARGE, 422: REFUSED},
     )
     async def validate(
         self, resources: Resources, data: JSONBody[PolicyCandidate]
@@ -104,7 +104,8 @@ class PolicyOpsController(Controller):
         status_code=200,
         responses={
             401: UNAUTHORIZED,
-            409: ResponseSpec(ErrorBody, description="expected_active is stale"),
+            409: documented(ErrorBody, description="expected_active is stale"),
+            413: TOO_LARGE,
             422: REFUSED,
         },
     )
@@ -137,7 +138,7 @@ class PolicyOpsController(Controller):
         status_code=200,
         responses={
             401: UNAUTHORIZED,
-            404: ResponseSpec(ErrorBody, description="No such version"),
+            404: documented(ErrorBody, description="No such version"),
             422: REFUSED,
         },
     )
@@ -145,7 +146,7 @@ class PolicyOpsController(Controller):
         self,
         request: Request,
         resources: Resources,
-        version: Annotated[int, Parameter(ge=1, description="Version to return to")],
+        version: Annotated[int, Parameter(ge=1, le=INT4_MAX, description="Version to return to")],
     ) -> Response[object]:
         try:
             async with resources.db.acquire() as conn:
@@ -164,7 +165,7 @@ class PolicyOpsController(Controller):
         "/ops/policy",
         operation_id="getActivePolicy",
         summary="The active policy version and body",
-        responses={401: UNAUTHORIZED, 404: ResponseSpec(ErrorBody, description="No policy stored yet")},
+        responses={401: UNAUTHORIZED, 404: documented(ErrorBody, description="No policy stored yet")},
     )
     async def active(self, resources: Resources) -> ActivePolicy:
         async with resources.db.acquire() as conn:

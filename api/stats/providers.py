@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import msgspec
 from litestar import Controller, get
 
 from api.schemas import ResponseModel
 from api.state import Resources
 from market_data.registry import ProviderRegistry
+from market_data.registry.health import Sample
 from market_data.registry.registry import ProviderStatus
 from market_data.registry.state import SharedHealthStore
+
+
+class RecentCall(Sample, frozen=True, kw_only=True, array_like=False):
+    """One of the provider's last calls (an object here; the shared store keeps arrays)."""
+
+
+class ProviderState(ProviderStatus, frozen=True, kw_only=True):
+    """ProviderStatus with its samples as objects, as the document describes them."""
+
+    samples: list[RecentCall]  # type: ignore[assignment]  # the same samples, encoded as objects
 
 
 class ProvidersReport(ResponseModel, kw_only=True):
     policy_version: int
     shared_state: bool
     """False when Redis is unreachable: these figures are this API process's own."""
-    providers: list[ProviderStatus]
+    providers: list[ProviderState]
+
+
+def _state(status: ProviderStatus) -> ProviderState:
+    fields = msgspec.structs.asdict(status)
+    fields["samples"] = [RecentCall(**msgspec.structs.asdict(s)) for s in status.samples]
+    return ProviderState(**fields)
 
 
 class ProvidersController(Controller):
@@ -37,5 +55,7 @@ class ProvidersController(Controller):
         registry = ProviderRegistry(loaded.policy, adapters={}, store=store)
         statuses = await registry.statuses()
         return ProvidersReport(
-            policy_version=loaded.version, shared_state=not store.degraded, providers=statuses
+            policy_version=loaded.version,
+            shared_state=not store.degraded,
+            providers=[_state(s) for s in statuses],
         )

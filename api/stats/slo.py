@@ -6,11 +6,10 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from litestar import Controller, get
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from api.errors import BadParameter
-from api.schemas import ErrorBody, ResponseModel
+from api.schemas import ErrorBody, ResponseModel, documented
 from api.state import Resources
 from market_data.policy.schema import SloPolicy
 from market_data.records import ensure_utc, utcnow
@@ -152,7 +151,7 @@ class SloController(Controller):
             "interval), `history` the recent rows newest first. `met` compares each row with the "
             "active policy's thresholds (returned in `thresholds`)."
         ),
-        responses={400: ResponseSpec(ErrorBody, description="`limit` or `since` out of range")},
+        responses={400: documented(ErrorBody, description="`limit` or `since` out of range")},
     )
     async def slo(self, resources: Resources, limit: LimitQuery = 100, since: SinceQuery = None) -> SloReport:
         start = _since(since, utcnow())

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, get
-from litestar.openapi.datastructures import ResponseSpec
 
 from api.errors import NotFound
-from api.schemas import ErrorBody
+from api.schemas import ErrorBody, documented
 from api.state import Resources
 from api.stocks import csv_export, multi, queries
 from api.stocks.history import bar_versions, history_page, intraday_session
@@ -42,7 +41,7 @@ from market_data.records import Interval, utcnow
 
 MANY_ERRORS = {
     400: ERRORS[400],
-    404: ResponseSpec(ErrorBody, description="Symbols not in the universe; the detail lists every one"),
+    404: documented(ErrorBody, description="Symbols not in the universe; the detail lists every one"),
 }
 
 
@@ -60,7 +59,7 @@ class StocksController(Controller):
         ),
         responses={
             **ERRORS,
-            404: ResponseSpec(ErrorBody, description="Unknown symbol, or no data yet"),
+            404: documented(ErrorBody, description="Unknown symbol, or no data yet"),
         },
     )
     async def price(self, resources: Resources, symbol: SymbolPath) -> PriceResponse:
@@ -109,7 +108,7 @@ class StocksController(Controller):
             "page. With `Accept: text/csv` or `format=csv` the whole range streams as CSV "
             f"(at most {csv_export.MAX_CSV_ROWS} bars): `pd.read_csv(url, parse_dates=['ts'])`."
         ),
-        responses={**ERRORS, 200: ResponseSpec(HistoryResponse, description="A page of bars, or CSV")},
+        responses={**ERRORS, 200: documented(HistoryResponse, description="A page of bars, or CSV")},
         operation_class=csv_export.HistoryOperation,
     )
     async def history(
@@ -164,14 +163,14 @@ class StocksController(Controller):
         description="Each version of the bar starting at `ts` (provider, as_of, values), oldest first.",
         responses={
             **ERRORS,
-            404: ResponseSpec(ErrorBody, description="Unknown symbol, or no bar stored at `ts`"),
+            404: documented(ErrorBody, description="Unknown symbol, or no bar stored at `ts`"),
         },
     )
     async def versions(
         self,
         resources: Resources,
         symbol: SymbolPath,
-        ts: TsQuery = None,
+        ts: TsQuery,
         interval: IntervalQuery = Interval.M1,
     ) -> VersionsResponse:
         sym, _ = await require_symbol(resources, symbol)
@@ -191,7 +190,7 @@ class StocksController(Controller):
     async def bars(
         self,
         resources: Resources,
-        symbols: SymbolsQuery = None,
+        symbols: SymbolsQuery,
         interval: IntervalQuery = Interval.M1,
         start: StartQuery = None,
         end: EndQuery = None,
@@ -220,5 +219,5 @@ class StocksController(Controller):
         ),
         responses=MANY_ERRORS,
     )
-    async def snapshots(self, resources: Resources, symbols: SymbolsQuery = None) -> SnapshotsResponse:
+    async def snapshots(self, resources: Resources, symbols: SymbolsQuery) -> SnapshotsResponse:
         return await multi.snapshots(resources.db, await require_symbols(resources, symbols), utcnow())

@@ -6,11 +6,10 @@ import enum
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from api.errors import BadParameter
-from api.schemas import ErrorBody
+from api.schemas import ErrorBody, documented
 from market_data.records import Interval, ensure_utc
 
 MAX_LIMIT = 10_000
@@ -48,25 +47,29 @@ class IntradayInterval(enum.StrEnum):
     H1 = "1h"
 
 
-SYMBOL_RE = r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,14}$"
+_TICKER = r"[A-Za-z0-9][A-Za-z0-9.\-]{0,14}"
+SYMBOL_RE = rf"^{_TICKER}$"
+SYMBOLS_RE = rf"^[ ,]*{_TICKER} *(,[ ,]*{_TICKER} *)*[ ,]*$"
+"""Comma-separated tickers; spaces around them and empty items are ignored."""
 SymbolPath = Annotated[
     str,
     Parameter(
         description="Ticker, e.g. AAPL, BRK.B, VOD.L (case-insensitive)", max_length=15, pattern=SYMBOL_RE
     ),
 ]
-# Required in the OpenAPI document, optional to Litestar: a missing value reaches the handler,
-# which answers with the usual body naming the parameter.
+# Required and not nullable (`?symbols=null` is not a way to leave it out); a missing one is the
+# usual 400 naming the parameter (api/errors.py).
 SymbolsQuery = Annotated[
-    str | None,
+    str,
     Parameter(
-        required=True,
         description=(
             f"Comma-separated tickers, case-insensitive; duplicates count once; at most {MAX_SYMBOLS}. "
             "Every symbol must be in the universe: unknown ones are a 404 that lists them."
         ),
         min_length=1,
         max_length=2000,
+        # documented only: parse_symbols checks it, naming the offending ticker
+        schema_extra={"pattern": SYMBOLS_RE},
     ),
 ]
 IntervalQuery = Annotated[Interval, Parameter(description="Bar interval")]
@@ -107,15 +110,11 @@ PageTokenQuery = Annotated[
         ),
     ),
 ]
-TsQuery = Annotated[
-    datetime | None, Parameter(required=True, description="Start of the bar (ISO 8601; UTC if no offset)")
-]
+TsQuery = Annotated[datetime, Parameter(description="Start of the bar (ISO 8601; UTC if no offset)")]
 
 ERRORS = {
-    400: ResponseSpec(
-        ErrorBody, description="A parameter is malformed or out of range; `parameter` names it"
-    ),
-    404: ResponseSpec(ErrorBody, description="The symbol is not in the universe"),
+    400: documented(ErrorBody, description="A parameter is malformed or out of range; `parameter` names it"),
+    404: documented(ErrorBody, description="The symbol is not in the universe"),
 }
 
 

@@ -23,7 +23,8 @@ KNOWN_TTL_SECONDS = 60.0
 
 
 def normalize_symbol(symbol: str, parameter: str = "symbol") -> str:
-    s = symbol.strip().upper()
+    # spaces only, and ASCII before upper-casing ('\u017f'.upper() is 'S'): what SYMBOLS_RE documents
+    s = symbol.strip(" ").upper() if symbol.isascii() else ""
     if not is_valid_symbol(s):
         raise BadParameter(
             f"{parameter}: {symbol[:20]!r} is not a ticker: expected 1-15 characters of A-Z, 0-9, "
@@ -35,7 +36,7 @@ def normalize_symbol(symbol: str, parameter: str = "symbol") -> str:
 
 def parse_symbols(raw: str | None, parameter: str = "symbols") -> list[str]:
     """Distinct upper-cased tickers of a comma-separated list, in first-seen order."""
-    out = list(dict.fromkeys(normalize_symbol(p, parameter) for p in (raw or "").split(",") if p.strip()))
+    out = list(dict.fromkeys(normalize_symbol(p, parameter) for p in (raw or "").split(",") if p.strip(" ")))
     if not out:
         raise BadParameter(f"{parameter}: name at least one symbol", parameter=parameter)
     if len(out) > MAX_SYMBOLS:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from litestar import Controller, Request, Response, get
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.routes import WebSocketRoute
 
-from api.schemas import ResponseModel
+from api.schemas import ResponseModel, documented
 from api.state import Resources
 from api.system.ready import ReadyReport, readiness
 
@@ -51,7 +50,7 @@ class SystemController(Controller):
         operation_id="health",
         summary="Postgres and Redis reachability",
         description="200 when both answer; 503 naming the part that does not.",
-        responses={503: ResponseSpec(HealthReport, description="A dependency is down")},
+        responses={503: documented(HealthReport, description="A dependency is down")},
     )
     async def health(self, resources: Resources) -> Response[HealthReport]:
         checks: dict[str, str] = {}
@@ -84,7 +83,7 @@ class SystemController(Controller):
             "While the swept markets are closed an older sweep is expected: reported in `checks.sweep`, "
             "still ready. 503 otherwise; `not_ready` names the failed checks."
         ),
-        responses={503: ResponseSpec(ReadyReport, description="Not ready; `not_ready` names why")},
+        responses={503: documented(ReadyReport, description="Not ready; `not_ready` names why")},
     )
     async def ready(self, request: Request, resources: Resources) -> Response[ReadyReport]:
         report, ok = await readiness(resources, getattr(request.app.state, "ws_hub", None))

@@ -1,0 +1,44 @@
+"""Instants in query strings are ISO 8601 date-times, as documented, never bare numbers.
+
+Litestar converts query parameters with msgspec's lax mode, which reads a number as Unix
+epoch seconds: `end=7` would be 1970-01-01T00:00:07Z and `end=20261123` a day in August
+1970, a silent trap for a caller who meant a date. This guard refuses a bare number in any
+datetime parameter of the route, naming the parameter, before the conversion runs.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from api.errors import BadParameter
+
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+_INSTANTS: dict[int, tuple[str, ...]] = {}
+"""id(route handler) -> names of its datetime parameters (handlers live as long as the app)."""
+
+
+def _instant_parameters(handler: BaseRouteHandler) -> tuple[str, ...]:
+    names = _INSTANTS.get(id(handler))
+    if names is None:
+        params = handler.parsed_fn_signature.parameters
+        names = _INSTANTS[id(handler)] = tuple(
+            name
+            for name, field in params.items()
+            if field.is_subclass_of(datetime) or field.has_inner_subclass_of(datetime)
+        )
+    return names
+
+
+def iso_instants_only(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Guard: 400 for `?end=7` and the like (see the module docstring)."""
+    for name in _instant_parameters(handler):
+        value = connection.query_params.get(name)
+        if value is not None and _NUMBER.fullmatch(value):
+            raise BadParameter(
+                f"{name}: expected an ISO 8601 date-time such as 2026-11-23T14:30:00Z, got {value[:24]!r}",
+                parameter=name,
+            )
