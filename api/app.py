@@ -10,7 +10,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.errors import EXCEPTION_HANDLERS, AcceptHeaderGuard
-from api.instants import iso_instants_only
+from api.instants import refuse_numeric_instants
 from api.observability.controller import MetricsController
 from api.observability.http import RequestLatencyMiddleware
 from api.observability.scrape import scrape_source
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         plugins=[feed.channels, feed, StrictStructSchemaPlugin()],
         middleware=[RequestLatencyMiddleware(metrics), AcceptHeaderGuard()],
-        guards=[iso_instants_only],
+        before_request=refuse_numeric_instants,
         dependencies={"resources": Provide(provide_resources, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

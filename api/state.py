@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -13,6 +14,30 @@ from litestar.di import NamedDependency
 from api.policy_cache import PolicyCache
 from market_data.policy.validation import load_known_pools
 from market_data.settings import Settings
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Return a connection to the pool as it is, without asyncpg's reset query.
+
+    asyncpg's default runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`
+    on every release: one more round trip, and four statements for Postgres, after every
+    query of every request (a /price read is two queries). The API's pooled connections hold
+    no session state to undo: statements are bound queries and transactions, `SET LOCAL` and
+    advisory locks are transaction-scoped, and LISTEN has connections of its own (the live
+    feed, the policy cache). asyncpg still rolls back a transaction left open before calling
+    this, so nothing of one request leaks into the next. Code that sets session state on a
+    pooled connection (`SET`, `LISTEN`, `pg_advisory_lock`) must undo it itself.
+    """
+
+
+POOL_OPTIONS: dict[str, Any] = {
+    # min_size=0: the API starts (and /health says what is down) even while Postgres is away
+    "min_size": 0,
+    "max_size": 16,
+    "command_timeout": 30,
+    "reset": keep_session,
+}
+"""How the API's asyncpg pool is opened (tests/benchmarks/baseline_app.py opens its own alike)."""
 
 
 class AppResources:
@@ -33,13 +58,7 @@ class AppResources:
 @asynccontextmanager
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     res: AppResources = app.state.resources
-    res.pool = await asyncpg.create_pool(
-        # min_size=0: the API starts (and /health says what is down) even while Postgres is away
-        res.settings.database_url,
-        min_size=0,
-        max_size=16,
-        command_timeout=30,
-    )
+    res.pool = await asyncpg.create_pool(res.settings.database_url, **POOL_OPTIONS)
     res.redis = aioredis.from_url(res.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     await res.policy.listen(res.settings.database_url)
     try:

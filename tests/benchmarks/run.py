@@ -42,11 +42,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ingest-minutes", type=int, default=100)
     p.add_argument("--gaps-symbols", type=int, default=10_000)
     p.add_argument("--sweep-symbols", type=int, default=10_000)
-    p.add_argument("--sweep-runs", type=int, default=3, help="sweep runs to measure (3)")
+    p.add_argument(
+        "--sweep-runs", type=int, default=3, help="sweep runs to measure: 1 cold + steady ones (3)"
+    )
+    p.add_argument(
+        "--sweep-parallelism",
+        type=int,
+        default=16,
+        help="Airflow [core] parallelism of the sweep (16, as ./dev up)",
+    )
+    p.add_argument(
+        "--sweep-batch-size",
+        type=int,
+        default=None,
+        help="override T0's batch_size (default: the policy's 250)",
+    )
     p.add_argument("--api-seconds", type=float, default=8.0, help="length of each wrk run (8 s)")
+    p.add_argument(
+        "--api-symbols", type=int, default=300, help="symbols the api benchmark spreads over (300)"
+    )
     p.add_argument("--ws-clients", type=int, default=1000)
     p.add_argument("--ws-seconds", type=float, default=8.0, help="length of each ws phase (8 s)")
+    p.add_argument("--ws-procs", type=int, default=2, help="processes the ws clients are spread over (2)")
+    p.add_argument("--ws-rounds", type=int, default=3, help="ws rounds (reading, then one stalled) (3)")
     p.add_argument("--backfill-symbols", type=int, default=100)
+    p.add_argument(
+        "--backfill-rate",
+        type=int,
+        default=60,
+        help="synthetic calls/min in the backfill bench (60: Finnhub free)",
+    )
+    p.add_argument("--backfill-max-runs", type=int, default=5, help="md_backfill runs at most to drain (5)")
     return p
 
 
