@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import re
 
+import asyncpg
+import redis.exceptions
 from litestar import MediaType, Request, Response
 from litestar.datastructures.headers import Accept
 from litestar.enums import ScopeType
@@ -92,6 +94,32 @@ def http_handler(request: Request, exc: HTTPException) -> Response:
     )
 
 
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,  # refused, reset, unreachable (ConnectionError and the pool's TimeoutError too)
+    asyncpg.PostgresConnectionError,  # the connection broke
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, out of memory or disk
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+"""A dependency of the request is down or full: the client may retry; nothing is wrong with it."""
+RETRY_AFTER_SECONDS = 2
+
+
+def unavailable_handler(request: Request, exc: Exception) -> Response:
+    """503 with Retry-After: Postgres or Redis did not serve the request (down, restarting, full)."""
+    what = "Redis" if isinstance(exc, redis.exceptions.RedisError) else "the database"
+    log.warning(
+        "%s %s: %s unavailable: %s: %s", request.method, request.url.path, what, type(exc).__name__, exc
+    )
+    return Response(
+        _body(503, f"{what} is unavailable ({type(exc).__name__}); retry in a few seconds"),
+        status_code=503,
+        media_type=MediaType.JSON,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def internal_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return Response(
@@ -105,6 +133,7 @@ EXCEPTION_HANDLERS = {
     ApiError: api_error_handler,
     ValidationException: validation_handler,
     HTTPException: http_handler,
+    **dict.fromkeys(UNAVAILABLE_ERRORS, unavailable_handler),
     Exception: internal_handler,
 }
 

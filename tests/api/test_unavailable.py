@@ -1,0 +1,67 @@
+"""Postgres down or out of connections: every read and ops call answers 503 with Retry-After, never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+from market_data import db
+from market_data.settings import get_settings
+from tests.conftest import RUN_ID
+
+DOWN = "postgresql://postgres@127.0.0.1:1/none"
+
+
+async def assert_unavailable(client: AsyncTestClient, path: str, **kw: object) -> None:
+    r = await client.get(path, **kw)  # type: ignore[arg-type]
+    assert r.status_code == 503, (path, r.status_code, r.text)
+    assert r.headers["retry-after"].isdigit()
+    body = r.json()
+    assert body["status_code"] == 503 and "the database is unavailable" in body["detail"]
+
+
+async def test_a_database_that_refuses_connections_gives_503_with_retry_after() -> None:
+    settings = msgspec.structs.replace(get_settings(), database_url=DOWN)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        await assert_unavailable(client, "/stocks/AAPL/price")
+        await assert_unavailable(client, "/stocks/AAPL/history", params={"interval": "1m"})
+        token = {"Authorization": f"Bearer {settings.ops_token}"}
+        await assert_unavailable(client, "/ops/dlq/backfills", headers=token)
+
+
+@pytest.fixture
+async def full_role(md_dsn: str) -> AsyncIterator[str]:
+    """A login role of this run that Postgres refuses every connection to: 'too many connections'."""
+    role = f"md_full_{RUN_ID}".lower()
+    admin = await asyncpg.connect(db.dsn_with_database(md_dsn, "postgres"))
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+        yield role
+    finally:
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
+
+
+async def test_a_database_out_of_connections_gives_503_not_500(md_dsn: str, full_role: str) -> None:
+    full = md_dsn.replace("postgres@", f"{full_role}@", 1)
+    with pytest.raises(asyncpg.TooManyConnectionsError):  # what the API meets
+        await asyncpg.connect(full)
+    settings = msgspec.structs.replace(get_settings(), database_url=full)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        await assert_unavailable(client, "/stocks/AAPL/price")
+        r = await client.get("/stocks/AAPL/price")
+        assert "TooManyConnectionsError" in r.json()["detail"]
+
+
+def test_every_operation_documents_the_503() -> None:
+    schema = create_app(get_settings()).openapi_schema
+    for path, item in (schema.paths or {}).items():
+        for method in ("get", "post"):
+            op = getattr(item, method, None)
+            if op is not None:
+                assert "503" in (op.responses or {}), f"{method.upper()} {path}"
