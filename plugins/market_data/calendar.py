@@ -4,6 +4,12 @@ One calendar per exchange MIC is built once per process and cached. Everything h
 vectorised over numpy datetime64[ns] (UTC) arrays so gap detection over thousands of
 symbols stays cheap.
 
+Building an exchange's session table from exchange-calendars costs about 0.1 s of CPU (holiday
+rules through pandas), which every short-lived Airflow task process would pay again: the table
+is also kept as a small .npz file in the settings' `cache_dir`, named after everything its
+content depends on (exchange, exchange-calendars version, first and last day), so the next
+process loads it in a millisecond. A missing, unreadable or inconsistent file is rebuilt.
+
 Conventions:
 - an intraday bar starts at its trading segment's open plus a whole number of intervals
   and lies inside the segment (a session with a lunch break has two segments);
@@ -14,13 +20,20 @@ Conventions:
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 
 import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
+from exchange_calendars import exchange_calendar as _xcals_calendar
 
 from market_data.records import Interval, ensure_utc
+
+log = logging.getLogger(__name__)
 
 # Far enough back for any backfill the policy allows; building is ~0.3 s per exchange.
 CALENDAR_START = "2010-01-01"
@@ -48,19 +61,75 @@ def _utc_ns(series: pd.Series) -> np.ndarray:
 class _Sessions:
     """Session boundaries of one exchange as int64 nanoseconds since the epoch (UTC)."""
 
-    def __init__(self, mic: str) -> None:
-        cal = exchange_calendar(mic)
+    _ARRAYS = ("labels", "opens", "closes", "break_starts", "break_ends", "has_break")
+
+    def __init__(
+        self,
+        mic: str,
+        labels: np.ndarray,
+        opens: np.ndarray,
+        closes: np.ndarray,
+        break_starts: np.ndarray,
+        break_ends: np.ndarray,
+        has_break: np.ndarray,
+    ) -> None:
         self.mic = mic
-        self.labels = cal.opens.index.values.astype("datetime64[ns]").astype(np.int64)
-        self.opens = _utc_ns(cal.opens).astype(np.int64)
-        self.closes = _utc_ns(cal.closes).astype(np.int64)
-        bs = _utc_ns(cal.break_starts)
-        be = _utc_ns(cal.break_ends)
-        self.has_break = ~np.isnat(bs)
-        self.break_starts = np.where(self.has_break, bs.astype(np.int64), self.closes)
-        self.break_ends = np.where(self.has_break, be.astype(np.int64), self.closes)
+        self.labels = labels
+        self.opens = opens
+        self.closes = closes
+        self.break_starts = break_starts
+        self.break_ends = break_ends
+        self.has_break = has_break
         self.first_ns = int(self.opens[0])
         self.last_ns = int(self.closes[-1])
+
+    @classmethod
+    def build(cls, mic: str) -> _Sessions:
+        """From exchange-calendars (raises CalendarError for an unknown MIC)."""
+        cal = exchange_calendar(mic)
+        closes = _utc_ns(cal.closes).astype(np.int64)
+        bs = _utc_ns(cal.break_starts)
+        be = _utc_ns(cal.break_ends)
+        has_break = ~np.isnat(bs)
+        return cls(
+            mic,
+            labels=cal.opens.index.values.astype("datetime64[ns]").astype(np.int64),
+            opens=_utc_ns(cal.opens).astype(np.int64),
+            closes=closes,
+            break_starts=np.where(has_break, bs.astype(np.int64), closes),
+            break_ends=np.where(has_break, be.astype(np.int64), closes),
+            has_break=has_break,
+        )
+
+    @classmethod
+    def load(cls, mic: str, path: Path) -> _Sessions | None:
+        """The table stored at `path`, or None when it is missing or not consistent."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {name: f[name] for name in cls._ARRAYS}
+        except (OSError, KeyError, ValueError):
+            return None
+        n = len(arrays["opens"])
+        if n == 0 or any(len(a) != n for a in arrays.values()) or arrays["has_break"].dtype != np.bool_:
+            return None
+        if any(arrays[k].dtype != np.int64 for k in cls._ARRAYS if k != "has_break"):
+            return None
+        return cls(mic, **arrays)
+
+    def save(self, path: Path) -> None:
+        """Write the table atomically (best effort: a cache that cannot be written is skipped)."""
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.savez(fh, **{name: getattr(self, name) for name in self._ARRAYS})
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            log.debug("calendar cache %s not written: %s", path, exc)
 
     def check(self, ns: int, name: str) -> None:
         if ns < self.first_ns or ns > self.last_ns:
@@ -70,9 +139,28 @@ class _Sessions:
             )
 
 
+def _cache_file(mic: str) -> Path | None:
+    """Where the session table of `mic` is shared between processes (None: no cache)."""
+    from market_data.settings import get_settings
+
+    base = get_settings().cache_dir
+    if base is None:
+        return None
+    # exchange-calendars ends every calendar a year after the day it was imported
+    end = pd.Timestamp(_xcals_calendar.GLOBAL_DEFAULT_END).strftime("%Y%m%d")
+    start = CALENDAR_START.replace("-", "")
+    return base / f"sessions-{mic}-xcals{xcals.__version__}-{start}-{end}.npz"
+
+
 @functools.cache
 def _sessions(mic: str) -> _Sessions:
-    return _Sessions(mic)
+    path = _cache_file(mic)
+    if path is not None and (cached := _Sessions.load(mic, path)) is not None:
+        return cached
+    built = _Sessions.build(mic)
+    if path is not None:
+        built.save(path)
+    return built
 
 
 def to_ns(value: datetime) -> int:

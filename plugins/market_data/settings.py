@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """STATSD_PORT: statsd UDP port (statsd_exporter listens on 9125 in docker-compose)."""
     statsd_prefix: str
     """STATSD_PREFIX: prefix of our dotted statsd names."""
+    cache_dir: Path | None = None
+    """MARKET_DATA_CACHE_DIR: files processes share to start faster (exchange session tables);
+    default `$XDG_CACHE_HOME/market_data` (`~/.cache/market_data`); `off` disables it."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -56,7 +59,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             statsd_host=_env("STATSD_HOST", "127.0.0.1"),
             statsd_port=int(_env("STATSD_PORT", "8125")),
             statsd_prefix=_env("STATSD_PREFIX", "market_data"),
+            cache_dir=_cache_dir(),
         )
+
+
+def _cache_dir() -> Path | None:
+    raw = _env("MARKET_DATA_CACHE_DIR", "")
+    if raw.lower() == "off":
+        return None
+    if raw:
+        return Path(raw)
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory to be found: no cache
+            return None
+    return Path(base) / "market_data"
 
 
 def get_settings() -> Settings:

@@ -12,7 +12,16 @@ import redis.asyncio as aioredis
 from market_data.airflow.connections import market_data_dsn, redis_url
 from market_data.db import connect
 from market_data.ingest.rlc import finish_rlc_run
-from market_data.ingest.sweep import SweepBatch, SweepResult, plan_sweep, run_sweep_batch, sweep_now
+from market_data.ingest.sweep import (
+    SweepBatch,
+    SweepBatchWire,
+    SweepResult,
+    batch_from_wire,
+    batch_to_wire,
+    plan_sweep,
+    run_sweep_batch,
+    sweep_now,
+)
 from market_data.metrics import task_metrics
 from market_data.policy import load_active_policy, load_policy_version
 from market_data.records import Tier, utcnow
@@ -66,12 +75,19 @@ def plan(tier: str) -> list[dict[str, Any]]:
             await redis.aclose()
             await conn.close()
 
-    return [msgspec.to_builtins(b) for b in asyncio.run(go())]
+    return [msgspec.to_builtins(batch_to_wire(b)) for b in asyncio.run(go())]
+
+
+def _batch(batch: dict[str, Any]) -> SweepBatch:
+    """A planned batch from XCom: grouped jobs, or a plain job list (runs planned before)."""
+    if "groups" in batch:
+        return batch_from_wire(msgspec.convert(batch, SweepBatchWire))
+    return msgspec.convert(batch, SweepBatch)
 
 
 def sweep(batch: dict[str, Any]) -> dict[str, Any]:
     """Fetch and store one batch with the policy version its run started with."""
-    b = msgspec.convert(batch, SweepBatch)
+    b = _batch(batch)
 
     async def go() -> SweepResult:
         conn = await connect(market_data_dsn())
