@@ -20,7 +20,7 @@ from market_data.backfill.claim import (
     release_expired_leases,
 )
 from market_data.backfill.dlq import mark_batch_dead
-from market_data.backfill.execute import BatchOutcome, run_backfill_batch
+from market_data.backfill.execute import BatchOutcome, limit_wait, run_backfill_batch
 from market_data.backfill.manual import ManualBackfill, active_universe, check_manual, enqueue_manual
 from market_data.db import connect
 from market_data.policy import PolicyError, load_active_policy, load_policy_version
@@ -171,7 +171,9 @@ def run_batch(batch: dict[str, Any]) -> dict[str, Any]:
         )
         pool = await asyncpg.create_pool(market_data_dsn(), min_size=1, max_size=limit + 1)
         registry = ProviderRegistry.shared(
-            loaded.policy, msgspec.structs.replace(get_settings(), redis_url=redis_url())
+            loaded.policy,
+            msgspec.structs.replace(get_settings(), redis_url=redis_url()),
+            limit_max_wait=limit_wait(loaded.policy),
         )
         try:
             return await run_backfill_batch(pool, loaded.policy, b, registry, try_number=try_number)

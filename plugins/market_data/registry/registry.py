@@ -48,6 +48,8 @@ PROBE_WAIT = 15.0
 """How long a call waits for another call's half-open probe before giving up on the provider."""
 MAX_RETRY_WAIT = 10.0
 LIMIT_MAX_WAIT = 30.0
+"""How long a call waits for room in its provider's rate limit before the registry moves on to
+the next provider (sweeps: fresh data from another provider beats waiting for this one)."""
 
 
 class AllProvidersFailed(Exception):
@@ -116,7 +118,10 @@ class ProviderRegistry:
         clock: Callable[[], float] = time.time,
         retry_wait: Callable[[RetryCallState], float] | None = None,
         limit_window_seconds: int = 60,
+        limit_max_wait: float = LIMIT_MAX_WAIT,
     ) -> None:
+        # limit_max_wait: seconds a call waits for room in a provider's rate limit before that
+        # provider counts as unavailable for it (backfills, pinned to one provider, wait longer)
         self.policy = policy
         self.unavailable = dict(unavailable or {})
         if adapters is None:
@@ -135,6 +140,9 @@ class ProviderRegistry:
         self._clock = clock
         self._retry_wait = retry_wait or _retry_wait
         self._limit_window = limit_window_seconds
+        self._limit_max_wait = limit_max_wait
+        self._redis: aioredis.Redis | None = None
+        """The Redis client `shared()` made (closed by aclose)."""
         for name, adapter in self.adapters.items():
             if hasattr(adapter, "extra_request_gate"):  # paginating adapters: every page takes a slot
                 adapter.extra_request_gate = self._gate(name)
@@ -144,10 +152,11 @@ class ProviderRegistry:
 
     def _gate(self, name: str) -> Callable[[], Awaitable[float]]:
         async def gate() -> float:
-            return await self.limiter.acquire(name, self._limit(name), LIMIT_MAX_WAIT, self._limit_window)
+            return await self.limiter.acquire(
+                name, self._limit(name), self._limit_max_wait, self._limit_window
+            )
 
         return gate
-        self._redis: aioredis.Redis | None = None
 
     @classmethod
     def shared(cls, policy: Policy, settings: Settings | None = None, **kwargs: Any) -> ProviderRegistry:
@@ -306,7 +315,7 @@ class ProviderRegistry:
     ) -> T:
         bp = self.policy.breaker
         try:
-            await self.limiter.acquire(name, self._limit(name), LIMIT_MAX_WAIT, self._limit_window)
+            await self.limiter.acquire(name, self._limit(name), self._limit_max_wait, self._limit_window)
         except LimitWaitExceeded as exc:
             raise _Unavailable(str(exc)) from exc  # never called: no sample, no breaker change
         metrics = task_metrics()
