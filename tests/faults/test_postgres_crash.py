@@ -224,7 +224,7 @@ async def test_postgres_killed_at_a_random_moment_of_a_large_write(pg) -> None:
                 await observer.fetchval(
                     """SELECT count(*) FROM pg_stat_activity
                        WHERE state = 'active' AND pid <> pg_backend_pid()
-                         AND (query ILIKE 'COPY%bars_stage%' OR query ILIKE '%INSERT INTO bars%')"""
+                         AND (query ILIKE 'COPY%bars%' OR query ILIKE '%INSERT INTO bars%')"""
                 )
             )
 

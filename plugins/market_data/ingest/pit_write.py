@@ -6,15 +6,21 @@ an identical re-delivery adds nothing, a changed bar adds a version with a later
 Cursors advance and listeners are notified in the same transaction, so a crash leaves
 either all of it or none of it.
 
-The current versions are read per (symbol, interval) span of the delivery (one index range
-scan each), not probed bar by bar; when no span holds a stored bar (the usual sweep: every
-bar is new) the INSERT skips the comparison altogether. `./dev bench ingest` measures the
-path against a raw COPY of the same rows.
+Writers of the same (symbol, interval) serialise on advisory locks, taken in one order by
+every writer. Under the locks, one index probe per (symbol, interval) span of the delivery
+tells whether any stored bar can collide. A delivery as providers send them (each symbol's
+bars together, in rising time, from one provider) whose spans hold no stored bar (the usual
+sweep) is COPYed straight into `bars`: no staging table, no comparison. Anything else is
+staged and the set-based INSERT compares it with the current versions, read per span (one
+index range scan each), not probed bar by bar. `./dev bench ingest` measures the path
+against a raw COPY of the same rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -60,24 +66,32 @@ CREATE TEMP TABLE IF NOT EXISTS quotes_stage (
     bid_size integer, ask_size integer
 ) ON COMMIT DELETE ROWS"""
 
-# Writers of the same (symbol, interval) serialise here, in a fixed order (no deadlocks),
-# so two concurrent writers can never both add the same "new" version.
+# Writers of the same (symbol, interval) serialise here, all in the byte order of
+# 'symbol|interval' (no deadlocks), so two concurrent writers can never both add the same
+# "new" version. Two forms, one order: keys from the stage, or sorted by the writer.
+_LOCK_STAGED_KEYS = """
+SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7)))
+FROM (SELECT DISTINCT (symbol || '|' || interval) COLLATE "C" AS k FROM bars_stage ORDER BY k) keys"""
 _LOCK_KEYS = """
-SELECT count(pg_advisory_xact_lock(hashtextextended(symbol || '|' || interval, 7)))
-FROM (SELECT DISTINCT symbol, interval FROM bars_stage ORDER BY 1, 2) k"""
+SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7)))
+FROM (SELECT k FROM unnest($1::text[]) WITH ORDINALITY AS t(k, i) ORDER BY i) keys"""
 
 # First and last bar of each (symbol, interval) in the stage: where stored versions can collide.
 _SPANS = """
 SELECT symbol, interval, min(ts) AS first_ts, max(ts) AS last_ts FROM bars_stage GROUP BY symbol, interval"""
 
 # Whether any span holds a stored bar (LATERAL + LIMIT 1: one index probe per span).
-_ANY_STORED = f"""
-SELECT count(*) > 0 FROM ({_SPANS}) r
+_HIT = """
 CROSS JOIN LATERAL (
     SELECT 1 FROM bars b
     WHERE b.symbol = r.symbol AND b.interval = r.interval AND b.ts >= r.first_ts AND b.ts <= r.last_ts
     LIMIT 1
 ) hit"""
+_ANY_STORED_STAGED = f"SELECT count(*) > 0 FROM ({_SPANS}) r {_HIT}"
+_ANY_STORED = f"""
+SELECT count(*) > 0
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+    AS r(symbol, interval, first_ts, last_ts) {_HIT}"""
 
 # One row per (symbol, interval, ts); a bar delivered twice in one batch counts once.
 _INCOMING = """
@@ -117,10 +131,26 @@ WITH {_INCOMING}, ins AS ({_INSERT_INTO}
     {_RETURNING}
 ){_NOTIFY_AND_COUNT}"""
 
+# A delivery in runs with no stored bar in its spans: COPYed straight into `bars` (Bar's
+# fields, then these two), and the newest bar of each span notified as the INSERT does.
+_DIRECT_COLUMNS = (*_BAR_COLUMNS, "as_of", "policy_version")
+_NOTIFY_NEWEST = """
+SELECT count(pg_notify($1, json_build_object(
+    'type', 'bar', 'symbol', symbol, 'interval', interval, 'ts', ts, 'as_of', $2::timestamptz,
+    'provider', provider, 'open', open, 'high', high, 'low', low, 'close', close,
+    'volume', volume, 'vwap', vwap,
+    'notified_at', extract(epoch FROM clock_timestamp()))::text))
+FROM (
+    SELECT * FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::float8[],
+                         $8::float8[], $9::float8[], $10::float8[], $11::bigint[], $12::float8[])
+        WITH ORDINALITY AS l(symbol, interval, ts, provider, open, high, low, close, volume, vwap, i)
+    ORDER BY i
+) newest"""
+
 # Some spans hold stored bars: compare with the current version of each (newest `as_of`),
 # read with one backward index range scan per span.
-_INSERT_CHANGED_BARS = f"""
-WITH {_INCOMING}, spans AS ({_SPANS}
+_CHANGED_BARS = """
+WITH {incoming}, spans AS ({spans}
 ), cur AS MATERIALIZED (
     SELECT c.* FROM spans r
     CROSS JOIN LATERAL (
@@ -130,7 +160,7 @@ WITH {_INCOMING}, spans AS ({_SPANS}
         WHERE b.symbol = r.symbol AND b.interval = r.interval AND b.ts >= r.first_ts AND b.ts <= r.last_ts
         ORDER BY b.ts DESC, b.as_of DESC
     ) c
-), ins AS ({_INSERT_INTO}
+), ins AS ({insert_into}
     FROM incoming s
     LEFT JOIN cur ON cur.symbol = s.symbol AND cur.interval = s.interval AND cur.ts = s.ts
     WHERE cur.close IS NULL
@@ -138,15 +168,29 @@ WITH {_INCOMING}, spans AS ({_SPANS}
           IS DISTINCT FROM
           (s.open, s.high, s.low, s.close, s.volume, s.vwap, s.trade_count, s.status)
     ORDER BY s.symbol, s.interval, s.ts
-    {_RETURNING}
-){_NOTIFY_AND_COUNT}"""
-
-_ADVANCE_CURSORS = """
+    {returning}
+){notify_and_count}"""
+_INSERT_CHANGED_BARS = _CHANGED_BARS.format(
+    incoming=_INCOMING.strip(),
+    spans=_SPANS,
+    insert_into=_INSERT_INTO,
+    returning=_RETURNING,
+    notify_and_count=_NOTIFY_AND_COUNT,
+)
+_UPSERT_CURSORS = """
 INSERT INTO ingestion_cursors AS c (symbol, interval, provider, last_ts, updated_at, policy_version)
-SELECT symbol, interval, provider, max(ts), now(), $1 FROM bars_stage GROUP BY 1, 2, 3
+{select}
 ON CONFLICT (symbol, interval, provider) DO UPDATE
     SET last_ts = GREATEST(c.last_ts, EXCLUDED.last_ts), updated_at = now(),
         policy_version = EXCLUDED.policy_version"""
+_ADVANCE_STAGED_CURSORS = _UPSERT_CURSORS.format(
+    select="SELECT symbol, interval, provider, max(ts), now(), $1 FROM bars_stage GROUP BY 1, 2, 3"
+)
+_ADVANCE_CURSORS = _UPSERT_CURSORS.format(
+    select="""SELECT symbol, interval, provider, last_ts, now(), $1
+FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[])
+    AS u(symbol, interval, provider, last_ts)"""
+)
 
 _INSERT_QUOTES = """
 WITH ins AS (
@@ -177,6 +221,71 @@ class WriteResult(msgspec.Struct, frozen=True, kw_only=True):
         return self.received - self.inserted
 
 
+_SYM, _IV, _TS, _PROV = (_BAR_COLUMNS.index(c) for c in ("symbol", "interval", "ts", "provider"))
+_NOTIFIED = tuple(
+    _BAR_COLUMNS.index(c)
+    for c in ("symbol", "interval", "ts", "provider", "open", "high", "low", "close", "volume", "vwap")
+)
+
+
+class _Runs(msgspec.Struct):
+    """The spans of a delivery that comes in runs, in lock order."""
+
+    keys: list[str]
+    """'symbol|interval', sorted: the lock order."""
+    symbols: list[str]
+    intervals: list[str]
+    providers: list[str]
+    firsts: list[datetime]
+    lasts: list[datetime]
+    newest: list[tuple[Any, ...]]
+    """The last row of each run."""
+
+
+def _runs(rows: list[tuple[Any, ...]]) -> _Runs | None:
+    """The spans of `rows` when each (symbol, interval) comes as one run of strictly rising `ts`
+    from one provider (no bar twice), as providers deliver; None for anything else, which the
+    staging table sorts out. One pass of a few comparisons per row (it runs on every write)."""
+    s_, i_, t_, p_ = _SYM, _IV, _TS, _PROV
+    spans: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
+    sym = iv = prov = hi = None
+    first: tuple[Any, ...] = ()
+    last: tuple[Any, ...] = ()
+    for r in rows:
+        if r[s_] == sym and r[i_] == iv:
+            if r[t_] <= hi or r[p_] != prov:
+                return None  # out of order, repeated, or two providers in one span
+            hi, last = r[t_], r
+            continue
+        if first:
+            key = f"{sym}|{iv}"
+            if key in spans:
+                return None  # the span comes back later in the delivery
+            spans[key] = (first, last)
+        first = last = r
+        sym, iv, prov, hi = r[s_], r[i_], r[p_], r[t_]
+    key = f"{sym}|{iv}"
+    if key in spans:
+        return None
+    spans[key] = (first, last)
+    keys = sorted(spans)
+    firsts, lasts = zip(*(spans[k] for k in keys), strict=True)
+    return _Runs(
+        keys=keys,
+        symbols=[r[s_] for r in lasts],
+        intervals=[r[i_] for r in lasts],
+        providers=[r[p_] for r in lasts],
+        firsts=[r[t_] for r in firsts],
+        lasts=[r[t_] for r in lasts],
+        newest=list(lasts),
+    )
+
+
+async def _stage(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    await conn.execute(_BAR_STAGE)
+    await conn.copy_records_to_table("bars_stage", records=rows, columns=_BAR_COLUMNS)
+
+
 async def write_bars(
     conn: asyncpg.Connection,
     bars: Sequence[Bar],
@@ -193,20 +302,42 @@ async def write_bars(
     """
     if not bars:
         return WriteResult(received=0, inserted=0)
+    rows: list[tuple[Any, ...]] = list(map(msgspec.structs.astuple, bars))
+    runs = _runs(rows)
     async with conn.transaction():
-        await conn.execute(f"{_TX_SETTINGS}; {_BAR_STAGE}")
-        await conn.copy_records_to_table(
-            "bars_stage", records=list(map(msgspec.structs.astuple, bars)), columns=_BAR_COLUMNS
-        )
-        await conn.fetchval(_LOCK_KEYS)
+        await conn.execute(_TX_SETTINGS)
+        if runs is None:
+            await _stage(conn, rows)
+            await conn.fetchval(_LOCK_STAGED_KEYS)
+            any_stored = await conn.fetchval(_ANY_STORED_STAGED)
+        else:
+            await conn.fetchval(_LOCK_KEYS, runs.keys)
+            any_stored = await conn.fetchval(
+                _ANY_STORED, runs.symbols, runs.intervals, runs.firsts, runs.lasts
+            )
         # under the locks: no other writer can store a bar of these spans until we commit
-        any_stored = await conn.fetchval(_ANY_STORED)
         as_of = await conn.fetchval("SELECT clock_timestamp()")
-        insert = _INSERT_CHANGED_BARS if any_stored else _INSERT_NEW_BARS
-        row = await conn.fetchrow(insert, as_of, policy_version, BAR_CHANNEL)
-        if advance_cursors:
-            await conn.execute(_ADVANCE_CURSORS, policy_version)
-    return WriteResult(received=len(bars), inserted=int(row["inserted"]))
+        if runs is not None and not any_stored:  # every bar is new, none twice: straight in
+            tail = (as_of, policy_version)
+            await conn.copy_records_to_table(
+                "bars", records=(r + tail for r in rows), columns=_DIRECT_COLUMNS
+            )
+            newest = [[r[i] for r in runs.newest] for i in _NOTIFIED]
+            await conn.fetchval(_NOTIFY_NEWEST, BAR_CHANNEL, as_of, *newest)
+            inserted = len(rows)
+        else:
+            if runs is not None:
+                await _stage(conn, rows)
+            insert = _INSERT_CHANGED_BARS if any_stored else _INSERT_NEW_BARS
+            row = await conn.fetchrow(insert, as_of, policy_version, BAR_CHANNEL)
+            inserted = int(row["inserted"])
+        if advance_cursors and runs is not None:
+            await conn.execute(
+                _ADVANCE_CURSORS, policy_version, runs.symbols, runs.intervals, runs.providers, runs.lasts
+            )
+        elif advance_cursors:
+            await conn.execute(_ADVANCE_STAGED_CURSORS, policy_version)
+    return WriteResult(received=len(bars), inserted=inserted)
 
 
 async def write_quotes(
