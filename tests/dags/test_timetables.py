@@ -115,3 +115,23 @@ def test_serialization_round_trip() -> None:
     assert again.serialize() == tt.serialize()
     with pytest.raises(ValueError, match="mode"):
         SessionCadenceTimetable("T0", mode="hourly").validate()
+
+
+def test_without_catch_up_only_the_latest_window_runs(schedule_db, monkeypatch) -> None:
+    """A scheduler started a day late plans one T2 run (the latest close), not one per close."""
+    from market_data.airflow import timetables
+
+    tt = SessionCadenceTimetable("T2", mode="after_close", exchanges=("XNYS",), close_delay_seconds=900)
+    no_catchup = TimeRestriction(earliest=pendulum.datetime(2026, 1, 1, tz="UTC"), latest=None, catchup=False)
+    monkeypatch.setattr(timetables, "_now", lambda: utc(2026, 11, 25, 8, 0))
+    first = tt.next_dagrun_info(last_automated_data_interval=None, restriction=no_catchup)
+    assert first is not None
+    # closes since 08:00 the day before: London 16:45, New York 21:15, Tokyo 06:45: only Tokyo's
+    assert first.data_interval.end == utc(2026, 11, 25, 6, 45)
+    later = tt.next_dagrun_info(last_automated_data_interval=first.data_interval, restriction=no_catchup)
+    assert later is not None and later.data_interval.end == utc(2026, 11, 25, 16, 45)  # not yet due
+
+    t0 = SessionCadenceTimetable("T0", default_cadence_seconds=60)
+    monkeypatch.setattr(timetables, "_now", lambda: utc(2026, 11, 23, 15, 0, 30))
+    info = t0.next_dagrun_info(last_automated_data_interval=None, restriction=no_catchup)
+    assert info is not None and info.data_interval.end == utc(2026, 11, 23, 15, 0)

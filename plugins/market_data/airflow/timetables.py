@@ -133,6 +133,11 @@ def _closes_after(mics: tuple[str, ...], t: datetime, delay: timedelta) -> datet
     return best
 
 
+def _now() -> datetime:
+    """The scheduler's clock (a function, so tests can set it)."""
+    return datetime.now(UTC)
+
+
 class SessionCadenceTimetable(Timetable):
     """Runs a tier's sweep on the policy's cadence while its markets trade."""
 
@@ -201,14 +206,24 @@ class SessionCadenceTimetable(Timetable):
         after: datetime | None = last_automated_data_interval.end if last_automated_data_interval else None
         if restriction.earliest is not None and (after is None or after < restriction.earliest):
             after = restriction.earliest - timedelta(microseconds=1)
+        now = _now()
         if not restriction.catchup:
-            now = datetime.now(UTC)
             after = (
                 max(after, now - timedelta(seconds=cadence)) if after else now - timedelta(seconds=cadence)
             )
         if after is None:
             return None
         start, end = self.next_window(after, cadence, mics)
+        if not restriction.catchup:
+            # no catch-up: only the latest window that has ended, not each one since `after`
+            # (after the closes of three exchanges within a day, one run, not three)
+            for _ in range(64):
+                if end is None or end > now:
+                    break
+                later = self.next_window(end, cadence, mics)
+                if later[1] is None or later[1] > now:
+                    break
+                start, end = later
         if end is None or (restriction.latest is not None and end > restriction.latest):
             return None
         return DagRunInfo.interval(start=pendulum.instance(start), end=pendulum.instance(end))
