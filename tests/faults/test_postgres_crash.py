@@ -210,7 +210,7 @@ async def test_postgres_killed_at_a_random_moment_of_a_large_write(pg) -> None:
             exchange_mic="XNAS",
             tier=Tier.T0,
         )
-        for s in ("AAPL", "MSFT", "NVDA", "AMZN", "META")
+        for s in ("AAPL", "MSFT", "NVDA", "AMZN", "META", "GOOGL", "AVGO", "TSLA", "COST", "NFLX")
     ]
     batch = SweepBatch(tier=Tier.T0, policy_version=1, now=NOW, jobs=jobs)
     outcomes = []
@@ -229,7 +229,8 @@ async def test_postgres_killed_at_a_random_moment_of_a_large_write(pg) -> None:
             )
 
         await wait_for(writing, 60, "the write to start", interval=0.01)
-        await asyncio.sleep(rng.uniform(0.0, 0.4))
+        # the write of ~80,000 bars (straight COPY into bars) takes a few tenths of a second
+        await asyncio.sleep(rng.uniform(0.0, 0.15))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(observer.close(), 1)
         pg.kill()
