@@ -14,7 +14,7 @@ from api.instants import refuse_numeric_instants
 from api.observability.controller import MetricsController
 from api.observability.http import RequestLatencyMiddleware
 from api.observability.scrape import scrape_source
-from api.openapi import StrictStructSchemaPlugin, document_unavailable
+from api.openapi import StrictStructSchemaPlugin
 from api.ops.audit import OpsAuditMiddleware
 from api.ops.auth import require_ops_token
 from api.ops.backfill import BackfillOpsController
@@ -83,5 +83,4 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app.state.resources = resources
     app.state.api_metrics = metrics
-    document_unavailable(app)
     return app

@@ -11,11 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import msgspec
-from litestar import Litestar
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
-from litestar.openapi.spec import OpenAPIResponse, Reference, Schema
-from litestar.openapi.spec.header import OpenAPIHeader
-from litestar.openapi.spec.media_type import OpenAPIMediaType
+from litestar.openapi.spec import Schema
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
@@ -49,27 +46,3 @@ def _item_rules(t: msgspec.inspect.Type) -> msgspec.inspect.StrType | None:
     if isinstance(t, msgspec.inspect.ListType) and isinstance(t.item_type, msgspec.inspect.StrType):
         return t.item_type
     return None
-
-
-def document_unavailable(app: Litestar) -> None:
-    """Document the 503 of `api.errors.unavailable_handler` on every operation that has none.
-
-    Every operation reads Postgres or Redis, so any of them can answer 503 while one is down
-    or out of connections; saying so once here keeps the handlers' own `responses` about
-    their own errors.
-    """
-    schema = app.openapi_schema
-    response = OpenAPIResponse(
-        description="Postgres or Redis is unavailable (down, restarting, out of connections); retry",
-        headers={
-            "Retry-After": OpenAPIHeader(schema=Schema(type="integer"), description="Seconds to wait")  # type: ignore[arg-type]
-        },
-        content={
-            "application/json": OpenAPIMediaType(schema=Reference(ref="#/components/schemas/ErrorBody"))
-        },
-    )
-    for item in (schema.paths or {}).values():
-        for method in ("get", "post", "put", "patch", "delete"):
-            operation = getattr(item, method, None)
-            if operation is not None and operation.responses is not None:
-                operation.responses.setdefault("503", response)

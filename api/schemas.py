@@ -30,3 +30,13 @@ def documented(model: Any, description: str) -> ResponseSpec:
     would serve different documents) and read as nonsense (`status_code: 9361`).
     """
     return ResponseSpec(model, description=description, generate_examples=False)
+
+
+UNAVAILABLE = documented(
+    ErrorBody,
+    description=(
+        "Postgres or Redis is unavailable (down, restarting, out of connections); "
+        "retry after the `Retry-After` header's seconds"
+    ),
+)
+"""The 503 of `api.errors.unavailable_handler`: every operation that reads Postgres or Redis."""

@@ -10,7 +10,7 @@ from litestar.params import JSONBody, Parameter
 
 from api.errors import NotFound
 from api.ops.audit import audit_detail
-from api.ops.policy import REFUSED, TOO_LARGE, UNAUTHORIZED, ProblemOut, ValidationReport
+from api.ops.policy import OPS_ERRORS, REFUSED, TOO_LARGE, ProblemOut, ValidationReport
 from api.schemas import JSON_INT_MAX, ErrorBody, ResponseModel, documented
 from api.state import Resources
 from api.stocks.params import IntervalQuery, SymbolPath
@@ -67,7 +67,7 @@ class BackfillOpsController(Controller):
             "a range within backfill.max_range and backfill.max_age, symbols of the active universe."
         ),
         status_code=202,
-        responses={401: UNAUTHORIZED, 413: TOO_LARGE, 422: REFUSED},
+        responses={**OPS_ERRORS, 413: TOO_LARGE, 422: REFUSED},
     )
     async def enqueue(
         self, request: Request, resources: Resources, data: JSONBody[ManualBackfill]
@@ -99,7 +99,7 @@ class BackfillOpsController(Controller):
         operation_id="listDeadBackfills",
         summary="The backfill dead-letter queue",
         description="Dead jobs newest first, with their last error; page with `before_id`.",
-        responses={401: UNAUTHORIZED},
+        responses=OPS_ERRORS,
     )
     async def dead(
         self,
@@ -118,7 +118,7 @@ class BackfillOpsController(Controller):
         operation_id="requeueDeadBackfill",
         summary="Put a dead backfill job back in the queue",
         status_code=200,
-        responses={401: UNAUTHORIZED, 404: NOT_FOUND},
+        responses={**OPS_ERRORS, 404: NOT_FOUND},
     )
     async def requeue(
         self,
@@ -137,7 +137,7 @@ class BackfillOpsController(Controller):
         operation_id="purgeDeadBackfills",
         summary="Delete dead jobs older than N days",
         status_code=200,
-        responses={401: UNAUTHORIZED},
+        responses=OPS_ERRORS,
     )
     async def purge(
         self,
@@ -155,7 +155,7 @@ class BackfillOpsController(Controller):
         operation_id="getCursor",
         summary="Where ingestion of one symbol, interval and provider has got to",
         responses={
-            401: UNAUTHORIZED,
+            **OPS_ERRORS,
             400: documented(ErrorBody, description="Malformed parameter"),
             404: NOT_FOUND,
         },

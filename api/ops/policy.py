@@ -11,7 +11,7 @@ from litestar.params import JSONBody, Parameter
 from api.errors import Conflict, NotFound
 from api.ops.audit import audit_detail
 from api.ops.auth import ops_actor
-from api.schemas import INT4_MAX, ErrorBody, ResponseModel, documented
+from api.schemas import INT4_MAX, UNAVAILABLE, ErrorBody, ResponseModel, documented
 from api.state import Resources
 from market_data.policy import PolicyError, Problem
 from market_data.policy.schema import enc_hook
@@ -69,6 +69,8 @@ def _refused(exc: PolicyError) -> Response[ValidationReport]:
 
 REFUSED = documented(ValidationReport, description="The candidate is refused; every problem is listed")
 UNAUTHORIZED = documented(ErrorBody, description="Missing or wrong ops token")
+OPS_ERRORS = {401: UNAUTHORIZED, 503: UNAVAILABLE}
+"""What every ops call may answer besides its own errors."""
 TOO_LARGE = documented(ErrorBody, description="The body is over the API's 1 MiB limit")
 
 
@@ -81,7 +83,7 @@ class PolicyOpsController(Controller):
         summary="Validate a candidate policy",
         description="Checks a candidate and returns every problem with its path, or ok. Stores nothing.",
         status_code=200,
-        responses={401: UNAUTHORIZED, 413: TOO_LARGE, 422: REFUSED},
+        responses={**OPS_ERRORS, 413: TOO_LARGE, 422: REFUSED},
     )
     async def validate(
         self, resources: Resources, data: JSONBody[PolicyCandidate]
@@ -103,7 +105,7 @@ class PolicyOpsController(Controller):
         ),
         status_code=200,
         responses={
-            401: UNAUTHORIZED,
+            **OPS_ERRORS,
             409: documented(ErrorBody, description="expected_active is stale"),
             413: TOO_LARGE,
             422: REFUSED,
@@ -137,7 +139,7 @@ class PolicyOpsController(Controller):
         description="Stores the body of `version` as a new version and activates it.",
         status_code=200,
         responses={
-            401: UNAUTHORIZED,
+            **OPS_ERRORS,
             404: documented(ErrorBody, description="No such version"),
             422: REFUSED,
         },
@@ -165,7 +167,7 @@ class PolicyOpsController(Controller):
         "/ops/policy",
         operation_id="getActivePolicy",
         summary="The active policy version and body",
-        responses={401: UNAUTHORIZED, 404: documented(ErrorBody, description="No policy stored yet")},
+        responses={**OPS_ERRORS, 404: documented(ErrorBody, description="No policy stored yet")},
     )
     async def active(self, resources: Resources) -> ActivePolicy:
         async with resources.db.acquire() as conn:
@@ -180,7 +182,7 @@ class PolicyOpsController(Controller):
         "/ops/policy/versions",
         operation_id="listPolicyVersions",
         summary="Stored policy versions, newest first",
-        responses={401: UNAUTHORIZED},
+        responses=OPS_ERRORS,
     )
     async def versions(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, get
 
-from api.schemas import ResponseModel
+from api.schemas import UNAVAILABLE, ResponseModel
 from api.state import Resources
 
 
@@ -30,7 +30,12 @@ class CadenceReport(ResponseModel, kw_only=True):
 class CadenceController(Controller):
     tags = ["stats"]
 
-    @get("/stats/cadence", operation_id="getCadence", summary="Tiers and cadences of the active policy")
+    @get(
+        "/stats/cadence",
+        operation_id="getCadence",
+        summary="Tiers and cadences of the active policy",
+        responses={503: UNAVAILABLE},
+    )
     async def cadence(self, resources: Resources) -> CadenceReport:
         loaded = await resources.policy.get(resources.db)
         counts = dict(

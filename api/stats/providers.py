@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 from litestar import Controller, get
 
-from api.schemas import ResponseModel
+from api.schemas import UNAVAILABLE, ResponseModel
 from api.state import Resources
 from market_data.registry import ProviderRegistry
 from market_data.registry.health import Sample
@@ -48,6 +48,7 @@ class ProvidersController(Controller):
             "no credentials). Scores follow H = 0.45·breaker + 0.25·(1 - latency_norm) + "
             "0.20·(1 - error_rate) + 0.10·(1 - completeness_gap) over the shared 60-call history."
         ),
+        responses={503: UNAVAILABLE},
     )
     async def providers(self, resources: Resources) -> ProvidersReport:
         loaded = await resources.policy.get(resources.db)

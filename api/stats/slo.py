@@ -9,7 +9,7 @@ from litestar import Controller, get
 from litestar.params import Parameter
 
 from api.errors import BadParameter
-from api.schemas import ErrorBody, ResponseModel, documented
+from api.schemas import UNAVAILABLE, ErrorBody, ResponseModel, documented
 from api.state import Resources
 from market_data.policy.schema import SloPolicy
 from market_data.records import ensure_utc, utcnow
@@ -151,7 +151,10 @@ class SloController(Controller):
             "interval), `history` the recent rows newest first. `met` compares each row with the "
             "active policy's thresholds (returned in `thresholds`)."
         ),
-        responses={400: documented(ErrorBody, description="`limit` or `since` out of range")},
+        responses={
+            400: documented(ErrorBody, description="`limit` or `since` out of range"),
+            503: UNAVAILABLE,
+        },
     )
     async def slo(self, resources: Resources, limit: LimitQuery = 100, since: SinceQuery = None) -> SloReport:
         start = _since(since, utcnow())

@@ -42,6 +42,7 @@ from market_data.records import Interval, utcnow
 MANY_ERRORS = {
     400: ERRORS[400],
     404: documented(ErrorBody, description="Symbols not in the universe; the detail lists every one"),
+    503: ERRORS[503],
 }
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 from litestar.params import Parameter
 
 from api.errors import BadParameter
-from api.schemas import ErrorBody, documented
+from api.schemas import UNAVAILABLE, ErrorBody, documented
 from market_data.records import Interval, ensure_utc
 
 MAX_LIMIT = 10_000
@@ -115,6 +115,7 @@ TsQuery = Annotated[datetime, Parameter(description="Start of the bar (ISO 8601;
 ERRORS = {
     400: documented(ErrorBody, description="A parameter is malformed or out of range; `parameter` names it"),
     404: documented(ErrorBody, description="The symbol is not in the universe"),
+    503: UNAVAILABLE,
 }
 
 
