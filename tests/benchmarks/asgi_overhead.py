@@ -27,6 +27,7 @@ import msgspec
 from litestar import Litestar, Response, get
 
 from api.stocks import queries
+from market_data.records import Interval
 from tests.benchmarks.baseline_app import encode
 
 ASGIApp = Callable[..., Awaitable[None]]
@@ -50,11 +51,11 @@ BAR_ROWS = [
 ]
 
 
-async def _latest_quote(_: Any, symbol: str) -> dict[str, Any]:
+async def _latest_quote(conn: Any, symbol: str) -> Any:  # Records are read by key, as dicts are
     return {"ts": SESSION_CLOSE, "last": 101.5, "bid": 101.4, "ask": 101.6, "provider": "synthetic"}
 
 
-async def _latest_bars(_: Any, symbol: str) -> list[dict[str, Any]]:
+async def _latest_bars(conn: Any, symbol: str) -> list[Any]:
     return [
         {
             "interval": "1m",
@@ -65,20 +66,35 @@ async def _latest_bars(_: Any, symbol: str) -> list[dict[str, Any]]:
     ]
 
 
-async def _exchanges_of(_: Any, symbols: list[str]) -> list[dict[str, str]]:
+async def _exchanges_of(conn: Any, symbols: list[str]) -> list[Any]:
     return [{"symbol": s, "exchange_mic": "XNAS"} for s in symbols]
 
 
-async def _bar_page(_: Any, *args: Any, newest_first: bool) -> list[tuple[Any, ...]]:
+async def _bar_page(
+    conn: Any,
+    symbol: str,
+    interval: Interval,
+    start: datetime,
+    end: datetime,
+    as_of: datetime,
+    limit: int,
+    *,
+    newest_first: bool,
+) -> list[Any]:
     return BAR_ROWS[::-1] if newest_first else list(BAR_ROWS)
 
 
 def can_queries() -> None:
-    """Replace the query functions both apps call with fixed results (this process only)."""
-    queries.latest_quote = _latest_quote  # type: ignore[assignment]
-    queries.latest_bars = _latest_bars  # type: ignore[assignment]
-    queries.exchanges_of = _exchanges_of  # type: ignore[assignment]
-    queries.bar_page = _bar_page  # type: ignore[assignment]
+    """Replace the query functions both apps call with fixed results (this process only).
+
+    On purpose: this measures the frameworks and handlers alone, so the database is taken out
+    of the request; `python -m tests.benchmarks.asgi_overhead` runs in a process of its own,
+    which nothing else shares.
+    """
+    queries.latest_quote = _latest_quote
+    queries.latest_bars = _latest_bars
+    queries.exchanges_of = _exchanges_of
+    queries.bar_page = _bar_page
 
 
 class _NoPool:

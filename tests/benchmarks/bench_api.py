@@ -54,6 +54,7 @@ from market_data import calendar
 from market_data.records import Interval
 from tests.benchmarks.cpu import CpuMeter
 from tests.benchmarks.harness import (
+    BARS_COLUMNS,
     PID,
     ROOT,
     Proc,
@@ -128,22 +129,7 @@ async def seed(dsn: str, count: int) -> Seeded:
         await conn.copy_records_to_table(
             "bars",
             records=bars,
-            columns=[
-                "symbol",
-                "interval",
-                "ts",
-                "as_of",
-                "provider",
-                "status",
-                "open",
-                "high",
-                "low",
-                "close",
-                "volume",
-                "vwap",
-                "trade_count",
-                "policy_version",
-            ],
+            columns=BARS_COLUMNS,
         )
         await conn.copy_records_to_table(
             "quotes", records=quotes, columns=["symbol", "ts", "provider", "as_of", "last", "bid", "ask"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from market_data.ingest.pit_write import write_bars
 from market_data.records import Bar, Interval
-from tests.benchmarks.harness import Row, bench_db, log, median, si
+from tests.benchmarks.harness import BARS_COLUMNS, Row, bench_db, log, median, si
 
 NAME = "ingest"
 TARGET = 0.5
@@ -34,22 +34,7 @@ CREATE TABLE bars_raw (
     low float8 NOT NULL, close float8 NOT NULL, volume bigint NOT NULL, vwap float8, trade_count integer,
     policy_version integer,
     PRIMARY KEY (symbol, interval, ts, as_of))"""
-RAW_COLUMNS = (
-    "symbol",
-    "interval",
-    "ts",
-    "as_of",
-    "provider",
-    "status",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "vwap",
-    "trade_count",
-    "policy_version",
-)
+RAW_COLUMNS = BARS_COLUMNS
 
 
 def make_batches(symbols: int, minutes: int, per_batch: int) -> list[list[Bar]]:

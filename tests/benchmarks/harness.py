@@ -170,6 +170,25 @@ def write_results(
 # ------------------------------------------------------------------------------------------------
 # databases
 # ------------------------------------------------------------------------------------------------
+BARS_COLUMNS = (
+    "symbol",
+    "interval",
+    "ts",
+    "as_of",
+    "provider",
+    "status",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "vwap",
+    "trade_count",
+    "policy_version",
+)
+"""The columns of `bars`, in table order: for benchmarks that load it (or a copy) directly."""
+
+
 def bench_dsn(database: str) -> str:
     return db.dsn_with_database(BASE_DSN, database)
 

@@ -168,12 +168,13 @@ async def wait_for(check: Any, within: float, what: str, interval: float = 0.05)
 
 async def backend_waiting_on_lock(conn: asyncpg.Connection, query_like: str) -> int | None:
     """Pid of a backend blocked on a lock while running a statement matching `query_like`."""
-    return await conn.fetchval(  # type: ignore[no-any-return]
+    pid = await conn.fetchval(
         """SELECT pid FROM pg_stat_activity
            WHERE wait_event_type = 'Lock' AND state = 'active' AND query ILIKE $1 AND pid <> pg_backend_pid()
            LIMIT 1""",
         query_like,
     )
+    return None if pid is None else int(pid)
 
 
 async def integrity(dsn: str) -> IntegrityReport:

@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 INSTALL_HINT = (
     "the fault tests start private servers from the installed binaries; install them "
@@ -97,7 +98,8 @@ class PrivatePostgres:
         self.log = self.root / "postgres.log"
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self._user: dict[str, object] = {}
+        self._run_as: dict[str, Any] = {}
+        """subprocess options that run the server as the `postgres` OS user (when we are root)."""
         if os.geteuid() == 0:
             try:
                 pw = pwd.getpwnam("postgres")
@@ -106,11 +108,11 @@ class PrivatePostgres:
                     "running as root, Postgres needs the `postgres` OS user (created by Debian's "
                     "postgresql package)"
                 ) from None
-            self._user = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+            self._run_as = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         self.sockets.mkdir()
-        if self._user:
-            os.chown(self.sockets, int(self._user["user"]), int(self._user["group"]))  # type: ignore[call-overload]
+        if self._run_as:
+            os.chown(self.sockets, self._run_as["user"], self._run_as["group"])
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -134,7 +136,7 @@ class PrivatePostgres:
             text=True,
             timeout=120,
             check=False,
-            **self._user,  # type: ignore[arg-type]
+            **self._run_as,
         )
         if proc.returncode != 0:
             raise ServerError(f"initdb failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
@@ -169,7 +171,7 @@ class PrivatePostgres:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kill() takes every backend with it
-            **self._user,  # type: ignore[arg-type]
+            **self._run_as,
         )
         log.close()
         _wait_port(self.port, self.proc, within, "postgres", self.log)
