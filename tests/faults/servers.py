@@ -87,7 +87,48 @@ def tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-class PrivatePostgres:
+class _PrivateServer:
+    """What both private servers share: a process group of their own in a folder of their own."""
+
+    root: Path
+    proc: subprocess.Popen[bytes] | None
+    stop_signal = signal.SIGTERM
+    stop_timeout = 10.0
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _kill_group(self, timeout: float) -> None:
+        """SIGKILL the server's whole process group (a crash, not a shutdown)."""
+        if not self.running:
+            return
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        self._kill_group(timeout=10)
+
+    def stop(self) -> None:
+        """A clean shutdown; killed if it takes longer than `stop_timeout`."""
+        if not self.running:
+            return
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, self.stop_signal)
+        try:
+            self.proc.wait(timeout=self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PrivatePostgres(_PrivateServer):
     """A throw-away Postgres cluster: trust auth, fsync on, TCP on 127.0.0.1:<free port>."""
 
     def __init__(self) -> None:
@@ -143,7 +184,7 @@ class PrivatePostgres:
 
     def start(self, within: float = 60.0) -> None:
         """Start (or restart after a kill: Postgres replays its WAL first)."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.running:
             return
         log = self.log.open("ab")
         self.proc = subprocess.Popen(
@@ -188,13 +229,12 @@ class PrivatePostgres:
             time.sleep(0.1)
         raise ServerError(f"postgres not ready within {within} s: {tail(self.log)}")
 
+    stop_signal = signal.SIGINT  # Postgres' fast shutdown
+    stop_timeout = 30.0
+
     def kill(self) -> None:
         """SIGKILL the postmaster and every backend at once (a crash, not a shutdown)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
+        self._kill_group(timeout=30)
         # backends are gone with the group; wait until the port is free for the restart
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -204,27 +244,8 @@ class PrivatePostgres:
                     break
             time.sleep(0.05)
 
-    def stop(self) -> None:
-        """A clean (fast) shutdown."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGINT)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill()
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-class PrivateRedis:
+class PrivateRedis(_PrivateServer):
     """A throw-away redis-server on 127.0.0.1:<free port>.
 
     `appendonly=True` keeps its data across a kill (AOF, fsync on every write): a Redis that
@@ -245,7 +266,7 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, within: float = 20.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.running:
             return
         args = [
             self.binary,
@@ -267,27 +288,3 @@ class PrivateRedis:
             args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
         )
         _wait_port(self.port, self.proc, within, "redis-server", self.log)
-
-    def kill(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
