@@ -19,15 +19,17 @@ from litestar.handlers.base import BaseRouteHandler
 from api.errors import BadParameter
 
 _NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
-_INSTANTS: dict[int, tuple[str, ...]] = {}
-"""id(route handler) -> names of its datetime parameters (handlers live as long as the app)."""
+_OPT_KEY = "md_instant_parameters"
+"""Where a route handler keeps the names of its datetime parameters (in its own `opt`)."""
 
 
 def _instant_parameters(handler: BaseRouteHandler) -> tuple[str, ...]:
-    names = _INSTANTS.get(id(handler))
+    # Kept on the handler itself: a cache keyed by id(handler) outlived the apps of a test
+    # run, and a new handler at a recycled address read another one's names (none: unchecked).
+    names: tuple[str, ...] | None = handler.opt.get(_OPT_KEY)
     if names is None:
         params = handler.parsed_fn_signature.parameters
-        names = _INSTANTS[id(handler)] = tuple(
+        names = handler.opt[_OPT_KEY] = tuple(
             name
             for name, field in params.items()
             if field.is_subclass_of(datetime) or field.has_inner_subclass_of(datetime)

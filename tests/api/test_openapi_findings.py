@@ -74,3 +74,24 @@ async def test_body_size_refusals_are_documented(client: AsyncTestClient) -> Non
     paths = (await client.get("/schema/openapi.json")).json()["paths"]
     for path in ("/ops/validate", "/ops/reload", "/ops/backfill"):
         assert "413" in paths[path]["post"]["responses"], path
+
+
+def test_every_app_of_a_process_refuses_bare_numbers() -> None:
+    """The check's per-handler names once lived in a dict keyed by id(handler): a later app's
+    handler at a recycled address read another handler's (none), and let `end=7` through."""
+    import gc
+
+    from litestar.testing import TestClient
+
+    from api.app import create_app
+    from market_data.settings import get_settings
+
+    passed = 0
+    for _ in range(40):
+        app = create_app(get_settings())
+        with TestClient(app) as c:
+            passed += c.get("/stocks/AAPL/history", params={"end": "7"}).status_code != 400
+            passed += c.get("/stats/slo", params={"since": "7"}).status_code != 400
+        del app, c
+        gc.collect()
+    assert passed == 0
