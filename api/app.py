@@ -13,6 +13,7 @@ from api.errors import EXCEPTION_HANDLERS, AcceptHeaderGuard
 from api.instants import refuse_numeric_instants
 from api.observability.controller import MetricsController
 from api.observability.http import RequestLatencyMiddleware
+from api.observability.metrics import build_api_metrics
 from api.observability.scrape import scrape_source
 from api.openapi import StrictStructSchemaPlugin
 from api.ops.audit import OpsAuditMiddleware
@@ -26,7 +27,6 @@ from api.stats.slo import SloController
 from api.stocks.controller import StocksController
 from api.system.controller import VERSION, SystemController
 from api.ws.feed import LiveFeed
-from market_data.metrics import build_api_metrics
 from market_data.settings import Settings, get_settings
 
 

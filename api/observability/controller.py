@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, Request, Response, get
 
-from market_data.metrics import ApiMetrics
+from api.observability.metrics import ApiMetrics
 
 
 def api_metrics(request: Request) -> ApiMetrics:

@@ -8,7 +8,7 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from market_data.metrics import ApiMetrics
+from api.observability.metrics import ApiMetrics
 
 
 class ResponseStatus:

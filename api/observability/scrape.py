@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from api.observability.metrics import ScrapeSource, ScrapeValues
 from api.state import AppResources
-from market_data.metrics import ScrapeSource, ScrapeValues
 
 QUEUE = """
 SELECT tier, count(*) AS depth, extract(epoch FROM now() - min(created_at))::float8 AS oldest

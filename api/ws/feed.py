@@ -20,13 +20,13 @@ from litestar.channels import ChannelsPlugin
 from litestar.config.app import AppConfig
 from litestar.plugins import InitPlugin
 
+from api.observability.metrics import ApiMetrics
 from api.state import AppResources
 from api.ws.backend import ListenerBackend
 from api.ws.controller import ws_multiplex, ws_symbol
 from api.ws.hub import Hub
 from api.ws.limits import WsLimits
 from market_data.ingest.pit_write import BAR_CHANNEL, QUOTE_CHANNEL
-from market_data.metrics import ApiMetrics
 
 FEED_BACKLOG = 100_000
 """Notifications the hub may fall behind by before the oldest are dropped (process overload)."""

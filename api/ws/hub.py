@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from api.observability.metrics import ApiMetrics
 from api.ws.limits import WsLimits
 from api.ws.protocol import (
     CLOSE_GOING_AWAY,
@@ -32,7 +33,6 @@ from api.ws.protocol import (
     is_pattern,
     pattern_prefix,
 )
-from market_data.metrics import ApiMetrics
 
 if TYPE_CHECKING:
     from api.state import AppResources

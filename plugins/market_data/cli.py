@@ -152,6 +152,31 @@ def cmd_policy_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_statsd_mapping(args: argparse.Namespace) -> int:
+    from market_data.metrics.statsd_mapping import MappingFileError, with_generated_part
+
+    settings = get_settings()
+    path = Path(args.file) if args.file else settings.include_dir / "statsd" / "mapping.yml"
+    try:
+        text = path.read_text()
+        fresh = with_generated_part(text, args.prefix or settings.statsd_prefix)
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 2
+    except MappingFileError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 2
+    if fresh == text:
+        print(f"{path}: up to date with the metric catalog")
+        return 0
+    if args.check:
+        print(f"{path}: differs from the metric catalog; run `python -m market_data.cli statsd-mapping`")
+        return 1
+    path.write_text(fresh)
+    print(f"{path}: rewritten from the metric catalog")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="market_data", description=__doc__)
     parser.add_argument("--database-url", help="override DATABASE_URL")
@@ -179,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     psub = policy.add_subparsers(dest="policy_command", required=True)
     validate = psub.add_parser("validate", help="validate a policy file; print every problem")
     validate.add_argument("file")
+    mapping = sub.add_parser(
+        "statsd-mapping",
+        help="write the metric catalog's rules into include/statsd/mapping.yml (--check: only compare)",
+    )
+    mapping.add_argument("--check", action="store_true", help="exit 1 when the file differs; write nothing")
+    mapping.add_argument("--file", help="the mapping file (default: include/statsd/mapping.yml)")
+    mapping.add_argument("--prefix", help="the statsd prefix of our metrics (default: STATSD_PREFIX)")
     return parser
 
 
@@ -187,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "policy":
             return cmd_policy_validate(args)
+        if args.command == "statsd-mapping":
+            return cmd_statsd_mapping(args)
         handler = {
             "init": cmd_init,
             "migrate": cmd_migrate,

@@ -1,14 +1,25 @@
-"""GET /metrics: every API-side catalog metric, queue gauges read at scrape time, route templates."""
+"""GET /metrics: every API-side catalog metric, queue gauges read at scrape time, route templates;
+and the API's registry (`api/observability/metrics.py`) on its own."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+
 import httpx
 import msgspec
+import pytest
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from market_data.metrics import HTTP_REQUEST_DURATION_SECONDS, api_metric_names
+from api.observability.metrics import (
+    HTTP_REQUEST_DURATION_SECONDS,
+    ScrapeValues,
+    api_metric_names,
+    build_api_metrics,
+)
+from market_data.metrics import CATALOG
 from market_data.settings import get_settings
 from tests.api.ws_harness import connect, live_server, notify_bar, recv, subscribe
 
@@ -99,3 +110,75 @@ async def test_websocket_metrics_count_clients_and_publish_latency(conn) -> None
         assert 0 < got[("ws_publish_latency_ms_sum", ())] < 5 * 1000
         assert got[("ws_dropped_messages_total", ())] == 0
         await ws.close()
+
+
+# --- the registry itself (no app) -----------------------------------------------------------
+API_METRICS = [m for m in CATALOG.values() if m.from_api]
+
+
+def exposition_names(text: str) -> set[str]:
+    return set(re.findall(r"^# TYPE (\S+) ", text, flags=re.MULTILINE))
+
+
+def test_api_registry_exposes_every_api_side_metric_without_a_source() -> None:
+    text = build_api_metrics().generate_latest().decode()
+    names = exposition_names(text)
+    assert {m.name for m in API_METRICS} <= names
+    assert HTTP_REQUEST_DURATION_SECONDS in names
+    for m in API_METRICS:
+        assert f"# TYPE {m.name} {m.type}" in text
+
+
+def test_api_registry_reads_scrape_values_on_render() -> None:
+    calls = 0
+
+    async def source() -> ScrapeValues:
+        nonlocal calls
+        calls += 1
+        return ScrapeValues(
+            backfill_queue_depth={"T0": 12, "T2": 3},
+            backfill_oldest_age_seconds={"T0": 901.5},
+            policy_version=4,
+        )
+
+    api = build_api_metrics(source)
+    api.ws_clients.inc(2)
+    api.ws_publish_latency_ms.observe(120.0)
+    api.ws_dropped_messages.inc()
+    api.http_request_duration_seconds.labels("GET", "/stocks/{symbol}/price", "200").observe(0.012)
+    text = asyncio.run(api.render()).decode()
+    assert calls == 1
+    for line in [
+        'backfill_queue_depth{tier="T0"} 12.0',
+        'backfill_queue_depth{tier="T1"} 0.0',
+        'backfill_queue_depth{tier="T2"} 3.0',
+        'backfill_oldest_age_seconds{tier="T0"} 901.5',
+        'backfill_oldest_age_seconds{tier="T1"} 0.0',
+        'policy_version_info{version="4"} 1.0',
+        "ws_clients_gauge 2.0",
+        'ws_publish_latency_ms_bucket{le="250.0"} 1.0',
+        "ws_dropped_messages_total 1.0",
+        'http_request_duration_seconds_count{method="GET",route="/stocks/{symbol}/price",status="200"} 1.0',
+    ]:
+        assert line in text, line
+
+
+@pytest.mark.parametrize("failure", ["raises", "hangs"])
+def test_a_failing_source_leaves_the_queue_samples_out(failure: str) -> None:
+    async def source() -> ScrapeValues:
+        if failure == "raises":
+            raise ConnectionError("postgres is down")
+        await asyncio.sleep(10)
+        return ScrapeValues()
+
+    api = build_api_metrics(source, scrape_timeout=0.05)
+    text = asyncio.run(api.render()).decode()
+    assert {m.name for m in API_METRICS} <= exposition_names(text)
+    assert "backfill_queue_depth{" not in text and "policy_version_info{" not in text
+
+
+def test_each_app_gets_its_own_registry() -> None:
+    a, b = build_api_metrics(), build_api_metrics()
+    a.ws_clients.inc()
+    assert a.registry is not b.registry
+    assert "ws_clients_gauge 0.0" in b.generate_latest().decode()

@@ -13,7 +13,7 @@ from market_data.metrics import set_task_metrics
 from market_data.providers.synthetic import SyntheticProvider
 from market_data.records import Interval
 from tests.conftest import truncate_data
-from tests.integration.statsd_exporter_mapping import StatsdReceiver
+from tests.integration.statsd_packets import StatsdReceiver
 
 # Monday 2026-11-23 15:00 UTC, NYSE open since 14:30. A cron run's window ends at its logical date.
 LOGICAL = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)

@@ -150,7 +150,7 @@ async def test_every_provider_failing_raises_with_each_reason() -> None:
 @pytest.fixture
 def statsd(monkeypatch):
     from market_data.metrics import set_task_metrics
-    from tests.integration.statsd_exporter_mapping import StatsdReceiver
+    from tests.integration.statsd_packets import StatsdReceiver
 
     receiver = StatsdReceiver()
     monkeypatch.setenv("STATSD_PORT", str(receiver.port))

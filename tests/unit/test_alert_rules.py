@@ -19,7 +19,7 @@ import yaml
 
 from market_data.metrics import CATALOG
 from market_data.settings import PROJECT_ROOT
-from tests.unit.test_metrics_catalog import DASHBOARDS, dashboard_queries, promql_metric_names
+from tests.unit.test_grafana_dashboards import DASHBOARDS, dashboard_queries, promql_metric_names
 
 PROM_DIR = PROJECT_ROOT / "include" / "prometheus"
 RULES = PROM_DIR / "alerts.yml"

@@ -1,32 +1,27 @@
-"""The metric catalog, the statsd emitter's contract, the API registry and the Grafana dashboards."""
+"""The metric catalog and the statsd emitter's contract."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
 import socket
+import subprocess
+import sys
 
 import pytest
-import yaml
 
 from market_data import metrics
 from market_data.metrics import (
     CATALOG,
     CIRCUIT_STATE_VALUES,
-    HTTP_REQUEST_DURATION_SECONDS,
     Metric,
     MetricError,
-    ScrapeValues,
     TaskMetrics,
-    build_api_metrics,
     sanitize_label_value,
     set_task_metrics,
     statsd_name,
     task_metrics,
 )
-from market_data.settings import PROJECT_ROOT, Settings
-from tests.integration.statsd_exporter_mapping import StatsdMapping
+from market_data.settings import Settings
 
 # name -> (type, labels, emitted from): the seed's 16 metrics plus our three.
 EXPECTED = {
@@ -269,188 +264,22 @@ def test_emitter_from_settings() -> None:
     assert (emitter.prefix, emitter.enabled) == ("md", False)
 
 
-# --- the API registry -------------------------------------------------------------------------
-API_METRICS = [m for m in CATALOG.values() if m.from_api]
-
-
-def exposition_names(text: str) -> set[str]:
-    return set(re.findall(r"^# TYPE (\S+) ", text, flags=re.MULTILINE))
-
-
-def test_api_registry_exposes_every_api_side_metric_without_a_source() -> None:
-    text = build_api_metrics().generate_latest().decode()
-    names = exposition_names(text)
-    assert {m.name for m in API_METRICS} <= names
-    assert HTTP_REQUEST_DURATION_SECONDS in names
-    for m in API_METRICS:
-        assert f"# TYPE {m.name} {m.type}" in text
-
-
-def test_api_registry_reads_scrape_values_on_render() -> None:
-    calls = 0
-
-    async def source() -> ScrapeValues:
-        nonlocal calls
-        calls += 1
-        return ScrapeValues(
-            backfill_queue_depth={"T0": 12, "T2": 3},
-            backfill_oldest_age_seconds={"T0": 901.5},
-            policy_version=4,
-        )
-
-    api = build_api_metrics(source)
-    api.ws_clients.inc(2)
-    api.ws_publish_latency_ms.observe(120.0)
-    api.ws_dropped_messages.inc()
-    api.http_request_duration_seconds.labels("GET", "/stocks/{symbol}/price", "200").observe(0.012)
-    text = asyncio.run(api.render()).decode()
-    assert calls == 1
-    for line in [
-        'backfill_queue_depth{tier="T0"} 12.0',
-        'backfill_queue_depth{tier="T1"} 0.0',
-        'backfill_queue_depth{tier="T2"} 3.0',
-        'backfill_oldest_age_seconds{tier="T0"} 901.5',
-        'backfill_oldest_age_seconds{tier="T1"} 0.0',
-        'policy_version_info{version="4"} 1.0',
-        "ws_clients_gauge 2.0",
-        'ws_publish_latency_ms_bucket{le="250.0"} 1.0',
-        "ws_dropped_messages_total 1.0",
-        'http_request_duration_seconds_count{method="GET",route="/stocks/{symbol}/price",status="200"} 1.0',
-    ]:
-        assert line in text, line
-
-
-@pytest.mark.parametrize("failure", ["raises", "hangs"])
-def test_a_failing_source_leaves_the_queue_samples_out(failure: str) -> None:
-    async def source() -> ScrapeValues:
-        if failure == "raises":
-            raise ConnectionError("postgres is down")
-        await asyncio.sleep(10)
-        return ScrapeValues()
-
-    api = build_api_metrics(source, scrape_timeout=0.05)
-    text = asyncio.run(api.render()).decode()
-    assert {m.name for m in API_METRICS} <= exposition_names(text)
-    assert "backfill_queue_depth{" not in text and "policy_version_info{" not in text
-
-
-def test_each_app_gets_its_own_registry() -> None:
-    a, b = build_api_metrics(), build_api_metrics()
-    a.ws_clients.inc()
-    assert a.registry is not b.registry
-    assert "ws_clients_gauge 0.0" in b.generate_latest().decode()
-
-
-# --- Grafana dashboards -----------------------------------------------------------------------
-DASHBOARDS = PROJECT_ROOT / "include" / "grafana" / "dashboards"
-PROMQL_WORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
-    "offset", "inf", "nan", "le", "quantile",
-}  # fmt: skip
-
-
-def promql_metric_names(expr: str) -> set[str]:
-    """Metric names an expression reads: identifiers that are not functions, keywords or labels."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
-    text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
-    text = re.sub(r"\[[^\]]*\]", "", text)  # range selectors
-    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
-    text = re.sub(r"\$\w+", " ", text)  # Grafana variables
-    names = set()
-    for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", text):
-        word = m.group(0)
-        following = text[m.end() :].lstrip()
-        if following.startswith("(") or word.lower() in PROMQL_WORDS:
-            continue
-        if text[max(0, m.start() - 1) : m.start()].isdigit():
-            continue  # the unit of a duration such as 5m
-        names.add(word)
-    return names
-
-
-def allowed_metric_names() -> set[str]:
-    allowed = {"up"}
-    for m in CATALOG.values():
-        allowed.add(m.name)
-        if m.type == "histogram":
-            allowed |= {f"{m.name}_bucket", f"{m.name}_sum", f"{m.name}_count"}
-    for base in [HTTP_REQUEST_DURATION_SECONDS]:
-        allowed |= {f"{base}_bucket", f"{base}_sum", f"{base}_count"}
-    # Airflow's metrics as include/statsd/mapping.yml names them (summaries add _sum/_count)
-    for name in StatsdMapping(PROJECT_ROOT / "include" / "statsd" / "mapping.yml").output_names():
-        if name.startswith("airflow_"):
-            allowed |= {name, f"{name}_sum", f"{name}_count"}
-    rules = yaml.safe_load((PROJECT_ROOT / "include" / "prometheus" / "alerts.yml").read_text())
-    allowed |= {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
-    return allowed
-
-
-def dashboard_queries(dashboard: dict) -> list[str]:
-    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-    for v in dashboard.get("templating", {}).get("list", []):
-        q = v.get("query")
-        q = q.get("query") if isinstance(q, dict) else q
-        if isinstance(q, str) and q:
-            m = re.fullmatch(r"label_values\((\w+),\s*\w+\)", q)
-            queries.append(m.group(1) if m else q)
-    return queries
-
-
-def test_promql_metric_names_extraction() -> None:
-    expr = (
-        'histogram_quantile(0.99, sum by (le, provider) (rate(provider_latency_ms_bucket{provider=~"$p"}'
-        "[$__rate_interval]))) / on() group_left max(up offset 5m) > bool 1e3"
-    )
-    assert promql_metric_names(expr) == {"provider_latency_ms_bucket", "up"}
-
-
-def test_dashboards_exist_and_are_valid_grafana_json() -> None:
-    files = sorted(p.name for p in DASHBOARDS.glob("*.json"))
-    assert files == ["ingestion-quality.json", "performance.json", "provider-health.json", "websocket.json"]
-    uids = set()
-    for path in DASHBOARDS.glob("*.json"):
-        d = json.loads(path.read_text())
-        assert d["uid"] not in uids and len(d["uid"]) <= 40
-        uids.add(d["uid"])
-        assert d["title"] and d["panels"] and isinstance(d["schemaVersion"], int)
-        ids = [p["id"] for p in d["panels"]]
-        assert len(ids) == len(set(ids)), path.name
-        for p in d["panels"]:
-            assert p["datasource"] == {"type": "prometheus", "uid": "prometheus"}, (path.name, p["title"])
-            assert set(p["gridPos"]) == {"h", "w", "x", "y"} and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
-            assert p["targets"], (path.name, p["title"])
-            assert len({t["refId"] for t in p["targets"]}) == len(p["targets"])
-
-
-def test_dashboards_query_only_known_metrics() -> None:
-    allowed = allowed_metric_names()
-    used: set[str] = set()
-    for path in DASHBOARDS.glob("*.json"):
-        for expr in dashboard_queries(json.loads(path.read_text())):
-            names = promql_metric_names(expr)
-            assert names, (path.name, expr)
-            assert names <= allowed, f"{path.name}: {sorted(names - allowed)} in {expr!r}"
-            used |= names
-    # every catalog metric is on some dashboard
-    for m in CATALOG.values():
-        assert used & {m.name, f"{m.name}_bucket", f"{m.name}_count"}, m.name
-
-
-def test_grafana_provisioning_points_at_the_dashboards_and_prometheus() -> None:
-    prov = PROJECT_ROOT / "include" / "grafana" / "provisioning"
-    ds = yaml.safe_load((prov / "datasources" / "prometheus.yml").read_text())["datasources"]
-    assert [(d["uid"], d["type"], d["url"]) for d in ds] == [
-        ("prometheus", "prometheus", "http://prometheus:9090")
-    ]
-    providers = yaml.safe_load((prov / "dashboards" / "dashboards.yml").read_text())["providers"]
-    assert providers[0]["options"]["path"] == "/var/lib/grafana/dashboards"
-    compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yaml").read_text())["services"]
-    assert "./include/grafana/dashboards:/var/lib/grafana/dashboards:ro" in compose["grafana"]["volumes"]
-    assert "./include/grafana/provisioning:/etc/grafana/provisioning:ro" in compose["grafana"]["volumes"]
-    assert "./include/prometheus:/etc/prometheus:ro" in compose["prometheus"]["volumes"]
-    assert any(str(v).endswith(":/etc/statsd/mapping.yml:ro") for v in compose["statsd-exporter"]["volumes"])
-
-
 def test_module_exports() -> None:
     for name in metrics.__all__:
         assert hasattr(metrics, name)
+
+
+def test_the_core_does_not_import_prometheus_client() -> None:
+    """prometheus-client is the API's (api/observability/metrics.py): no core module pulls it in."""
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import market_data\n"
+        "for m in pkgutil.walk_packages(market_data.__path__, 'market_data.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] == 'prometheus_client'))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -213,7 +213,8 @@ class SloPolicy(_Section):
     lag_warn: Duration = Duration("5m")
     lag_critical: Duration = Duration("15m")
     slow_call: Duration = Duration("2s")
-    """Provider calls slower than this are traced."""
+    """A provider call slower than this logs a WARNING in the task's log (provider, capability,
+    symbols, duration)."""
 
 
 class JobSourcePolicy(_Section):

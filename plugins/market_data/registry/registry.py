@@ -35,9 +35,14 @@ from market_data.records import Bar, Interval, Quote
 from market_data.registry import breaker as brk
 from market_data.registry.health import HealthSummary, Sample, health_score, summarize
 from market_data.registry.limiter import CallLimiter, LimitWaitExceeded
+from market_data.registry.slow_calls import (
+    ParamsArg,
+    bar_request_params,
+    quote_request_params,
+    trace_provider_call,
+)
 from market_data.registry.state import HealthStore, MemoryHealthStore, SharedHealthStore
 from market_data.settings import Settings, get_settings
-from market_data.tracing import ParamsArg, bar_request_params, quote_request_params, trace_provider_call
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -283,8 +288,8 @@ class ProviderRegistry:
         completeness: Callable[[T, float], float | None],
         params: ParamsArg = None,
     ) -> T:
-        """One call to one provider: breaker gate, rate limit, the call (traced when slow),
-        its sample, the breaker update and the metrics."""
+        """One call to one provider: breaker gate, rate limit, the call (a WARNING when slow, a
+        span when Airflow traces), its sample, the breaker update and the metrics."""
         decision = await self._gate_breaker(name)
         try:
             return await self._call_once(name, capability, call, completeness, params)
