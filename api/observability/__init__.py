@@ -1,1 +1,2 @@
-"""/metrics and the HTTP request-latency middleware (the API's side of the metric catalog)."""
+"""/metrics, the API's Prometheus registry and the HTTP request-latency middleware (the API's side of
+the metric catalog)."""

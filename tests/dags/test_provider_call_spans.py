@@ -26,7 +26,8 @@ async def t0_symbols(dsn: str) -> list[str]:
     return sorted(r["symbol"] for r in rows)
 
 
-def test_a_traced_sweep_makes_one_span_per_provider_call(dagbag, md_dsn) -> None:
+def test_a_traced_sweep_makes_one_span_per_provider_call(dagbag, md_dsn, redis_client) -> None:
+    # redis_client: the provider health this sweep shares through Redis is wiped afterwards
     asyncio.run(truncate_data(md_dsn))
     expected_symbols = asyncio.run(t0_symbols(md_dsn))
     # Airflow's settings as an operator sets them; the console exporter keeps the test offline

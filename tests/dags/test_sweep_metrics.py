@@ -25,7 +25,8 @@ def statsd(monkeypatch):
     receiver.close()
 
 
-def test_a_sweep_emits_only_mapped_catalog_metrics(dagbag, md_dsn, statsd) -> None:
+def test_a_sweep_emits_only_mapped_catalog_metrics(dagbag, md_dsn, statsd, redis_client) -> None:
+    # redis_client: the provider health this sweep shares through Redis is wiped afterwards
     asyncio.run(truncate_data(md_dsn))
     run = dagbag.get_dag("md_sweep_t0").test(logical_date=LOGICAL)
     assert run.state == "success"

@@ -161,10 +161,10 @@ def _resolve(params: ParamsArg) -> Mapping[str, object]:
 
 
 def _start_span(provider: str, capability: str, params: ParamsArg) -> trace.Span | None:
-    tracer = _tracer()
-    if tracer is None:
-        return None
     try:
+        tracer = _tracer()
+        if tracer is None:
+            return None
         return tracer.start_span(
             f"provider {capability}",
             kind=trace.SpanKind.CLIENT,
@@ -234,10 +234,7 @@ def trace_provider_call(
 __all__ = [
     "ParamsArg",
     "bar_request_params",
-    "describe_outcome",
-    "describe_params",
     "quote_request_params",
-    "span_attributes",
     "trace_provider_call",
     "tracing_enabled",
 ]
