@@ -99,8 +99,8 @@ def utcnow() -> datetime:
 def run_instant(data_interval_end: datetime | None, wall: datetime | None = None) -> datetime:
     """The instant a scheduled run covers: its data interval's end, never in the future.
 
-    A re-run of the same run covers the same instant (until the wall clock passes it);
-    `wall` defaults to now.
+    Sweeps and SLO samples both measure at this instant, so a re-run of a run covers the same
+    instant as the run did. `wall` is the clock (default: now).
     """
     now = ensure_utc(wall or utcnow())
     if data_interval_end is None:
