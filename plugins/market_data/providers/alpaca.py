@@ -26,8 +26,6 @@ from market_data.providers.errors import BadPayloadError, EmptyDataError, Reques
 from market_data.providers.http import VendorAdapter, check_batch, decode_payload
 from market_data.records import Bar, Interval, Quote, ensure_utc
 
-KIND = "alpaca"
-DEFAULT_BASE_URL = "https://data.alpaca.markets"
 DEFAULT_CALLS_PER_MINUTE = 200
 """Free (Basic) plan: 200 calls/min."""
 MAX_SYMBOLS_PER_REQUEST = 100
@@ -113,8 +111,8 @@ def _side(price: float) -> float | None:
 class AlpacaProvider(VendorAdapter):
     """Alpaca market data adapter (kind `alpaca`)."""
 
-    kind = KIND
-    default_base_url = DEFAULT_BASE_URL
+    kind = "alpaca"
+    default_base_url = "https://data.alpaca.markets"
     capabilities = CAPABILITIES
     default_calls_per_minute = DEFAULT_CALLS_PER_MINUTE
     extra_request_gate: Callable[[], Awaitable[object]] | None = None
@@ -222,7 +220,7 @@ class AlpacaProvider(VendorAdapter):
 
 
 SPEC = ProviderSpec(
-    kind=KIND,
+    kind=AlpacaProvider.kind,
     capabilities=CAPABILITIES,
     default_calls_per_minute=DEFAULT_CALLS_PER_MINUTE,
     options={"feed": frozenset({"iex", "sip", "delayed_sip"})},

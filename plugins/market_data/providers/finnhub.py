@@ -24,8 +24,6 @@ from market_data.providers.errors import BadPayloadError, EmptyDataError
 from market_data.providers.http import VendorAdapter, decode_payload, single_symbol
 from market_data.records import Bar, Interval, Quote
 
-KIND = "finnhub"
-DEFAULT_BASE_URL = "https://finnhub.io/api/v1"
 DEFAULT_CALLS_PER_MINUTE = 60
 """Free plan: 60 calls/min (plus 30 calls/s on every plan)."""
 
@@ -88,8 +86,8 @@ _ERROR = msgspec.json.Decoder(FinnhubError)
 class FinnhubProvider(VendorAdapter):
     """Finnhub adapter (kind `finnhub`)."""
 
-    kind = KIND
-    default_base_url = DEFAULT_BASE_URL
+    kind = "finnhub"
+    default_base_url = "https://finnhub.io/api/v1"
     capabilities = CAPABILITIES
     default_calls_per_minute = DEFAULT_CALLS_PER_MINUTE
 
@@ -125,8 +123,8 @@ class FinnhubProvider(VendorAdapter):
         if any(len(col) != len(candles.t) for col in columns):
             raise BadPayloadError(self.name, "candles: arrays t,o,h,l,c,v differ in length")
         vendor_bars = [
-            self.vendor_bar(symbol, request, from_epoch(t), (o, h, lo, c), v)
-            for t, o, h, lo, c, v in zip(candles.t, *columns, strict=True)
+            self.vendor_bar(symbol, request, from_epoch(t), (o, h, low, c), v)
+            for t, o, h, low, c, v in zip(candles.t, *columns, strict=True)
         ]
         return self.calendar_bars(vendor_bars, request)
 
@@ -141,7 +139,7 @@ class FinnhubProvider(VendorAdapter):
 
 
 SPEC = ProviderSpec(
-    kind=KIND,
+    kind=FinnhubProvider.kind,
     capabilities=CAPABILITIES,
     default_calls_per_minute=DEFAULT_CALLS_PER_MINUTE,
     credentials=CredentialSource(key_env="FINNHUB_API_KEY", conn_id="finnhub_default", key_field="password"),

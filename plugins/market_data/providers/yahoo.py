@@ -26,9 +26,7 @@ from market_data.providers.errors import BadPayloadError, EmptyDataError, Reques
 from market_data.providers.http import VendorAdapter, decode_payload, single_symbol
 from market_data.records import Bar, Interval, Quote
 
-KIND = "yahoo"
 NO_DATA_IN_RANGE = "Data doesn't exist for startDate"
-DEFAULT_BASE_URL = "https://query2.finance.yahoo.com"
 DEFAULT_CALLS_PER_MINUTE = 30
 # Yahoo refuses some non-browser user agents with 429; this one is honest but browser-shaped.
 USER_AGENT = "Mozilla/5.0 (compatible; market-data/0.1)"
@@ -112,8 +110,8 @@ def _price(value: float) -> float:
 class YahooProvider(VendorAdapter):
     """Yahoo Finance adapter (kind `yahoo`)."""
 
-    kind = KIND
-    default_base_url = DEFAULT_BASE_URL
+    kind = "yahoo"
+    default_base_url = "https://query2.finance.yahoo.com"
     capabilities = CAPABILITIES
     default_calls_per_minute = DEFAULT_CALLS_PER_MINUTE
 
@@ -169,11 +167,11 @@ class YahooProvider(VendorAdapter):
         if any(len(col) != len(result.timestamp) for col in columns):
             raise BadPayloadError(self.name, "chart: timestamp and quote arrays differ in length")
         out: list[Bar] = []
-        for t, o, h, lo, c, v in zip(result.timestamp, *columns, strict=True):
+        for t, o, h, low, c, v in zip(result.timestamp, *columns, strict=True):
             # Yahoo lists minutes without trades with every field null: not a bar.
-            if o is None or h is None or lo is None or c is None:
+            if o is None or h is None or low is None or c is None:
                 continue
-            ohlc = (_price(o), _price(h), _price(lo), _price(c))
+            ohlc = (_price(o), _price(h), _price(low), _price(c))
             out.append(self.vendor_bar(symbol, request, from_epoch(t), ohlc, v or 0))
         return out
 
@@ -194,7 +192,7 @@ class YahooProvider(VendorAdapter):
 
 
 SPEC = ProviderSpec(
-    kind=KIND,
+    kind=YahooProvider.kind,
     capabilities=CAPABILITIES,
     default_calls_per_minute=DEFAULT_CALLS_PER_MINUTE,
     factory=YahooProvider.from_policy,
