@@ -37,6 +37,21 @@ MAR9 = daily("AAPL", "TSLA", start="2022-03-09", end="2022-03-10")
 MAR9_DAY = datetime(2022, 3, 9, tzinfo=UTC)
 HOUR_START = datetime(2021, 10, 15, 15, 30, tzinfo=UTC)
 
+
+def bar(
+    symbol: str,
+    interval: Interval,
+    ts: datetime,
+    ohlc: tuple[float, float, float, float],
+    volume: int,
+    vwap: float,
+    trade_count: int,
+) -> Bar:
+    o, h, lo, c = ohlc
+    return Bar(symbol=symbol, interval=interval, ts=ts, open=o, high=h, low=lo, close=c, volume=volume,
+               vwap=vwap, trade_count=trade_count, provider="alpaca")  # fmt: skip
+
+
 # The recorded 15Min AMZN bars (16:00, 16:15, 16:30Z on 2021-10-15) in the multi-symbol shape
 # stand in for the 30Min answer: the roll-up does not depend on the finer grid's step.
 amzn = fixture_json("alpaca", "stock_symbol_bars_AMZN_15Min.json")
@@ -49,32 +64,10 @@ BARS = [
         fixture_bytes("alpaca", "stocks_bars_multi_AAPL_TSLA.json"),
         MAR9,
         [
-            Bar(
-                symbol="AAPL",
-                interval=Interval.D1,
-                ts=MAR9_DAY,
-                open=161.51,
-                high=163.41,
-                low=159.41,
-                close=162.95,
-                volume=88496480,
-                vwap=161.942117,
-                trade_count=700291,
-                provider="alpaca",
+            bar(
+                "AAPL", Interval.D1, MAR9_DAY, (161.51, 163.41, 159.41, 162.95), 88496480, 161.942117, 700291
             ),
-            Bar(
-                symbol="TSLA",
-                interval=Interval.D1,
-                ts=MAR9_DAY,
-                open=839.0,
-                high=860.56,
-                low=832.01,
-                close=858.97,
-                volume=19227323,
-                vwap=850.616587,
-                trade_count=528531,
-                provider="alpaca",
-            ),
+            bar("TSLA", Interval.D1, MAR9_DAY, (839.0, 860.56, 832.01, 858.97), 19227323, 850.616587, 528531),
         ],
         {
             "symbols": "AAPL,TSLA",
@@ -97,31 +90,23 @@ BARS = [
             end=datetime(2021, 10, 15, 17, 30, tzinfo=UTC),
         ),
         [
-            Bar(
-                symbol="AMZN",
-                interval=Interval.H1,
-                ts=HOUR_START,
-                open=3378.14,
-                high=3383.24,
-                low=3376.3001,
-                close=3377.82,
-                volume=327539,
-                vwap=3379.25274,
-                trade_count=10979,
-                provider="alpaca",
+            bar(
+                "AMZN",
+                Interval.H1,
+                HOUR_START,
+                (3378.14, 3383.24, 3376.3001, 3377.82),
+                327539,
+                3379.25274,
+                10979,
             ),
-            Bar(
-                symbol="AMZN",
-                interval=Interval.H1,
-                ts=datetime(2021, 10, 15, 16, 30, tzinfo=UTC),
-                open=3377.982,
-                high=3380.86,
-                low=3377.0,
-                close=3380.0,
-                volume=58531,
-                vwap=3379.100605,
-                trade_count=3679,
-                provider="alpaca",
+            bar(
+                "AMZN",
+                Interval.H1,
+                datetime(2021, 10, 15, 16, 30, tzinfo=UTC),
+                (3377.982, 3380.86, 3377.0, 3380.0),
+                58531,
+                3379.100605,
+                3679,
             ),
         ],
         {"timeframe": "30Min", "end": "2021-10-15T18:30:00Z"},
@@ -160,89 +145,38 @@ QUOTES = [
     ),
 ]
 
+# fmt: off
 ERRORS = [
-    ErrorCase(
-        "401",
-        401,
-        fixture_bytes("alpaca", "error_401_unauthorized.json"),
-        AuthError,
-        False,
-        message_part="unauthorized",
-    ),
-    ErrorCase(
-        "403-forbidden",
-        403,
-        fixture_bytes("alpaca", "error_403_forbidden.json"),
-        AuthError,
-        False,
-        message_part="forbidden",
-    ),
-    ErrorCase(
-        "403-recent-sip",
-        403,
-        fixture_bytes("alpaca", "error_403_recent_sip.json"),
-        AuthError,
-        False,
-        message_part="subscription does not permit querying recent SIP data",
-    ),
+    ErrorCase("401", 401, fixture_bytes("alpaca", "error_401_unauthorized.json"), AuthError, False,
+              message_part="unauthorized"),
+    ErrorCase("403-forbidden", 403, fixture_bytes("alpaca", "error_403_forbidden.json"), AuthError, False,
+              message_part="forbidden"),
+    ErrorCase("403-recent-sip", 403, fixture_bytes("alpaca", "error_403_recent_sip.json"), AuthError, False,
+              message_part="subscription does not permit querying recent SIP data"),
     # no market-data 429 body was ever recorded; the status and header decide
     ErrorCase("429-no-retry-after", 429, b"", RateLimitedError, True),
-    ErrorCase(
-        "429-retry-after-seconds",
-        429,
-        b"",
-        RateLimitedError,
-        True,
-        headers={"Retry-After": "3"},
-        retry_after=3.0,
-    ),
-    ErrorCase(
-        "429-retry-after-date",
-        429,
-        b"",
-        RateLimitedError,
-        True,
-        headers={"Retry-After": http_date(NOW + timedelta(seconds=45))},
-        retry_after=45.0,
-    ),
+    ErrorCase("429-retry-after-seconds", 429, b"", RateLimitedError, True, headers={"Retry-After": "3"},
+              retry_after=3.0),
+    ErrorCase("429-retry-after-date", 429, b"", RateLimitedError, True,
+              headers={"Retry-After": http_date(NOW + timedelta(seconds=45))}, retry_after=45.0),
     ErrorCase("500", 500, b"", ServerError, True),
     ErrorCase("504", 504, b"upstream timed out", ServerError, True, content_type="text/plain"),
-    ErrorCase(
-        "422-legacy",
-        422,
-        fixture_bytes("alpaca", "error_422_code_message_legacy.json"),
-        RequestError,
-        False,
-        message_part="your subscription does not permit querying data from the past 15 minutes",
-    ),
-    ErrorCase(
-        "400-unexpected-parameter",
-        400,
-        fixture_bytes("alpaca", "error_unexpected_query_parameter.json"),
-        RequestError,
-        False,
-        message_part="unexpected query parameter(s): limit",
-    ),
-    ErrorCase(
-        "malformed-json",
-        200,
-        fixture_bytes("alpaca", "stocks_bars_multi_AAPL_TSLA.json")[:80],
-        BadPayloadError,
-        False,
-    ),
+    ErrorCase("422-legacy", 422, fixture_bytes("alpaca", "error_422_code_message_legacy.json"),
+              RequestError, False,
+              message_part="your subscription does not permit querying data from the past 15 minutes"),
+    ErrorCase("400-unexpected-parameter", 400,
+              fixture_bytes("alpaca", "error_unexpected_query_parameter.json"), RequestError, False,
+              message_part="unexpected query parameter(s): limit"),
+    ErrorCase("malformed-json", 200, fixture_bytes("alpaca", "stocks_bars_multi_AAPL_TSLA.json")[:80],
+              BadPayloadError, False),
     ErrorCase("plain-text-200", 200, PLAIN_TEXT_200, BadPayloadError, False, content_type="text/plain"),
     # a real Alpaca body of another endpoint: snapshots have no `bars`
-    ErrorCase(
-        "wrong-shape", 200, fixture_bytes("alpaca", "stocks_snapshots_AAPL.json"), BadPayloadError, False
-    ),
-    ErrorCase(
-        "single-symbol-shape",
-        200,
-        fixture_bytes("alpaca", "stock_symbol_bars_AMZN_15Min.json"),
-        BadPayloadError,
-        False,
-    ),
+    ErrorCase("wrong-shape", 200, fixture_bytes("alpaca", "stocks_snapshots_AAPL.json"), BadPayloadError,
+              False),
+    ErrorCase("single-symbol-shape", 200, fixture_bytes("alpaca", "stock_symbol_bars_AMZN_15Min.json"),
+              BadPayloadError, False),
 ]
+# fmt: on
 
 VENDOR = Vendor(
     kind="alpaca",

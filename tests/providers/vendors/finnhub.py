@@ -126,80 +126,36 @@ QUOTES = [
 ]
 
 candle_ok = fixture_json("finnhub", "stock_candle_ok_docs_sample.json")
+LIMIT_REACHED = fixture_bytes("finnhub", "error_429_api_limit_reached.json")
+# fmt: off
 ERRORS = [
-    ErrorCase(
-        "401",
-        401,
-        fixture_bytes("finnhub", "error_401_invalid_api_key.json"),
-        AuthError,
-        False,
-        message_part="Invalid API key.",
-    ),
-    ErrorCase(
-        "403",
-        403,
-        fixture_bytes("finnhub", "error_403_no_access.json"),
-        AuthError,
-        False,
-        message_part="You don't have access to this resource.",
-    ),
-    ErrorCase(
-        "429-retry-after-seconds",
-        429,
-        fixture_bytes("finnhub", "error_429_api_limit_reached.json"),
-        RateLimitedError,
-        True,
-        headers={"Retry-After": "17"},
-        message_part="API limit reached",
-        retry_after=17.0,
-    ),
-    ErrorCase(
-        "429-retry-after-date",
-        429,
-        fixture_bytes("finnhub", "error_429_api_limit_reached.json"),
-        RateLimitedError,
-        True,
-        headers={"Retry-After": http_date(NOW + timedelta(seconds=90))},
-        retry_after=90.0,
-    ),
-    ErrorCase(
-        "429-no-retry-after-plain-text",
-        429,
-        fixture_bytes("finnhub", "error_429_no_token.txt"),
-        RateLimitedError,
-        True,
-        content_type="text/plain",
-        message_part="API limit reached. Please sign up",
-    ),
+    ErrorCase("401", 401, fixture_bytes("finnhub", "error_401_invalid_api_key.json"), AuthError, False,
+              message_part="Invalid API key."),
+    ErrorCase("403", 403, fixture_bytes("finnhub", "error_403_no_access.json"), AuthError, False,
+              message_part="You don't have access to this resource."),
+    ErrorCase("429-retry-after-seconds", 429, LIMIT_REACHED, RateLimitedError, True,
+              headers={"Retry-After": "17"}, message_part="API limit reached", retry_after=17.0),
+    ErrorCase("429-retry-after-date", 429, LIMIT_REACHED, RateLimitedError, True,
+              headers={"Retry-After": http_date(NOW + timedelta(seconds=90))}, retry_after=90.0),
+    ErrorCase("429-no-retry-after-plain-text", 429, fixture_bytes("finnhub", "error_429_no_token.txt"),
+              RateLimitedError, True, content_type="text/plain",
+              message_part="API limit reached. Please sign up"),
     ErrorCase("500", 500, b"", ServerError, True),
     ErrorCase("502-html", 502, b"<html>Bad Gateway</html>", ServerError, True, content_type="text/html"),
     # Finnhub's error shape, as in the recorded 401/403 bodies (no 4xx of this kind was recorded)
-    ErrorCase(
-        "422", 422, b'{"error": "Wrong resolution"}', RequestError, False, message_part="Wrong resolution"
-    ),
+    ErrorCase("422", 422, b'{"error": "Wrong resolution"}', RequestError, False,
+              message_part="Wrong resolution"),
     ErrorCase("malformed-json", 200, CANDLES_OK[:60], BadPayloadError, False),
-    ErrorCase(
-        "plain-text-200",
-        200,
-        PLAIN_TEXT_200,
-        BadPayloadError,
-        False,
-        content_type="text/plain",
-        message_part="You have run over your 500 symbol look up",
-    ),
+    ErrorCase("plain-text-200", 200, PLAIN_TEXT_200, BadPayloadError, False, content_type="text/plain",
+              message_part="You have run over your 500 symbol look up"),
     # a real Finnhub body of the wrong endpoint: a quote has no `s` or arrays
     ErrorCase("wrong-shape", 200, fixture_bytes("finnhub", "quote_docs_sample.json"), BadPayloadError, False),
-    ErrorCase(
-        "arrays-differ-in-length",
-        200,
-        encode({**candle_ok, "c": candle_ok["c"][:2]}),
-        BadPayloadError,
-        False,
-        message_part="differ in length",
-    ),
+    ErrorCase("arrays-differ-in-length", 200, encode({**candle_ok, "c": candle_ok["c"][:2]}),
+              BadPayloadError, False, message_part="differ in length"),
     ErrorCase("unknown-status", 200, encode({**candle_ok, "s": "error"}), BadPayloadError, False),
     ErrorCase("redirect", 302, b"", BadPayloadError, False, headers={"Location": "https://example.com/"}),
 ]
+# fmt: on
 
 VENDOR = Vendor(
     kind="finnhub",

@@ -115,76 +115,34 @@ short_close = fixture_json("yahoo", "chart_v8_AAPL_1m_ok.json")
 short_close["chart"]["result"][0]["indicators"]["quote"][0]["close"].pop()
 TOO_MANY = fixture_bytes("yahoo", "error_429_too_many_requests.txt")
 NOT_FOUND = fixture_bytes("yahoo", "chart_v8_error_404_not_found.json")
+# fmt: off
 ERRORS = [
     # Yahoo has no recorded 401/403 body; the status alone decides.
     ErrorCase("401", 401, b"", AuthError, False),
     ErrorCase("403", 403, b"", AuthError, False),
-    ErrorCase(
-        "429-plain-text-no-retry-after",
-        429,
-        TOO_MANY,
-        RateLimitedError,
-        True,
-        content_type="text/plain",
-        message_part="Edge: Too Many Requests",
-    ),
-    ErrorCase(
-        "429-retry-after-seconds",
-        429,
-        TOO_MANY,
-        RateLimitedError,
-        True,
-        headers={"Retry-After": "5"},
-        content_type="text/plain",
-        retry_after=5.0,
-    ),
-    ErrorCase(
-        "429-retry-after-date",
-        429,
-        TOO_MANY,
-        RateLimitedError,
-        True,
-        headers={"Retry-After": http_date(NOW + timedelta(minutes=2))},
-        content_type="text/plain",
-        retry_after=120.0,
-    ),
+    ErrorCase("429-plain-text-no-retry-after", 429, TOO_MANY, RateLimitedError, True,
+              content_type="text/plain", message_part="Edge: Too Many Requests"),
+    ErrorCase("429-retry-after-seconds", 429, TOO_MANY, RateLimitedError, True,
+              headers={"Retry-After": "5"}, content_type="text/plain", retry_after=5.0),
+    ErrorCase("429-retry-after-date", 429, TOO_MANY, RateLimitedError, True,
+              headers={"Retry-After": http_date(NOW + timedelta(minutes=2))}, content_type="text/plain",
+              retry_after=120.0),
     ErrorCase("503", 503, b"", ServerError, True),
-    ErrorCase(
-        "404-not-found",
-        404,
-        NOT_FOUND,
-        RequestError,
-        False,
-        message_part="Not Found: No data found, symbol may be delisted",
-    ),
+    ErrorCase("404-not-found", 404, NOT_FOUND, RequestError, False,
+              message_part="Not Found: No data found, symbol may be delisted"),
     # the recorded error body, but with 200: Yahoo's verdict still refuses the request
     ErrorCase("error-in-200", 200, NOT_FOUND, RequestError, False, message_part="No data found"),
     ErrorCase("malformed-json", 200, CHART_OK[:500], BadPayloadError, False),
     ErrorCase("plain-text-200", 200, PLAIN_TEXT_200, BadPayloadError, False, content_type="text/plain"),
     # a real body of another vendor: no `chart`
-    ErrorCase(
-        "wrong-shape",
-        200,
-        fixture_bytes("alpaca", "stocks_bars_multi_AAPL_TSLA.json"),
-        BadPayloadError,
-        False,
-    ),
-    ErrorCase(
-        "arrays-differ-in-length",
-        200,
-        encode(short_close),
-        BadPayloadError,
-        False,
-        message_part="differ in length",
-    ),
-    ErrorCase(
-        "neither-result-nor-error",
-        200,
-        encode({"chart": {"result": None, "error": None}}),
-        BadPayloadError,
-        False,
-    ),
+    ErrorCase("wrong-shape", 200, fixture_bytes("alpaca", "stocks_bars_multi_AAPL_TSLA.json"),
+              BadPayloadError, False),
+    ErrorCase("arrays-differ-in-length", 200, encode(short_close), BadPayloadError, False,
+              message_part="differ in length"),
+    ErrorCase("neither-result-nor-error", 200, encode({"chart": {"result": None, "error": None}}),
+              BadPayloadError, False),
 ]
+# fmt: on
 
 VENDOR = Vendor(
     kind="yahoo",
