@@ -223,6 +223,7 @@ class VendorAdapter:
         return None
 
     def required(self, credentials: Credentials | None) -> Credentials:
+        """`credentials`, for an adapter that cannot work without them (its SPEC names a source)."""
         if credentials is None:
             raise MissingCredentialsError(self.kind, "this adapter needs credentials")
         return credentials
