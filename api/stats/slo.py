@@ -13,7 +13,7 @@ from api.schemas import UNAVAILABLE, ErrorBody, ResponseModel, documented
 from api.state import Resources
 from market_data.policy.schema import SloPolicy
 from market_data.records import ensure_utc, utcnow
-from market_data.slo import LagStatus, SloSample, assess, latest_samples, recent_samples
+from market_data.slo_samples import LagStatus, SloSample, assess, latest_samples, recent_samples
 
 MAX_LIMIT = 1000
 """Most history rows one request returns."""

@@ -233,25 +233,27 @@ def is_open_at(mic: str, at: datetime) -> bool:
     return not (s.break_starts[i] <= ns < s.break_ends[i])
 
 
-def last_completed_session_open(mic: str, at: datetime) -> datetime:
-    """Open of the latest session that closed at or before `at`."""
+def _latest_session(mic: str, at: datetime, *, completed: bool) -> tuple[_Sessions, int]:
+    """Index of the latest session that opened (`completed`: closed) at or before `at`."""
     s = _sessions(mic)
     ns = to_ns(at)
     s.check(ns, "at")
-    i = int(np.searchsorted(s.closes, ns, side="right")) - 1
+    i = int(np.searchsorted(s.closes if completed else s.opens, ns, side="right")) - 1
     if i < 0:
-        raise CalendarError(f"at: no completed {mic} session before {at.isoformat()}")
+        which = "completed " if completed else ""
+        raise CalendarError(f"at: no {which}{mic} session before {at.isoformat()}")
+    return s, i
+
+
+def last_completed_session_open(mic: str, at: datetime) -> datetime:
+    """Open of the latest session that closed at or before `at`."""
+    s, i = _latest_session(mic, at, completed=True)
     return to_datetime(s.opens[i])
 
 
 def session_window(mic: str, at: datetime) -> tuple[datetime, datetime, bool]:
     """(open, close, is_open_now) of the current session, or of the last one when closed."""
-    s = _sessions(mic)
-    ns = to_ns(at)
-    s.check(ns, "at")
-    i = int(np.searchsorted(s.opens, ns, side="right")) - 1
-    if i < 0:
-        raise CalendarError(f"at: no {mic} session before {at.isoformat()}")
+    s, i = _latest_session(mic, at, completed=False)
     return to_datetime(s.opens[i]), to_datetime(s.closes[i]), is_open_at(mic, at)
 
 
@@ -260,10 +262,3 @@ def sessions_open_between(mic: str, start: datetime, end: datetime) -> bool:
     return (
         expected_bar_starts_ns(mic, Interval.M1, to_ns(start), to_ns(end)).size > 0 if end > start else False
     )
-
-
-def session_label_ns(mic: str, ts_ns: np.ndarray) -> np.ndarray:
-    """Session label (date at 00:00 UTC, as ns) of the session each timestamp falls in."""
-    s = _sessions(mic)
-    idx = np.clip(np.searchsorted(s.opens, ts_ns, side="right") - 1, 0, len(s.opens) - 1)
-    return s.labels[idx]

@@ -89,13 +89,3 @@ def decode_job(message: bytes | str) -> Job:
     except msgspec.DecodeError as exc:
         raise JobRejected(f"not valid JSON: {exc}", "malformed") from exc
     return check_job(job)
-
-
-def encode_jobs(jobs: list[Job]) -> list[dict[str, object]]:
-    """Jobs as JSON-ready dicts (for XCom)."""
-    out: list[dict[str, object]] = msgspec.to_builtins(jobs)
-    return out
-
-
-def decode_jobs(items: list[dict[str, object]]) -> list[Job]:
-    return msgspec.convert(items, list[Job])

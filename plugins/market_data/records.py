@@ -96,6 +96,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def run_instant(data_interval_end: datetime | None, wall: datetime | None = None) -> datetime:
+    """The instant a scheduled run covers: its data interval's end, never in the future.
+
+    Sweeps and SLO samples both measure at this instant, so a re-run of a run covers the same
+    instant as the run did. `wall` is the clock (default: now).
+    """
+    now = ensure_utc(wall or utcnow())
+    if data_interval_end is None:
+        return now
+    return min(ensure_utc(data_interval_end), now)
+
+
 def ensure_utc(value: datetime) -> datetime:
     """Return `value` as a plain `datetime` in UTC; naive datetimes are taken to be UTC.
 

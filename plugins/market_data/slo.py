@@ -3,7 +3,9 @@
 `md_slo` calls `sample_slo` every few minutes; `/stats/slo` reads what it stored. Everything
 below is measured in *trading time* with the exchange calendar (`market_data.calendar`):
 nights, weekends, holidays, early closes and lunch breaks hold no expected bars, so they
-never make a gap or a lag. Computations are numpy over int64 nanoseconds (UTC).
+never make a gap or a lag. Computations are numpy over int64 nanoseconds (UTC). Which bars
+are missing, and in which runs, is `market_data.gaps`; the rows, their verdict against the
+thresholds and the gauges are `market_data.slo_samples`.
 
 Definitions (one (tier, interval) pair of one run at instant `now`):
 
@@ -59,18 +61,25 @@ import hashlib
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeAlias
 
 import asyncpg
 import msgspec
 import numpy as np
 
 from market_data import calendar
-from market_data.metrics import TaskMetrics
-from market_data.policy.schema import Policy, SloPolicy
+from market_data.gaps import (
+    EmptyRanges,
+    NsArray,
+    confirmed_empty_ranges,
+    longest_run,
+    missing_runs,
+    stored_bar_starts,
+)
+from market_data.policy.schema import Policy
 from market_data.records import Interval, ensure_utc
+from market_data.slo_samples import SloSample, gap_threshold_seconds, store_samples
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +91,6 @@ _WINDOW_LOOKBACK = timedelta(days=14)
 """Calendar time searched for the window's minimum bars, beyond bars x interval x 2."""
 _NS = 1_000_000_000
 
-NsArray = np.ndarray
-"""int64 nanoseconds since the epoch (UTC), sorted ascending."""
-EmptyRanges = Sequence[tuple[int, int]]
-"""Confirmed-empty ranges [start_ns, end_ns)."""
-
 
 class GapStat(msgspec.Struct, frozen=True, kw_only=True):
     """The largest gap of one symbol in one window."""
@@ -97,83 +101,15 @@ class GapStat(msgspec.Struct, frozen=True, kw_only=True):
     """bars x interval seconds."""
     start_ns: int | None = None
     """Start of the first missing bar of that run (None without a gap)."""
-    evaluated: int = 0
-    """Expected bars judged (after the cut at the newest stored bar and confirmed-empty ranges)."""
 
 
 NO_GAP = GapStat(bars=0, seconds=0.0)
 
 
-class SloSample(msgspec.Struct, frozen=True, kw_only=True):
-    """One (tier, interval) row of `slo_samples`."""
-
-    sampled_at: datetime
-    tier: str
-    interval: str
-    sampled_symbols: int
-    violating_symbols: int
-    violation_rate: float
-    max_gap_seconds: float | None
-    """Largest gap among the sampled symbols (None when none was sampled)."""
-    lag_seconds: float | None
-    """Worst active symbol's lag (None when no active symbol has a cursor)."""
-    lag_p95_seconds: float | None
-    queue_depth: int | None
-    """Backfill jobs queued or running for the tier."""
-    oldest_age_seconds: float | None
-    active_symbols: int | None
-    uncovered_symbols: int | None
-    """Active symbols without a cursor for the interval (left out of the lag)."""
-    policy_version: int | None
-    id: int | None = None
-
-
-LagStatus = Literal["ok", "warn", "critical", "unknown"]
-
-
-class SloAssessment(msgspec.Struct, frozen=True, kw_only=True):
-    """How a sample compares with the SLO thresholds of a policy."""
-
-    gap_threshold_seconds: float
-    continuity_met: bool
-    """violation_rate <= slo.violation_rate_max."""
-    lag_status: LagStatus
-    """ok / warn (> lag_warn) / critical (> lag_critical) / unknown (no cursor at all).
-    Both thresholds are at least one interval: a bar cannot be fetched before it ends."""
-    met: bool
-    """continuity_met and lag_status is ok or warn."""
-
-
 # -- pure computations ------------------------------------------------------------------------
-def gap_threshold_seconds(interval: Interval, multiplier: float) -> float:
-    """Longest gap that does not violate: multiplier x interval."""
-    return float(multiplier) * interval.seconds
-
-
 def window_min_bars(multiplier: float) -> int:
     """Bars a window holds at least: room for a violating run with stored bars around it."""
     return max(MIN_WINDOW_BARS, 2 * math.ceil(multiplier) + 2)
-
-
-def in_ranges(values: NsArray, ranges: EmptyRanges) -> np.ndarray:
-    """Boolean mask: which values fall inside any [start, end) of `ranges` (may overlap)."""
-    if not len(ranges) or values.size == 0:
-        return np.zeros(values.size, dtype=bool)
-    r = np.asarray(sorted(ranges), dtype=np.int64).reshape(-1, 2)
-    reach = np.maximum.accumulate(r[:, 1])  # furthest end of the ranges starting at or before
-    idx = np.searchsorted(r[:, 0], values, side="right") - 1
-    return (idx >= 0) & (values < reach[np.clip(idx, 0, None)])
-
-
-def longest_run(mask: np.ndarray) -> tuple[int, int]:
-    """(length, first index) of the longest run of True in `mask`; (0, -1) without one."""
-    if mask.size == 0 or not mask.any():
-        return 0, -1
-    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
-    k = int(np.argmax(ends - starts))
-    return int(ends[k] - starts[k]), int(starts[k])
 
 
 def expected_complete_ns(mic: str, interval: Interval, start_ns: int, now_ns: int) -> NsArray:
@@ -194,72 +130,6 @@ def window_start_ns(mic: str, interval: Interval, now_ns: int, window: timedelta
     return min(start, int(recent[-min(min_bars, recent.size)]))
 
 
-def largest_gap_in(
-    expected: NsArray,
-    present: NsArray,
-    interval: Interval,
-    empty: EmptyRanges = (),
-    *,
-    until_ns: int | None = None,
-) -> GapStat:
-    """The largest gap among `expected` bar starts (already windowed) given the stored `present`.
-
-    Args:
-        expected: sorted expected bar starts of the window (ended by now).
-        present: stored bar starts (any order, duplicates allowed).
-        empty: confirmed-empty ranges; their bars are taken out before runs are counted.
-        until_ns: judge bars up to this start (inclusive); default the newest stored bar.
-    """
-    if until_ns is None:
-        if present.size == 0:
-            return NO_GAP
-        until_ns = int(present.max())
-    judged = expected[expected <= until_ns]
-    judged = judged[~in_ranges(judged, empty)]
-    if judged.size == 0:
-        return NO_GAP
-    missing = ~np.isin(judged, present)
-    bars, first = longest_run(missing)
-    return GapStat(
-        bars=bars,
-        seconds=float(bars * interval.seconds),
-        start_ns=int(judged[first]) if bars else None,
-        evaluated=int(judged.size),
-    )
-
-
-def largest_gap(
-    mic: str,
-    interval: Interval,
-    present: NsArray,
-    *,
-    now_ns: int,
-    window: timedelta,
-    empty: EmptyRanges = (),
-    multiplier: float = 2.0,
-) -> GapStat:
-    """The largest gap of one symbol of exchange `mic` in the window ending at now_ns."""
-    start = window_start_ns(mic, interval, now_ns, window, window_min_bars(multiplier))
-    expected = expected_complete_ns(mic, interval, start, now_ns)
-    return largest_gap_in(expected, present[present >= start], interval, empty)
-
-
-def largest_gap_seconds(
-    mic: str,
-    interval: Interval,
-    present: NsArray,
-    *,
-    now_ns: int,
-    window: timedelta,
-    empty: EmptyRanges = (),
-    multiplier: float = 2.0,
-) -> float:
-    """Seconds of the largest gap (see the module doc); 0.0 without one."""
-    return largest_gap(
-        mic, interval, present, now_ns=now_ns, window=window, empty=empty, multiplier=multiplier
-    ).seconds
-
-
 def gaps_by_symbol(
     exchanges: Mapping[str, str],
     interval: Interval,
@@ -270,7 +140,12 @@ def gaps_by_symbol(
     multiplier: float,
     empty: Mapping[str, EmptyRanges] | None = None,
 ) -> dict[str, GapStat]:
-    """Largest gap of each symbol of `exchanges` (symbol -> MIC); calendars computed once per MIC."""
+    """Largest gap of each symbol of `exchanges` (symbol -> MIC); calendars computed once per MIC.
+
+    Args:
+        present: stored bar starts per symbol (any order, repeats allowed).
+        empty: confirmed-empty ranges per symbol.
+    """
     min_bars = window_min_bars(multiplier)
     per_mic: dict[str, tuple[int, NsArray]] = {}
     out: dict[str, GapStat] = {}
@@ -281,10 +156,19 @@ def gaps_by_symbol(
             per_mic[mic] = (start, expected_complete_ns(mic, interval, start, now_ns))
         start, expected = per_mic[mic]
         stored = present.get(symbol, none)
-        out[symbol] = largest_gap_in(
-            expected, stored[stored >= start], interval, (empty or {}).get(symbol, ())
-        )
+        out[symbol] = _largest_gap(expected, stored[stored >= start], interval, (empty or {}).get(symbol, ()))
     return out
+
+
+def _largest_gap(expected: NsArray, stored: NsArray, interval: Interval, empty: EmptyRanges) -> GapStat:
+    """The longest missing run of a window's `expected` bars, judged up to the newest stored bar."""
+    if stored.size == 0:
+        return NO_GAP  # nothing stored in the window: nothing to judge (the lag shows it)
+    run = longest_run(missing_runs(expected[expected <= stored.max()], stored, empty))
+    if run is None:
+        return NO_GAP
+    first, _, bars = run
+    return GapStat(bars=bars, seconds=float(bars * interval.seconds), start_ns=first)
 
 
 def violation_count(gap_seconds: Iterable[float], threshold_seconds: float) -> tuple[int, int, float]:
@@ -329,34 +213,6 @@ def sample_symbols(symbols: Iterable[str], k: int, seed: int) -> list[str]:
     return sorted(pool[i] for i in picked.tolist())
 
 
-def assess(sample: SloSample, slo: SloPolicy) -> SloAssessment:
-    """Compare one sample with the SLO thresholds (see SloAssessment)."""
-    interval = Interval(sample.interval)
-    continuity = sample.violation_rate <= slo.violation_rate_max
-    status: LagStatus
-    if sample.lag_seconds is None:
-        status = "unknown"
-    elif sample.lag_seconds > max(slo.lag_critical.seconds, interval.seconds):
-        status = "critical"
-    elif sample.lag_seconds > max(slo.lag_warn.seconds, interval.seconds):
-        status = "warn"
-    else:
-        status = "ok"
-    return SloAssessment(
-        gap_threshold_seconds=gap_threshold_seconds(interval, slo.gap_threshold_multiplier),
-        continuity_met=continuity,
-        lag_status=status,
-        met=continuity and status in ("ok", "warn"),
-    )
-
-
-def measurement_instant(data_interval_end: datetime | None, wall: datetime) -> datetime:
-    """The instant a run measures: its data interval's end, never in the future."""
-    if data_interval_end is None:
-        return ensure_utc(wall)
-    return ensure_utc(min(ensure_utc(data_interval_end), ensure_utc(wall)))
-
-
 # -- SQL --------------------------------------------------------------------------------------
 _ACTIVE_WITH_CURSORS = """
 SELECT u.symbol, u.exchange_mic, c.interval,
@@ -366,68 +222,9 @@ LEFT JOIN ingestion_cursors c ON c.symbol = u.symbol AND c.interval = ANY($2::te
 WHERE u.tier = $1 AND u.active
 GROUP BY 1, 2, 3"""
 
-# Epoch microseconds: bigint arrays decode far faster than timestamptz ones.
-_BAR_TIMES = """
-SELECT symbol, array_agg(DISTINCT (extract(epoch FROM ts) * 1000000)::bigint) AS us
-FROM bars
-WHERE symbol = ANY($1::text[]) AND interval = $2 AND ts >= $3 AND ts < $4
-GROUP BY symbol"""
-
-_EMPTY_RANGES = """
-SELECT symbol, start_ts, end_ts FROM confirmed_empty_ranges
-WHERE symbol = ANY($1::text[]) AND interval = $2 AND end_ts > $3 AND start_ts < $4"""
-
 _QUEUE = """
 SELECT tier, count(*) AS depth, min(created_at) AS oldest
 FROM backfill_jobs WHERE status IN ('queued', 'running') GROUP BY tier"""
-
-_COLUMNS = (
-    "sampled_at",
-    "tier",
-    "interval",
-    "sampled_symbols",
-    "violating_symbols",
-    "violation_rate",
-    "max_gap_seconds",
-    "lag_seconds",
-    "lag_p95_seconds",
-    "queue_depth",
-    "oldest_age_seconds",
-    "active_symbols",
-    "uncovered_symbols",
-    "policy_version",
-)
-
-_INSERT = f"""
-INSERT INTO slo_samples ({", ".join(_COLUMNS)})
-VALUES ({", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))})"""
-
-_SELECT = f"SELECT id, {', '.join(_COLUMNS)} FROM slo_samples"
-
-_RECENT = f"""{_SELECT} WHERE ($1::timestamptz IS NULL OR sampled_at >= $1)
-ORDER BY sampled_at DESC, id DESC LIMIT $2"""
-
-_LATEST = f"""SELECT DISTINCT ON (tier, interval) id, {", ".join(_COLUMNS)} FROM slo_samples
-ORDER BY tier, interval, sampled_at DESC, id DESC"""
-
-
-Db: TypeAlias = asyncpg.Connection | asyncpg.Pool
-"""What the queries run on: a task's connection or the API's pool."""
-
-
-def _us_to_ns(values: Sequence[int]) -> NsArray:
-    return np.asarray(values, dtype=np.int64) * 1000
-
-
-async def _symbol_data(
-    conn: asyncpg.Connection, symbols: list[str], interval: Interval, lo: datetime, now: datetime
-) -> tuple[dict[str, NsArray], dict[str, list[tuple[int, int]]]]:
-    rows = await conn.fetch(_BAR_TIMES, symbols, interval.value, lo, now)
-    present = {r["symbol"]: np.sort(_us_to_ns(r["us"])) for r in rows}
-    empty: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for r in await conn.fetch(_EMPTY_RANGES, symbols, interval.value, lo, now):
-        empty[r["symbol"]].append((calendar.to_ns(r["start_ts"]), calendar.to_ns(r["end_ts"])))
-    return present, empty
 
 
 def _tier_lag(
@@ -497,7 +294,9 @@ async def sample_slo(
                     window_start_ns(mic, interval, now_ns, slo.window.delta, min_bars)
                     for mic in set(sample_mics.values())
                 )
-                present, empty = await _symbol_data(conn, picked, interval, calendar.to_datetime(lo_ns), now)
+                lo = calendar.to_datetime(lo_ns)
+                present = await stored_bar_starts(conn, picked, interval, lo, now)
+                empty = await confirmed_empty_ranges(conn, picked, interval, lo, now)
                 gaps = gaps_by_symbol(
                     sample_mics,
                     interval,
@@ -555,70 +354,16 @@ def _log_sample(
         log.info("  %s: %d missing bars (%.0fs) from %s", symbol, g.bars, seconds, at)
 
 
-def _row(s: SloSample) -> tuple[Any, ...]:
-    return tuple(getattr(s, c) for c in _COLUMNS)
-
-
-async def store_samples(conn: asyncpg.Connection, sampled_at: datetime, samples: Sequence[SloSample]) -> None:
-    """Replace the rows of instant `sampled_at` with `samples` (one transaction)."""
-    async with conn.transaction():
-        await conn.execute("DELETE FROM slo_samples WHERE sampled_at = $1", sampled_at)
-        if samples:
-            await conn.executemany(_INSERT, [_row(s) for s in samples])
-
-
-def emit_slo_gauges(
-    samples: Sequence[SloSample], metrics: TaskMetrics, *, policy_version: int | None
-) -> None:
-    """Send the run's gauges: the violation rate per (tier, interval), the lag per interval.
-
-    `ingestion_lag_seconds{interval}` takes the worst tier's value; an interval whose tiers
-    have no cursor at all is not sent. The queue gauges are the API's (read at scrape time).
-    """
-    worst_lag: dict[str, float] = {}
-    for s in samples:
-        metrics.gauge("slo_gap_violation_rate", {"tier": s.tier, "interval": s.interval}, s.violation_rate)
-        if s.lag_seconds is not None:
-            worst_lag[s.interval] = max(worst_lag.get(s.interval, 0.0), s.lag_seconds)
-    for interval, lag in worst_lag.items():
-        metrics.gauge("ingestion_lag_seconds", {"interval": interval}, lag)
-    if policy_version is not None:
-        metrics.gauge("policy_version_info", {"version": str(policy_version)}, 1.0)
-
-
-def _sample(r: asyncpg.Record) -> SloSample:
-    return SloSample(**{k: r[k] for k in ("id", *_COLUMNS)})
-
-
-async def recent_samples(db: Db, *, limit: int = 100, since: datetime | None = None) -> list[SloSample]:
-    """Stored rows, newest first: at most `limit`, none older than `since`."""
-    return [_sample(r) for r in await db.fetch(_RECENT, since, limit)]
-
-
-async def latest_samples(db: Db) -> list[SloSample]:
-    """The newest row of every (tier, interval) ever sampled, ordered by tier and interval."""
-    return [_sample(r) for r in await db.fetch(_LATEST)]
-
-
 __all__ = [
     "LAG_HORIZON",
     "MIN_WINDOW_BARS",
     "GapStat",
-    "SloAssessment",
-    "SloSample",
-    "assess",
-    "emit_slo_gauges",
-    "gap_threshold_seconds",
     "gaps_by_symbol",
     "lag_seconds",
-    "largest_gap",
-    "largest_gap_in",
-    "largest_gap_seconds",
-    "latest_samples",
-    "measurement_instant",
-    "recent_samples",
+    "sample_seed",
     "sample_slo",
     "sample_symbols",
-    "store_samples",
     "violation_count",
+    "window_min_bars",
+    "window_start_ns",
 ]

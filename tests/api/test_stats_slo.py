@@ -9,7 +9,7 @@ from litestar.testing import AsyncTestClient
 
 from api.stats.slo import SloController
 from market_data.records import utcnow
-from market_data.slo import SloSample, store_samples
+from market_data.slo_samples import SloSample, store_samples
 
 
 @pytest.fixture

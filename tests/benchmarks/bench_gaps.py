@@ -1,7 +1,7 @@
 """gaps: expected-vs-received over 10,000 symbols x 1 session of 1m bars (3.9M slots), 1% dropped.
 
 The store holds one NYSE session (390 minutes) of 1m bars for 10,000 symbols with 1% of the
-bars dropped at random (seeded). `find_gaps` (market_data.ingest.gaps: the stored bars from
+bars dropped at random (seeded). `find_gaps` (market_data.gaps: the stored bars from
 Postgres, the calendar's expected bars, minus confirmed-empty ranges, contiguous missing runs)
 is run over every symbol's whole session, 250 symbols per call as a T0 sweep batch calls it.
 Every run must find exactly the dropped bars, as ranges, or the benchmark fails.
@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from market_data import calendar
-from market_data.ingest.gaps import GapRange, Window, find_gaps
+from market_data.gaps import GapRange, Window, find_gaps
 from market_data.records import Interval
 from tests.benchmarks.harness import BARS_COLUMNS, Row, bench_db, log, median, si
 

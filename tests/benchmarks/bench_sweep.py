@@ -8,7 +8,7 @@ which has 5 ms of latency, is disabled so that the registry cannot move the work
 scheduler, dag-processor; LocalExecutor with ./dev up's parallelism of 16). `--sweep-batch-size`
 overrides T0's batch_size, to see what the number of tasks costs.
 
-The clock: a sweep covers `now` = its run's data interval end (`sweep_now`), and the synthetic
+The clock: a sweep covers `now` = its run's data interval end (`run_instant`), and the synthetic
 provider serves every bar that has ended by its own clock (the wall clock). Runs are
 triggered by hand (REST API) with data intervals inside a past full NYSE session S (the
 latest one before today preceded by another full session): the first run ends 5 minutes

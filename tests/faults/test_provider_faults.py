@@ -25,7 +25,7 @@ import msgspec
 
 from market_data.backfill.claim import claim_jobs, plan_batches
 from market_data.backfill.execute import run_backfill_batch
-from market_data.ingest.gaps import Window, find_gaps
+from market_data.gaps import Window, find_gaps
 from market_data.ingest.sweep import plan_sweep, run_sweep_batch
 from market_data.policy import LoadedPolicy, parse_policy
 from market_data.policy.schema import Duration, OutageWindow, SyntheticFaults

@@ -11,10 +11,9 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import msgspec
-import numpy as np
 
+from market_data.gaps import Window, find_gaps
 from market_data.ingest.enqueue import BackfillRange, enqueue_backfills
-from market_data.ingest.gaps import Window, find_gaps, missing_runs
 from market_data.ingest.pit_write import write_bars
 from market_data.ingest.sweep import SweepBatch, run_sweep_batch
 from market_data.jobs import Job
@@ -37,13 +36,6 @@ def minute(t: datetime, k: int) -> datetime:
 def bars_except(dropped: set[datetime], start=MON_OPEN, end=MON_OPEN + timedelta(minutes=390)):
     bars = SyntheticProvider().bars_for("AAPL", "XNAS", Interval.M1, start, end, LATER)
     return [b for b in bars if b.ts not in dropped]
-
-
-def test_missing_runs_are_contiguous_in_the_expected_sequence() -> None:
-    expected = np.array([1, 2, 3, 4, 5, 10, 11, 12], dtype=np.int64)  # 5 -> 10 is a night
-    present = np.array([1, 4, 12], dtype=np.int64)
-    assert missing_runs(expected, present) == [(2, 3, 2), (5, 11, 3)]
-    assert missing_runs(expected, expected) == []
 
 
 async def test_exactly_the_dropped_ranges_are_found(conn) -> None:

@@ -66,11 +66,37 @@ def two_provider_policy(cooldown: str = "1s", threshold: int = 3):
     )
 
 
-def registry_for(policy, a: SyntheticProvider, b: SyntheticProvider, prefix: str) -> ProviderRegistry:
+class Clock:
+    """The registry's clock, moved by the test: a breaker's cooldown passes without waiting."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def registry_for(
+    policy, a: SyntheticProvider, b: SyntheticProvider, prefix: str, clock: Clock | None = None
+) -> ProviderRegistry:
     settings = msgspec.structs.replace(get_settings(), redis_prefix=prefix)
     return ProviderRegistry.shared(
-        policy, settings, adapters={"synth_a": a, "synth_b": b}, retry_wait=lambda _s: 0.01
+        policy,
+        settings,
+        adapters={"synth_a": a, "synth_b": b},
+        retry_wait=lambda _s: 0.01,
+        clock=clock or time.time,
     )
+
+
+async def wait_for_breaker(registry: ProviderRegistry, name: str, state: str) -> None:
+    deadline = time.monotonic() + 5
+    while (await registry.store.breaker(name)).state != state:
+        assert time.monotonic() < deadline, f"{name}'s breaker never became {state}"
+        await asyncio.sleep(0.01)
 
 
 async def test_outage_of_a_fails_over_to_b_within_the_run_and_a_recovers_after_cooldown(conn) -> None:
@@ -79,7 +105,8 @@ async def test_outage_of_a_fails_over_to_b_within_the_run_and_a_recovers_after_c
     a = SyntheticProvider("synth_a", down, clock=lambda: NOW)
     b = SyntheticProvider("synth_b", clock=lambda: NOW)
     policy = two_provider_policy()
-    registry = registry_for(policy, a, b, prefix)
+    clock = Clock()
+    registry = registry_for(policy, a, b, prefix, clock)
     jobs = [
         Job(
             kind="bars",
@@ -108,7 +135,7 @@ async def test_outage_of_a_fails_over_to_b_within_the_run_and_a_recovers_after_c
     assert a.calls == calls_before
     # A recovers; after the cooldown exactly one probe goes to A and closes the breaker
     a.faults = SyntheticFaults()
-    await asyncio.sleep(1.05)
+    clock.advance(policy.breaker.cooldown.seconds)
     out = await registry.fetch_quotes(["AAPL"], "XNYS")
     assert out.provider == "synth_a" and a.calls == calls_before + 1
     assert (await registry.store.breaker("synth_a")).state == "closed"
@@ -189,13 +216,14 @@ async def test_concurrent_callers_wait_for_the_probe_instead_of_failing() -> Non
     """After an outage, many concurrent calls: one probes, the others wait for its outcome."""
     prefix = f"{REDIS_PREFIX}probe:"
     policy = two_provider_policy(cooldown="1s")
+    clock = Clock()
     a = SyntheticProvider("synth_a", SyntheticFaults(error_rate=1.0, latency_ms=200), clock=lambda: NOW)
-    registry = registry_for(policy, a, SyntheticProvider("synth_b", clock=lambda: NOW), prefix)
+    registry = registry_for(policy, a, SyntheticProvider("synth_b", clock=lambda: NOW), prefix, clock)
     with pytest.raises(AllProvidersFailed):
         await registry.fetch_quotes(["AAPL"], "XNYS", preferred=["synth_a"])
     assert (await registry.store.breaker("synth_a")).state == "open"
     a.faults = SyntheticFaults(latency_ms=200)  # recovered
-    await asyncio.sleep(1.05)
+    clock.advance(policy.breaker.cooldown.seconds)
     outs = await asyncio.gather(
         *(registry.fetch_quotes([s], "XNYS", preferred=["synth_a"]) for s in ("AAPL", "MSFT", "NVDA", "AMZN"))
     )
@@ -206,15 +234,15 @@ async def test_concurrent_callers_wait_for_the_probe_instead_of_failing() -> Non
 async def test_a_cancelled_probe_does_not_leave_the_breaker_half_open() -> None:
     prefix = f"{REDIS_PREFIX}cancel:"
     policy = two_provider_policy(cooldown="1s")
+    clock = Clock()
     a = SyntheticProvider("synth_a", SyntheticFaults(error_rate=1.0), clock=lambda: NOW)
-    registry = registry_for(policy, a, SyntheticProvider("synth_b", clock=lambda: NOW), prefix)
+    registry = registry_for(policy, a, SyntheticProvider("synth_b", clock=lambda: NOW), prefix, clock)
     with pytest.raises(AllProvidersFailed):
         await registry.fetch_quotes(["AAPL"], "XNYS", preferred=["synth_a"])
     a.faults = SyntheticFaults(latency_ms=5000)  # the probe will hang
-    await asyncio.sleep(1.05)
+    clock.advance(policy.breaker.cooldown.seconds)
     probe = asyncio.create_task(registry.fetch_quotes(["AAPL"], "XNYS", preferred=["synth_a"]))
-    await asyncio.sleep(0.3)
-    assert (await registry.store.breaker("synth_a")).state == "half_open"
+    await wait_for_breaker(registry, "synth_a", "half_open")
     probe.cancel()
     with pytest.raises(asyncio.CancelledError):
         await probe

@@ -11,7 +11,8 @@ from market_data.policy import load_active_policy
 from market_data.providers.synthetic import SyntheticProvider
 from market_data.records import Bar, Interval
 from market_data.settings import get_settings
-from market_data.slo import latest_samples, recent_samples, sample_seed, sample_slo, sample_symbols
+from market_data.slo import sample_seed, sample_slo, sample_symbols
+from market_data.slo_samples import latest_samples, recent_samples
 
 # Monday 2026-11-23 16:00 UTC: NYSE and Nasdaq open since 14:30.
 NOW = datetime(2026, 11, 23, 16, 0, tzinfo=UTC)

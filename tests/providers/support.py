@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -12,12 +14,7 @@ import msgspec
 import pytest
 
 from market_data.providers.errors import (
-    AuthError,
-    BadPayloadError,
     ProviderError,
-    RateLimitedError,
-    RequestError,
-    ServerError,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "providers"
@@ -52,18 +49,20 @@ class ErrorCase(msgspec.Struct, frozen=True):
     headers: dict[str, str] = {}
     message_part: str = ""
     content_type: str = "application/json"
+    retry_after: float | None = None
+    """Seconds a RateLimitedError must carry (from the Retry-After header)."""
 
-
-EXPECTED_RETRY = {
-    AuthError: False,
-    RateLimitedError: True,
-    ServerError: True,
-    RequestError: False,
-    BadPayloadError: False,
-}
 
 # A plain-text body with status 200 (Tiingo's symbol-limit answer): no adapter may accept it.
 PLAIN_TEXT_200 = fixture_bytes("tiingo", "error_200_symbol_limit.txt")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Block until `condition()` holds (the test server works in its own thread)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
 
 
 def capture_http_logs(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:

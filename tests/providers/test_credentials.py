@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 
 import pytest
 
-from market_data.providers.credentials import Credentials, MissingCredentialsError, provider_credentials
+from market_data.policy.schema import ProviderPolicy
+from market_data.providers import build_provider, spec_for
+from market_data.providers.credentials import Credentials, MissingCredentialsError, read_credentials
+
+
+def provider_credentials(
+    kind: str, env: Mapping[str, str] | None = None, *, use_airflow: bool = True
+) -> Credentials:
+    """The credentials of an adapter kind, from where its SPEC says they live."""
+    source = spec_for(kind).credentials
+    assert source is not None, f"{kind} takes no credentials"
+    return read_credentials(kind, source, env, use_airflow=use_airflow)
+
 
 FINNHUB_CONN = "AIRFLOW_CONN_FINNHUB_DEFAULT"
 ALPACA_CONN = "AIRFLOW_CONN_ALPACA_DEFAULT"
@@ -76,9 +89,11 @@ def test_without_airflow_missing_credentials_is_still_a_clear_error(monkeypatch:
         provider_credentials("finnhub", env={})
 
 
-def test_kinds_without_credentials_say_so() -> None:
-    with pytest.raises(MissingCredentialsError, match="takes no credentials"):
-        provider_credentials("yahoo", env={})
+async def test_kinds_without_a_credential_source_build_without_any() -> None:
+    for kind in ("yahoo", "synthetic"):
+        assert spec_for(kind).credentials is None
+        adapter = build_provider(kind, ProviderPolicy())  # no credentials in the environment
+        await adapter.aclose()
 
 
 def test_secrets_stay_out_of_reprs() -> None:
@@ -88,8 +103,6 @@ def test_secrets_stay_out_of_reprs() -> None:
 
 
 def test_airflow_env_connections_are_read_without_importing_airflow() -> None:
-    from market_data.providers.credentials import provider_credentials
-
     env_json = {"AIRFLOW_CONN_ALPACA_DEFAULT": '{"conn_type": "http", "login": "kid", "password": "sek"}'}
     creds = provider_credentials("alpaca", env_json, use_airflow=False)
     assert (creds.key, creds.secret) == ("kid", "sek")

@@ -55,7 +55,7 @@ from market_data.records import Interval, Quote
 from market_data.registry.health import Sample
 from market_data.registry.state import RedisHealthStore
 from market_data.settings import get_settings
-from market_data.slo import SloSample, store_samples
+from market_data.slo_samples import SloSample, store_samples
 from tests.conftest import truncate_data
 
 MAX_EXAMPLES = 150

@@ -12,7 +12,15 @@ from market_data.providers.errors import (
     RequestError,
     ServerError,
 )
-from market_data.registry.breaker import PROBE_TIMEOUT, BreakerState, allow, on_failure, on_success
+from market_data.registry.breaker import (
+    PROBE_TIMEOUT,
+    BreakerState,
+    Decision,
+    decide,
+    on_failure,
+    on_success,
+    release_probe,
+)
 from market_data.registry.health import Sample, health_score, summarize
 
 W = HealthWeights()
@@ -72,15 +80,16 @@ def test_our_own_mistakes_do_not_count() -> None:
 
 def test_open_half_open_probe_and_close() -> None:
     s = BreakerState(state="open", opened_at=100, cooldown=30)
-    ok, s2 = allow(s, now=120, policy=BP)
-    assert not ok and s2 == s
-    ok, probing = allow(s, now=130, policy=BP)
-    assert ok and probing.state == "half_open" and probing.probe_at == 130
-    ok, _ = allow(probing, now=131, policy=BP)
-    assert not ok  # one probe at a time
-    ok, _ = allow(probing, now=130 + PROBE_TIMEOUT, policy=BP)
-    assert ok  # a probe that never reported back is replaced
+    decision, s2 = decide(s, now=120, policy=BP)
+    assert decision is Decision.DENY and s2 == s
+    decision, probing = decide(s, now=130, policy=BP)
+    assert decision is Decision.PROBE and probing.state == "half_open" and probing.probe_at == 130
+    decision, _ = decide(probing, now=131, policy=BP)
+    assert decision is Decision.WAIT  # one probe at a time
+    decision, _ = decide(probing, now=130 + PROBE_TIMEOUT, policy=BP)
+    assert decision is Decision.PROBE  # a probe that never reported back is replaced
     assert on_success(probing, BP) == BreakerState()
+    assert decide(BreakerState(), now=0, policy=BP)[0] is Decision.ALLOW  # closed: every call goes
 
 
 def test_a_failed_probe_reopens_with_a_doubled_cooldown_up_to_the_max() -> None:
@@ -92,8 +101,6 @@ def test_a_failed_probe_reopens_with_a_doubled_cooldown_up_to_the_max() -> None:
 
 
 def test_while_a_probe_is_out_other_callers_wait_and_a_cancelled_probe_frees_the_slot() -> None:
-    from market_data.registry.breaker import Decision, decide, release_probe
-
     s = BreakerState(state="open", opened_at=0, cooldown=30)
     assert decide(s, 10, BP)[0] is Decision.DENY
     decision, probing = decide(s, 31, BP)

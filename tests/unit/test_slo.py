@@ -14,24 +14,21 @@ import numpy as np
 import pytest
 
 from market_data import calendar
+from market_data.gaps import EmptyRanges
 from market_data.metrics import TaskMetrics
 from market_data.policy.schema import Duration, SloPolicy
 from market_data.records import Interval
 from market_data.slo import (
-    SloSample,
-    assess,
+    GapStat,
     gaps_by_symbol,
-    in_ranges,
     lag_seconds,
-    largest_gap,
-    largest_gap_seconds,
-    longest_run,
-    measurement_instant,
     sample_seed,
     sample_symbols,
     violation_count,
+    window_min_bars,
     window_start_ns,
 )
+from market_data.slo_samples import SloSample, assess, emit_slo_gauges
 
 HOUR = timedelta(hours=1)
 
@@ -49,19 +46,16 @@ def stored(mic: str, interval: Interval, start: str, end: str, *, drop: tuple[st
     return bars[~np.isin(bars, gone)]
 
 
-def gap(mic: str, interval: Interval, present: np.ndarray, now: str, **kw: object) -> float:
-    return largest_gap_seconds(mic, interval, present, now_ns=ns(now), window=HOUR, **kw)  # type: ignore[arg-type]
+def largest(mic: str, interval: Interval, present: np.ndarray, now: str, empty: EmptyRanges = ()) -> GapStat:
+    """The largest gap of one symbol as sample_slo measures it: a 1h window, 2x threshold."""
+    got = gaps_by_symbol(
+        {"X": mic}, interval, {"X": present}, now_ns=ns(now), window=HOUR, multiplier=2.0, empty={"X": empty}
+    )
+    return got["X"]
 
 
-# -- building blocks ---------------------------------------------------------------------------
-def test_longest_run_and_ranges() -> None:
-    assert longest_run(np.array([], dtype=bool)) == (0, -1)
-    assert longest_run(np.array([False, True, True, False, True, True, True, False])) == (3, 4)
-    assert longest_run(np.array([True, True])) == (2, 0)
-    values = np.array([0, 5, 10, 15, 20, 25], dtype=np.int64)
-    # overlapping and unsorted ranges: [3, 12) and [8, 16) cover 5, 10, 15; [25, 26) covers 25
-    assert in_ranges(values, [(8, 16), (25, 26), (3, 12)]).tolist() == [False, True, True, True, False, True]
-    assert not in_ranges(values, []).any()
+def gap(mic: str, interval: Interval, present: np.ndarray, now: str, empty: EmptyRanges = ()) -> float:
+    return largest(mic, interval, present, now, empty).seconds
 
 
 # -- overnight and weekend ---------------------------------------------------------------------
@@ -85,7 +79,7 @@ def test_a_gap_across_the_weekend_counts_only_trading_minutes() -> None:
         MON_0940_ET,
         drop=("2026-11-20 20:59", "2026-11-23 14:30", "2026-11-23 14:31"),
     )
-    g = largest_gap(*base, three, now_ns=ns(MON_0940_ET), window=HOUR)
+    g = largest(*base, three, MON_0940_ET)
     assert (g.bars, g.seconds, g.start_ns) == (3, 180.0, ns("2026-11-20 20:59"))
     assert gap(*base, stored(*base, "2026-11-20 14:30", MON_0940_ET), MON_0940_ET) == 0.0
 
@@ -286,16 +280,7 @@ def test_assessment_against_the_policy_thresholds() -> None:
     assert assess(sample(interval="5m"), strict).gap_threshold_seconds == 900.0
 
 
-def test_measurement_instant_is_the_run_end_never_the_future() -> None:
-    end = datetime(2026, 11, 23, 16, tzinfo=UTC)
-    assert measurement_instant(end, end + HOUR) == end
-    assert measurement_instant(end, end - HOUR) == end - HOUR
-    assert measurement_instant(None, end) == end
-
-
 def test_gauges_sent_from_the_task() -> None:
-    from market_data.slo import emit_slo_gauges
-
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(2)
@@ -327,6 +312,4 @@ def test_gauges_sent_from_the_task() -> None:
 
 @pytest.mark.parametrize("multiplier,bars", [(1.0, 20), (2.0, 20), (15.0, 32)])
 def test_window_holds_room_for_a_violation(multiplier: float, bars: int) -> None:
-    from market_data.slo import window_min_bars
-
     assert window_min_bars(multiplier) == bars

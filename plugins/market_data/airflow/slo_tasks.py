@@ -10,9 +10,10 @@ from market_data.airflow.connections import market_data_dsn
 from market_data.db import connect
 from market_data.metrics import task_metrics
 from market_data.policy import load_active_policy
-from market_data.records import utcnow
+from market_data.records import run_instant
 from market_data.settings import get_settings
-from market_data.slo import SloSample, emit_slo_gauges, measurement_instant, sample_slo
+from market_data.slo import sample_slo
+from market_data.slo_samples import SloSample, emit_slo_gauges
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def sample() -> dict[str, Any]:
     measures the same instant and replaces its rows.
     """
     ctx = _context()
-    now = measurement_instant(ctx.get("data_interval_end") or ctx.get("logical_date"), utcnow())
+    now = run_instant(ctx.get("data_interval_end") or ctx.get("logical_date"))
 
     async def go() -> tuple[int, list[SloSample]]:
         conn = await connect(market_data_dsn())

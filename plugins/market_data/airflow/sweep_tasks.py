@@ -20,11 +20,10 @@ from market_data.ingest.sweep import (
     batch_to_wire,
     plan_sweep,
     run_sweep_batch,
-    sweep_now,
 )
 from market_data.metrics import task_metrics
 from market_data.policy import load_active_policy, load_policy_version
-from market_data.records import Tier, utcnow
+from market_data.records import Tier, run_instant
 from market_data.registry import ProviderRegistry
 from market_data.settings import get_settings
 
@@ -61,7 +60,7 @@ def _run_id(ctx: Any) -> str:
 def plan(tier: str) -> list[dict[str, Any]]:
     """Read the active policy once for this run and split the tier's jobs into batches."""
     ctx = _context()
-    now = sweep_now(ctx.get("data_interval_end") or ctx.get("logical_date"), utcnow())
+    now = run_instant(ctx.get("data_interval_end") or ctx.get("logical_date"))
 
     async def go() -> list[SweepBatch]:
         conn = await connect(market_data_dsn())

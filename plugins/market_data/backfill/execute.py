@@ -22,7 +22,7 @@ import asyncpg
 import msgspec
 
 from market_data.backfill.claim import BackfillBatch, ClaimedJob
-from market_data.ingest.gaps import Window, find_gaps
+from market_data.gaps import Window, find_gaps
 from market_data.ingest.pit_write import write_bars
 from market_data.metrics import task_metrics
 from market_data.policy.schema import Policy

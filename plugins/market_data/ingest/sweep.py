@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -19,8 +20,8 @@ import msgspec
 import redis.asyncio as aioredis
 
 from market_data import calendar
+from market_data.gaps import Window, find_gaps
 from market_data.ingest.enqueue import BackfillRange, enqueue_backfills
-from market_data.ingest.gaps import Window, find_gaps
 from market_data.ingest.pit_write import write_bars, write_quotes
 from market_data.ingest.rlc import take_rlc_jobs
 from market_data.jobs import Job
@@ -28,7 +29,7 @@ from market_data.metrics import task_metrics
 from market_data.policy.loader import LoadedPolicy
 from market_data.policy.schema import Policy, TierPolicy
 from market_data.providers.base import BarRequest
-from market_data.records import Bar, Interval, Quote, Tier, ensure_utc, utcnow
+from market_data.records import Bar, Interval, Quote, Tier, utcnow
 from market_data.registry import AllProvidersFailed, ProviderRegistry
 from market_data.universe import active_symbols
 
@@ -150,6 +151,19 @@ def quotes_are_live(tp: TierPolicy, now: datetime, wall: datetime) -> bool:
     return tp.quotes and (wall - now).total_seconds() <= max(2 * cadence, 120)
 
 
+async def newest_cursors(
+    conn: asyncpg.Connection, symbols: Sequence[str], intervals: Sequence[Interval]
+) -> dict[tuple[str, str], datetime]:
+    """Newest cursor (over every provider) of each (symbol, interval value) that has one."""
+    rows = await conn.fetch(
+        """SELECT symbol, interval, max(last_ts) AS last_ts FROM ingestion_cursors
+           WHERE symbol = ANY($1::text[]) AND interval = ANY($2::text[]) GROUP BY 1, 2""",
+        list(symbols),
+        [iv.value for iv in intervals],
+    )
+    return {(r["symbol"], r["interval"]): r["last_ts"] for r in rows}
+
+
 async def plan_local_jobs(
     conn: asyncpg.Connection,
     policy: Policy,
@@ -168,13 +182,7 @@ async def plan_local_jobs(
     entries = await active_symbols(conn, tier)
     if not entries:
         return []
-    rows = await conn.fetch(
-        """SELECT symbol, interval, max(last_ts) AS last_ts FROM ingestion_cursors
-           WHERE symbol = ANY($1::text[]) AND interval = ANY($2::text[]) GROUP BY 1, 2""",
-        [e.symbol for e in entries],
-        [iv.value for iv in tp.intervals],
-    )
-    cursors = {(r["symbol"], r["interval"]): r["last_ts"] for r in rows}
+    cursors = await newest_cursors(conn, [e.symbol for e in entries], tp.intervals)
     floor = now - tp.lookback.delta
     has_bars: dict[tuple[str, Interval, datetime], bool] = {}
     jobs: list[Job] = []
@@ -343,7 +351,7 @@ async def run_sweep_batch(
     result.providers = dict(providers)
 
     bar_jobs = [j for j in batch.jobs if j.kind == "bars"]
-    previous = await _cursors(conn, bar_jobs)
+    previous = await _job_cursors(conn, bar_jobs)
     with metrics.timer("write_batch_ms"):
         written = await write_bars(conn, bars, policy_version=batch.policy_version, advance_cursors=True)
     result.bars_received, result.bars_inserted = written.received, written.inserted
@@ -356,17 +364,13 @@ async def run_sweep_batch(
     return result
 
 
-async def _cursors(conn: asyncpg.Connection, jobs: list[Job]) -> dict[tuple[str, str], datetime]:
-    """Newest cursor of each (symbol, interval) of the jobs, over every provider."""
+async def _job_cursors(conn: asyncpg.Connection, jobs: list[Job]) -> dict[tuple[str, str], datetime]:
+    """Newest cursor of each (symbol, interval) of the bar jobs."""
     if not jobs:
         return {}
-    rows = await conn.fetch(
-        """SELECT symbol, interval, max(last_ts) AS last_ts FROM ingestion_cursors
-           WHERE symbol = ANY($1::text[]) AND interval = ANY($2::text[]) GROUP BY 1, 2""",
-        sorted({j.symbol for j in jobs}),
-        sorted({str(j.interval) for j in jobs}),
+    return await newest_cursors(
+        conn, sorted({j.symbol for j in jobs}), sorted({j.interval for j in jobs if j.interval is not None})
     )
-    return {(r["symbol"], r["interval"]): r["last_ts"] for r in rows}
 
 
 async def _detect_and_enqueue_gaps(
@@ -380,7 +384,7 @@ async def _detect_and_enqueue_gaps(
     """Check each job's (previous cursor, new cursor] against the calendar; queue the holes."""
     if not jobs:
         return
-    current = await _cursors(conn, jobs)
+    current = await _job_cursors(conn, jobs)
     windows = []
     for job in jobs:
         assert job.interval is not None and job.start is not None
@@ -439,10 +443,3 @@ def _concurrency(policy: Policy, registry: ProviderRegistry, preferred: list[str
     capability = jobs[0].capability if jobs else "quotes"
     names = registry.candidates(capability, preferred) or list(registry.adapters)
     return max((policy.providers[n].max_concurrency for n in names[:1] if n in policy.providers), default=4)
-
-
-def sweep_now(data_interval_end: datetime | None, wall: datetime) -> datetime:
-    """The instant a sweep run covers: its data interval's end, never in the future."""
-    if data_interval_end is None:
-        return ensure_utc(wall)
-    return ensure_utc(min(data_interval_end, wall))

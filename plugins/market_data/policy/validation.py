@@ -17,7 +17,7 @@ import msgspec
 
 from market_data.policy.loader import PolicyError, Problem, parse_policy
 from market_data.policy.schema import Policy, enc_hook
-from market_data.providers import ADAPTER_OPTIONS, UnknownAdapterError, adapter_capabilities
+from market_data.providers import UnknownAdapterError, spec_for
 from market_data.providers.base import Capabilities
 from market_data.records import Interval, Tier
 
@@ -46,7 +46,7 @@ def _provider_capabilities(policy: Policy, problems: list[Problem]) -> dict[str,
     for name, cfg in policy.providers.items():
         path = f"providers.{name}"
         try:
-            caps = adapter_capabilities(cfg.adapter(name), cfg)
+            caps = spec_for(cfg.adapter(name)).capabilities_for(cfg)
         except UnknownAdapterError as exc:
             problems.append(Problem(f"{path}.kind", str(exc).split(": ", 1)[-1]))
             continue
@@ -140,7 +140,10 @@ def _check_providers(policy: Policy, known_pools: set[str] | None, problems: lis
                 problems.append(Problem(f"{path}.faults.outages[{i}]", "times need a UTC offset (e.g. Z)"))
         if cfg.calls_per_minute is not None and cfg.calls_per_minute > MAX_CALLS_PER_MINUTE:
             problems.append(Problem(f"{path}.calls_per_minute", f"at most {MAX_CALLS_PER_MINUTE}"))
-        allowed = ADAPTER_OPTIONS.get(cfg.adapter(name), {})
+        try:
+            allowed = spec_for(cfg.adapter(name)).options
+        except UnknownAdapterError:
+            allowed = {}  # the kind itself is refused by _provider_capabilities
         for key, value in cfg.options.items():
             if key not in allowed:
                 problems.append(

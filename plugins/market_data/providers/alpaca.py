@@ -17,19 +17,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
-import httpx
 import msgspec
 
-from market_data.policy.schema import ProviderPolicy
-from market_data.providers.alignment import calendar_bars, fetch_window, session_date
-from market_data.providers.base import BarRequest, Capabilities
-from market_data.providers.credentials import provider_credentials
+from market_data.providers.alignment import fetch_window
+from market_data.providers.base import BarRequest, Capabilities, ProviderSpec
+from market_data.providers.credentials import Credentials, CredentialSource
 from market_data.providers.errors import BadPayloadError, EmptyDataError, RequestError
-from market_data.providers.http import DEFAULT_TIMEOUT, VendorHttp, check_batch, decode_payload
-from market_data.records import Bar, Interval, Quote, ensure_utc, utcnow
+from market_data.providers.http import VendorAdapter, check_batch, decode_payload
+from market_data.records import Bar, Interval, Quote, ensure_utc
 
-KIND = "alpaca"
-DEFAULT_BASE_URL = "https://data.alpaca.markets"
 DEFAULT_CALLS_PER_MINUTE = 200
 """Free (Basic) plan: 200 calls/min."""
 MAX_SYMBOLS_PER_REQUEST = 100
@@ -102,13 +98,6 @@ _SNAPSHOTS = msgspec.json.Decoder(dict[str, AlpacaSnapshot])
 _ERROR = msgspec.json.Decoder(AlpacaError)
 
 
-def _error_message(body: bytes) -> str | None:
-    try:
-        return _ERROR.decode(body).message
-    except msgspec.DecodeError:
-        return None
-
-
 def _rfc3339(value: datetime) -> str:
     return ensure_utc(value).isoformat().replace("+00:00", "Z")
 
@@ -119,42 +108,33 @@ def _side(price: float) -> float | None:
 
 
 # -- client -----------------------------------------------------------------------------
-class AlpacaProvider:
+class AlpacaProvider(VendorAdapter):
     """Alpaca market data adapter (kind `alpaca`)."""
 
+    kind = "alpaca"
+    default_base_url = "https://data.alpaca.markets"
+    capabilities = CAPABILITIES
     default_calls_per_minute = DEFAULT_CALLS_PER_MINUTE
+    extra_request_gate: Callable[[], Awaitable[object]] | None = None
+    """Awaited before each page after the first (the registry: one rate-limit slot)."""
+    page_limit = PAGE_LIMIT
+    """Bars per page (tests lower it to page through short recorded answers)."""
 
-    def __init__(
-        self,
-        key_id: str,
-        secret_key: str,
-        *,
-        name: str = KIND,
-        base_url: str | None = None,
-        feed: str | None = None,
-        page_limit: int = PAGE_LIMIT,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        self.name = name
-        self.capabilities = CAPABILITIES
-        self.extra_request_gate: Callable[[], Awaitable[object]] | None = None
-        """Awaited before each page after the first (the registry: one rate-limit slot)."""
-        self._feed = feed
-        """`iex` or `sip`; None lets Alpaca pick the best one the subscription allows."""
-        self._page_limit = page_limit
-        self._clock = clock
-        self._http = VendorHttp(
-            name,
-            base_url or DEFAULT_BASE_URL,
-            headers={"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret_key},
-            error_message=_error_message,
-            timeout=timeout,
-            clock=clock,
-        )
+    def headers(self, credentials: Credentials | None) -> dict[str, str]:
+        key_pair = self.required(credentials)
+        return {"APCA-API-KEY-ID": key_pair.key, "APCA-API-SECRET-KEY": key_pair.secret or ""}
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    @staticmethod
+    def error_message(body: bytes) -> str | None:
+        try:
+            return _ERROR.decode(body).message
+        except msgspec.DecodeError:
+            return None
+
+    @property
+    def feed(self) -> str | None:
+        """`iex`, `sip` or `delayed_sip`; None lets Alpaca pick the best one the subscription allows."""
+        return self.options.get("feed")
 
     def _check_exchange(self, mic: str) -> None:
         # Alpaca would answer {} for a foreign symbol, which reads as "confirmed empty".
@@ -171,10 +151,10 @@ class AlpacaProvider:
             "timeframe": TIMEFRAMES[interval],
             "start": _rfc3339(lo),
             "end": _rfc3339(hi),
-            "limit": self._page_limit,
+            "limit": self.page_limit,
         }
-        if self._feed:
-            params["feed"] = self._feed
+        if self.feed:
+            params["feed"] = self.feed
         wanted = set(symbols)
         vendor_bars: list[Bar] = []
         seen_tokens: set[str] = set()
@@ -184,7 +164,18 @@ class AlpacaProvider:
             page = decode_payload(self.name, _BARS, await self._http.get("/v2/stocks/bars", params), "bars")
             for symbol, items in (page.bars or {}).items():
                 if symbol in wanted:
-                    vendor_bars.extend(self._bar(symbol, request, item) for item in items)
+                    vendor_bars.extend(
+                        self.vendor_bar(
+                            symbol,
+                            request,
+                            ensure_utc(item.t),
+                            (item.o, item.h, item.l, item.c),
+                            item.v,
+                            vwap=item.vw,
+                            trade_count=item.n,
+                        )
+                        for item in items
+                    )
             token = page.next_page_token
             if not token:
                 break
@@ -194,38 +185,14 @@ class AlpacaProvider:
             params["page_token"] = token
         else:
             raise BadPayloadError(self.name, f"bars: more than {MAX_PAGES} pages")
-        return calendar_bars(
-            vendor_bars,
-            request.exchange_mic,
-            interval,
-            request.start,
-            request.end,
-            self._clock(),
-            self.name,
-        )
-
-    def _bar(self, symbol: str, request: BarRequest, item: AlpacaBar) -> Bar:
-        ts = ensure_utc(item.t)
-        return Bar(
-            symbol=symbol,
-            interval=request.interval,
-            ts=session_date(request.exchange_mic, ts) if request.interval is Interval.D1 else ts,
-            open=item.o,
-            high=item.h,
-            low=item.l,
-            close=item.c,
-            volume=round(item.v),
-            vwap=item.vw,
-            trade_count=item.n,
-            provider=self.name,
-        )
+        return self.calendar_bars(vendor_bars, request)
 
     async def fetch_quotes(self, symbols: Sequence[str], exchange_mic: str) -> list[Quote]:
         self._check_exchange(exchange_mic)
         listed = check_batch(self.name, symbols, MAX_SYMBOLS_PER_REQUEST)
         params: dict[str, str | int] = {"symbols": ",".join(listed)}
-        if self._feed:
-            params["feed"] = self._feed
+        if self.feed:
+            params["feed"] = self.feed
         body = await self._http.get("/v2/stocks/snapshots", params)
         snapshots = decode_payload(self.name, _SNAPSHOTS, body, "snapshots")
         out: list[Quote] = []
@@ -252,17 +219,17 @@ class AlpacaProvider:
         return out
 
 
-def build(name: str, cfg: ProviderPolicy) -> AlpacaProvider:
-    """The adapter for a policy's provider section (credentials from env or Airflow).
-
-    Raises:
-        MissingCredentialsError: no key id and secret configured.
-    """
-    credentials = provider_credentials(KIND)
-    return AlpacaProvider(
-        credentials.key,
-        credentials.secret or "",
-        name=name,
-        base_url=cfg.base_url,
-        feed=cfg.options.get("feed"),
-    )
+SPEC = ProviderSpec(
+    kind=AlpacaProvider.kind,
+    capabilities=CAPABILITIES,
+    default_calls_per_minute=DEFAULT_CALLS_PER_MINUTE,
+    options={"feed": frozenset({"iex", "sip", "delayed_sip"})},
+    credentials=CredentialSource(
+        key_env="ALPACA_API_KEY_ID",
+        secret_env="ALPACA_API_SECRET_KEY",  # noqa: S106 - a variable name, not a secret
+        conn_id="alpaca_default",
+        key_field="login",
+        secret_field="password",  # noqa: S106 - an attribute name, not a secret
+    ),
+    factory=AlpacaProvider.from_policy,
+)

@@ -1,13 +1,17 @@
-"""The provider Protocol: what every adapter (synthetic, Finnhub, Yahoo, ...) offers."""
+"""The provider Protocol (what every adapter offers) and `ProviderSpec` (what every adapter
+module declares about its kind, as `SPEC`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from market_data.policy.schema import ProviderPolicy
+from market_data.providers.credentials import Credentials, CredentialSource, read_credentials
 from market_data.records import Bar, Interval, Quote
 
 
@@ -73,3 +77,42 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+ProviderFactory = Callable[[str, ProviderPolicy, Credentials | None], Provider]
+"""Builds an adapter from its policy name, its policy section and its credentials."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderSpec:
+    """One adapter kind, as its module declares it in `SPEC`; the registry and policy
+    validation read nothing else (see `market_data.providers.spec_for`)."""
+
+    kind: str
+    """The policy's `providers.<name>.kind`; equal to the module's name."""
+    capabilities: Capabilities | Callable[[ProviderPolicy], Capabilities]
+    """What the kind serves. A callable when that depends on the provider's policy section
+    (synthetic: `faults.symbols_per_request`); read it through `capabilities_for`."""
+    default_calls_per_minute: int
+    """Rate limit when the policy sets no `calls_per_minute`."""
+    factory: ProviderFactory
+    """Builds the adapter; it gets credentials exactly when `credentials` is set."""
+    options: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """The policy `options` keys the kind accepts, each with its allowed values."""
+    credentials: CredentialSource | None = None
+    """Where its credentials live (environment, Airflow connection); None: it needs none."""
+
+    def capabilities_for(self, cfg: ProviderPolicy) -> Capabilities:
+        """What a provider of this kind with policy section `cfg` serves (no client, no network)."""
+        if isinstance(self.capabilities, Capabilities):
+            return self.capabilities
+        return self.capabilities(cfg)
+
+    def build(self, name: str, cfg: ProviderPolicy) -> Provider:
+        """The adapter for policy provider `name`.
+
+        Raises:
+            MissingCredentialsError: the kind needs credentials and none are configured.
+        """
+        credentials = read_credentials(self.kind, self.credentials) if self.credentials else None
+        return self.factory(name, cfg, credentials)

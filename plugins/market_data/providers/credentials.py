@@ -1,7 +1,9 @@
 """Provider credentials: environment variables first, then the provider's Airflow connection.
 
-Airflow is optional here: it is imported only when the environment has no credentials,
-and a process without Airflow (the API, scripts) simply sees no connection.
+Each adapter kind says where its credentials live in its `SPEC.credentials` (a
+`CredentialSource`), and `read_credentials` looks there. Airflow is optional here: it is
+imported only when the environment has no credentials, and a process without Airflow (the
+API, scripts) simply sees no connection.
 """
 
 from __future__ import annotations
@@ -47,18 +49,6 @@ class CredentialSource:
     @property
     def env_names(self) -> list[str]:
         return [self.key_env] + ([self.secret_env] if self.secret_env else [])
-
-
-SOURCES: dict[str, CredentialSource] = {
-    "finnhub": CredentialSource(key_env="FINNHUB_API_KEY", conn_id="finnhub_default", key_field="password"),
-    "alpaca": CredentialSource(
-        key_env="ALPACA_API_KEY_ID",
-        secret_env="ALPACA_API_SECRET_KEY",  # noqa: S106 - a variable name, not a secret
-        conn_id="alpaca_default",
-        key_field="login",
-        secret_field="password",  # noqa: S106 - an attribute name, not a secret
-    ),
-}
 
 
 def _from_env(source: CredentialSource, env: Mapping[str, str]) -> Credentials | None:
@@ -112,21 +102,19 @@ def _from_airflow_env(source: CredentialSource, env: Mapping[str, str]) -> Crede
     return Credentials(key=key, secret=secret)
 
 
-def provider_credentials(
-    kind: str, env: Mapping[str, str] | None = None, *, use_airflow: bool = True
+def read_credentials(
+    kind: str, source: CredentialSource, env: Mapping[str, str] | None = None, *, use_airflow: bool = True
 ) -> Credentials:
     """The credentials of an adapter kind: environment variables, else its Airflow connection.
 
     Args:
+        source: where the kind keeps them (its `SPEC.credentials`).
         use_airflow: also ask Airflow's secrets backends (imports Airflow: slow outside tasks).
             Without it, only the environment is read, including AIRFLOW_CONN_<ID> variables.
 
     Raises:
-        MissingCredentialsError: neither source has them (or the kind needs none).
+        MissingCredentialsError: neither source has them.
     """
-    source = SOURCES.get(kind)
-    if source is None:
-        raise MissingCredentialsError(kind, "this adapter kind takes no credentials")
     environ = os.environ if env is None else env
     found = _from_env(source, environ) or _from_airflow_env(source, environ)
     if found is None and use_airflow:

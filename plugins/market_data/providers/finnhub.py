@@ -12,22 +12,18 @@ issue #309), so 1h bars are rolled up from 30-minute candles into session-aligne
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 
-import httpx
 import msgspec
 
-from market_data.policy.schema import ProviderPolicy
-from market_data.providers.alignment import calendar_bars, fetch_window, from_epoch, session_date
-from market_data.providers.base import BarRequest, Capabilities
-from market_data.providers.credentials import provider_credentials
+from market_data.providers.alignment import fetch_window, from_epoch
+from market_data.providers.base import BarRequest, Capabilities, ProviderSpec
+from market_data.providers.credentials import Credentials, CredentialSource
 from market_data.providers.errors import BadPayloadError, EmptyDataError
-from market_data.providers.http import DEFAULT_TIMEOUT, VendorHttp, decode_payload, single_symbol
-from market_data.records import Bar, Interval, Quote, utcnow
+from market_data.providers.http import VendorAdapter, decode_payload, single_symbol
+from market_data.records import Bar, Interval, Quote
 
-KIND = "finnhub"
-DEFAULT_BASE_URL = "https://finnhub.io/api/v1"
 DEFAULT_CALLS_PER_MINUTE = 60
 """Free plan: 60 calls/min (plus 30 calls/s on every plan)."""
 
@@ -86,42 +82,24 @@ _QUOTE = msgspec.json.Decoder(FinnhubQuote)
 _ERROR = msgspec.json.Decoder(FinnhubError)
 
 
-def _error_message(body: bytes) -> str | None:
-    try:
-        return _ERROR.decode(body).error
-    except msgspec.DecodeError:
-        return None
-
-
 # -- client -----------------------------------------------------------------------------
-class FinnhubProvider:
+class FinnhubProvider(VendorAdapter):
     """Finnhub adapter (kind `finnhub`)."""
 
+    kind = "finnhub"
+    default_base_url = "https://finnhub.io/api/v1"
+    capabilities = CAPABILITIES
     default_calls_per_minute = DEFAULT_CALLS_PER_MINUTE
 
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        name: str = KIND,
-        base_url: str | None = None,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        self.name = name
-        self.capabilities = CAPABILITIES
-        self._clock = clock
-        self._http = VendorHttp(
-            name,
-            base_url or DEFAULT_BASE_URL,
-            headers={"X-Finnhub-Token": api_key},
-            error_message=_error_message,
-            timeout=timeout,
-            clock=clock,
-        )
+    def headers(self, credentials: Credentials | None) -> dict[str, str]:
+        return {"X-Finnhub-Token": self.required(credentials).key}
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    @staticmethod
+    def error_message(body: bytes) -> str | None:
+        try:
+            return _ERROR.decode(body).error
+        except msgspec.DecodeError:
+            return None
 
     async def fetch_bars(self, request: BarRequest) -> list[Bar]:
         symbol = single_symbol(self.name, request.symbols)
@@ -141,40 +119,14 @@ class FinnhubProvider:
             return []
         if candles.s != "ok":
             raise BadPayloadError(self.name, f"candles: unexpected status s={candles.s!r}")
-        vendor_bars = self._candle_bars(symbol, request, candles)
-        return calendar_bars(
-            vendor_bars,
-            request.exchange_mic,
-            interval,
-            request.start,
-            request.end,
-            self._clock(),
-            self.name,
-        )
-
-    def _candle_bars(self, symbol: str, request: BarRequest, candles: FinnhubCandles) -> list[Bar]:
-        n = len(candles.t)
         columns = (candles.o, candles.h, candles.l, candles.c, candles.v)
-        if any(len(col) != n for col in columns):
+        if any(len(col) != len(candles.t) for col in columns):
             raise BadPayloadError(self.name, "candles: arrays t,o,h,l,c,v differ in length")
-        daily = request.interval is Interval.D1
-        out: list[Bar] = []
-        for t, o, h, lo, c, v in zip(candles.t, *columns, strict=True):
-            ts = from_epoch(t)
-            out.append(
-                Bar(
-                    symbol=symbol,
-                    interval=request.interval,
-                    ts=session_date(request.exchange_mic, ts) if daily else ts,
-                    open=o,
-                    high=h,
-                    low=lo,
-                    close=c,
-                    volume=round(v),
-                    provider=self.name,
-                )
-            )
-        return out
+        vendor_bars = [
+            self.vendor_bar(symbol, request, from_epoch(t), (o, h, low, c), v)
+            for t, o, h, low, c, v in zip(candles.t, *columns, strict=True)
+        ]
+        return self.calendar_bars(vendor_bars, request)
 
     async def fetch_quotes(self, symbols: Sequence[str], exchange_mic: str) -> list[Quote]:
         symbol = single_symbol(self.name, symbols)
@@ -186,11 +138,10 @@ class FinnhubProvider:
         return [Quote(symbol=symbol, ts=from_epoch(quote.t), provider=self.name, last=quote.c)]
 
 
-def build(name: str, cfg: ProviderPolicy) -> FinnhubProvider:
-    """The adapter for a policy's provider section (credentials from env or Airflow).
-
-    Raises:
-        MissingCredentialsError: no API key configured.
-    """
-    credentials = provider_credentials(KIND)
-    return FinnhubProvider(credentials.key, name=name, base_url=cfg.base_url)
+SPEC = ProviderSpec(
+    kind=FinnhubProvider.kind,
+    capabilities=CAPABILITIES,
+    default_calls_per_minute=DEFAULT_CALLS_PER_MINUTE,
+    credentials=CredentialSource(key_env="FINNHUB_API_KEY", conn_id="finnhub_default", key_field="password"),
+    factory=FinnhubProvider.from_policy,
+)

@@ -1,4 +1,5 @@
-"""HTTP plumbing shared by the vendor adapters: one client per vendor, statuses to errors.
+"""What the HTTP vendor adapters share: the `VendorAdapter` base, one client per vendor,
+statuses to errors.
 
 A vendor adapter gets bodies of 2xx answers or a ProviderError that says what went wrong
 (auth, rate limit with Retry-After, server, request, bad payload). Credentials travel in
@@ -11,11 +12,15 @@ import email.utils
 import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import ClassVar, Self, TypeVar
 
 import httpx
 import msgspec
 
+from market_data.policy.schema import ProviderPolicy
+from market_data.providers.alignment import calendar_bars, session_date
+from market_data.providers.base import BarRequest, Capabilities
+from market_data.providers.credentials import Credentials, MissingCredentialsError
 from market_data.providers.errors import (
     AuthError,
     BadPayloadError,
@@ -24,7 +29,7 @@ from market_data.providers.errors import (
     RequestError,
     ServerError,
 )
-from market_data.records import utcnow
+from market_data.records import Bar, Interval, utcnow
 
 T = TypeVar("T")
 
@@ -165,3 +170,103 @@ def check_batch(provider: str, symbols: Iterable[str], limit: int) -> list[str]:
     if not listed or len(listed) > limit:
         raise RequestError(provider, f"1 to {limit} symbols per request, got {len(listed)}")
     return listed
+
+
+class VendorAdapter:
+    """Base of the HTTP vendor adapters: the constructor, the client and the bar plumbing they share.
+
+    A subclass sets `kind`, `default_base_url`, `capabilities` and `default_calls_per_minute`,
+    says how its credentials travel (`headers`) and where its error bodies keep the vendor's
+    words (`error_message`), and implements `fetch_bars` and `fetch_quotes`.
+    """
+
+    kind: ClassVar[str]
+    default_base_url: ClassVar[str]
+    capabilities: Capabilities
+    default_calls_per_minute: int
+
+    def __init__(
+        self,
+        credentials: Credentials | None = None,
+        *,
+        name: str | None = None,
+        base_url: str | None = None,
+        options: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.name = name or self.kind
+        self.options = dict(options or {})
+        """The policy's `options` (validated against the kind's `SPEC.options`)."""
+        self._clock = clock
+        self._http = VendorHttp(
+            self.name,
+            base_url or self.default_base_url,
+            headers=self.headers(credentials),
+            error_message=self.error_message,
+            timeout=timeout,
+            clock=clock,
+        )
+
+    @classmethod
+    def from_policy(cls, name: str, cfg: ProviderPolicy, credentials: Credentials | None) -> Self:
+        """The adapter for a policy's provider section (the `factory` of the kind's SPEC)."""
+        return cls(credentials, name=name, base_url=cfg.base_url, options=cfg.options)
+
+    def headers(self, credentials: Credentials | None) -> dict[str, str]:
+        """Headers of every request (credentials go here, never into URLs)."""
+        return {}
+
+    @staticmethod
+    def error_message(body: bytes) -> str | None:
+        """The vendor's own error text in an error body; None when the body is not its error shape."""
+        return None
+
+    def required(self, credentials: Credentials | None) -> Credentials:
+        """`credentials`, for an adapter that cannot work without them (its SPEC names a source)."""
+        if credentials is None:
+            raise MissingCredentialsError(self.kind, "this adapter needs credentials")
+        return credentials
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def vendor_bar(
+        self,
+        symbol: str,
+        request: BarRequest,
+        ts: datetime,
+        ohlc: tuple[float, float, float, float],
+        volume: float,
+        *,
+        vwap: float | None = None,
+        trade_count: int | None = None,
+    ) -> Bar:
+        """A bar as the vendor stamps it; a day bar gets its session date (vendors stamp days at
+        an exchange-local midnight), `calendar_bars` does the rest."""
+        open_, high, low, close = ohlc
+        return Bar(
+            symbol=symbol,
+            interval=request.interval,
+            ts=session_date(request.exchange_mic, ts) if request.interval is Interval.D1 else ts,
+            open=open_,
+            high=high,
+            low=low,
+            close=close,
+            volume=round(volume),
+            vwap=vwap,
+            trade_count=trade_count,
+            provider=self.name,
+        )
+
+    def calendar_bars(self, vendor_bars: list[Bar], request: BarRequest) -> list[Bar]:
+        """The vendor's bars as the calendar's: in the session, complete by now, in [start, end)."""
+        return calendar_bars(
+            vendor_bars,
+            request.exchange_mic,
+            request.interval,
+            request.start,
+            request.end,
+            self._clock(),
+            self.name,
+        )

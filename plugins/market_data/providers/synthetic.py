@@ -23,11 +23,13 @@ import msgspec
 import numpy as np
 
 from market_data import calendar
-from market_data.policy.schema import SyntheticFaults, dec_hook, enc_hook
-from market_data.providers.base import BarRequest, Capabilities
+from market_data.policy.schema import ProviderPolicy, SyntheticFaults, dec_hook, enc_hook
+from market_data.providers.base import BarRequest, Capabilities, ProviderSpec
+from market_data.providers.credentials import Credentials
 from market_data.providers.errors import RateLimitedError, RequestError, ServerError
 from market_data.records import Bar, Interval, Quote, utcnow
 
+DEFAULT_CALLS_PER_MINUTE = 6000
 _NS_PER_MIN = 60_000_000_000
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
@@ -94,10 +96,18 @@ class MinuteBars:
         self.volume = (100 + _uniform(seed, minutes, "v") * 20_000 * scale).astype(np.int64)
 
 
+def synthetic_capabilities(faults: SyntheticFaults) -> Capabilities:
+    return Capabilities(
+        bar_intervals=frozenset(Interval),
+        quotes=True,
+        max_symbols_per_request=faults.symbols_per_request,
+    )
+
+
 class SyntheticProvider:
     """Offline provider; `name` lets tests run several instances (A and B) side by side."""
 
-    default_calls_per_minute = 6000
+    default_calls_per_minute = DEFAULT_CALLS_PER_MINUTE
 
     def __init__(
         self,
@@ -109,11 +119,7 @@ class SyntheticProvider:
     ) -> None:
         self.name = name
         self.faults = faults or SyntheticFaults()
-        self.capabilities = Capabilities(
-            bar_intervals=frozenset(Interval),
-            quotes=True,
-            max_symbols_per_request=self.faults.symbols_per_request,
-        )
+        self.capabilities = synthetic_capabilities(self.faults)
         self._clock = clock
         self._rng = random.Random(self.faults.seed)  # noqa: S311 - fault injection, not crypto
         self._on_call = on_call
@@ -332,3 +338,20 @@ def faults_with_env(base: SyntheticFaults | None, env: Mapping[str, str] | None 
         return msgspec.convert(data, SyntheticFaults, dec_hook=dec_hook, strict=False)
     except msgspec.ValidationError as exc:
         raise ValueError(f"MD_SYNTHETIC_* override: {exc}") from exc
+
+
+def _policy_capabilities(cfg: ProviderPolicy) -> Capabilities:
+    # The policy's faults, not env overrides: this answers "what does this policy document ask for".
+    return synthetic_capabilities(cfg.faults or SyntheticFaults())
+
+
+def _build(name: str, cfg: ProviderPolicy, credentials: Credentials | None) -> SyntheticProvider:
+    return SyntheticProvider(name, faults_with_env(cfg.faults))
+
+
+SPEC = ProviderSpec(
+    kind="synthetic",
+    capabilities=_policy_capabilities,
+    default_calls_per_minute=DEFAULT_CALLS_PER_MINUTE,
+    factory=_build,
+)

@@ -13,23 +13,20 @@ clients observe, kept conservative because it answers bursts with 429s.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 from urllib.parse import quote as url_quote
 
-import httpx
 import msgspec
 
-from market_data.policy.schema import ProviderPolicy
-from market_data.providers.alignment import calendar_bars, fetch_window, from_epoch, session_date
-from market_data.providers.base import BarRequest, Capabilities
+from market_data.providers.alignment import fetch_window, from_epoch
+from market_data.providers.base import BarRequest, Capabilities, ProviderSpec
+from market_data.providers.credentials import Credentials
 from market_data.providers.errors import BadPayloadError, EmptyDataError, RequestError
-from market_data.providers.http import DEFAULT_TIMEOUT, VendorHttp, decode_payload, single_symbol
-from market_data.records import Bar, Interval, Quote, utcnow
+from market_data.providers.http import VendorAdapter, decode_payload, single_symbol
+from market_data.records import Bar, Interval, Quote
 
-KIND = "yahoo"
 NO_DATA_IN_RANGE = "Data doesn't exist for startDate"
-DEFAULT_BASE_URL = "https://query2.finance.yahoo.com"
 DEFAULT_CALLS_PER_MINUTE = 30
 # Yahoo refuses some non-browser user agents with 429; this one is honest but browser-shaped.
 USER_AGENT = "Mozilla/5.0 (compatible; market-data/0.1)"
@@ -105,46 +102,29 @@ class YahooChartResponse(msgspec.Struct):
 _CHART = msgspec.json.Decoder(YahooChartResponse)
 
 
-def _error_message(body: bytes) -> str | None:
-    try:
-        error = _CHART.decode(body).chart.error
-    except msgspec.DecodeError:
-        return None
-    return f"{error.code}: {error.description}" if error else None
-
-
 def _price(value: float) -> float:
     return round(value, _PRICE_DECIMALS)
 
 
 # -- client -----------------------------------------------------------------------------
-class YahooProvider:
+class YahooProvider(VendorAdapter):
     """Yahoo Finance adapter (kind `yahoo`)."""
 
+    kind = "yahoo"
+    default_base_url = "https://query2.finance.yahoo.com"
+    capabilities = CAPABILITIES
     default_calls_per_minute = DEFAULT_CALLS_PER_MINUTE
 
-    def __init__(
-        self,
-        *,
-        name: str = KIND,
-        base_url: str | None = None,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        self.name = name
-        self.capabilities = CAPABILITIES
-        self._clock = clock
-        self._http = VendorHttp(
-            name,
-            base_url or DEFAULT_BASE_URL,
-            headers={"User-Agent": USER_AGENT},
-            error_message=_error_message,
-            timeout=timeout,
-            clock=clock,
-        )
+    def headers(self, credentials: Credentials | None) -> dict[str, str]:
+        return {"User-Agent": USER_AGENT}
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    @staticmethod
+    def error_message(body: bytes) -> str | None:
+        try:
+            error = _CHART.decode(body).chart.error
+        except msgspec.DecodeError:
+            return None
+        return f"{error.code}: {error.description}" if error else None
 
     async def _chart(self, symbol: str, params: dict[str, str | int]) -> YahooResult:
         body = await self._http.get(f"/v8/finance/chart/{url_quote(symbol, safe='')}", params)
@@ -177,45 +157,22 @@ class YahooProvider:
             raise
         if not result.timestamp:
             return []
-        vendor_bars = self._chart_bars(symbol, request, result)
-        return calendar_bars(
-            vendor_bars,
-            request.exchange_mic,
-            request.interval,
-            request.start,
-            request.end,
-            self._clock(),
-            self.name,
-        )
+        return self.calendar_bars(self._chart_bars(symbol, request, result), request)
 
     def _chart_bars(self, symbol: str, request: BarRequest, result: YahooResult) -> list[Bar]:
         if len(result.indicators.quote) != 1:
             raise BadPayloadError(self.name, "chart: expected one indicators.quote entry")
         q = result.indicators.quote[0]
-        n = len(result.timestamp)
         columns = (q.open, q.high, q.low, q.close, q.volume)
-        if any(len(col) != n for col in columns):
+        if any(len(col) != len(result.timestamp) for col in columns):
             raise BadPayloadError(self.name, "chart: timestamp and quote arrays differ in length")
-        daily = request.interval is Interval.D1
         out: list[Bar] = []
-        for t, o, h, lo, c, v in zip(result.timestamp, *columns, strict=True):
+        for t, o, h, low, c, v in zip(result.timestamp, *columns, strict=True):
             # Yahoo lists minutes without trades with every field null: not a bar.
-            if o is None or h is None or lo is None or c is None:
+            if o is None or h is None or low is None or c is None:
                 continue
-            ts = from_epoch(t)
-            out.append(
-                Bar(
-                    symbol=symbol,
-                    interval=request.interval,
-                    ts=session_date(request.exchange_mic, ts) if daily else ts,
-                    open=_price(o),
-                    high=_price(h),
-                    low=_price(lo),
-                    close=_price(c),
-                    volume=round(v or 0),
-                    provider=self.name,
-                )
-            )
+            ohlc = (_price(o), _price(h), _price(low), _price(c))
+            out.append(self.vendor_bar(symbol, request, from_epoch(t), ohlc, v or 0))
         return out
 
     async def fetch_quotes(self, symbols: Sequence[str], exchange_mic: str) -> list[Quote]:
@@ -234,6 +191,9 @@ class YahooProvider:
         ]
 
 
-def build(name: str, cfg: ProviderPolicy) -> YahooProvider:
-    """The adapter for a policy's provider section (Yahoo needs no credentials)."""
-    return YahooProvider(name=name, base_url=cfg.base_url)
+SPEC = ProviderSpec(
+    kind=YahooProvider.kind,
+    capabilities=CAPABILITIES,
+    default_calls_per_minute=DEFAULT_CALLS_PER_MINUTE,
+    factory=YahooProvider.from_policy,
+)

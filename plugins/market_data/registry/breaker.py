@@ -59,12 +59,6 @@ def decide(s: BreakerState, now: float, policy: BreakerPolicy) -> tuple[Decision
     return Decision.WAIT, s
 
 
-def allow(s: BreakerState, now: float, policy: BreakerPolicy) -> tuple[bool, BreakerState]:
-    """Whether a call may go to the provider now (as a normal call or as the probe)."""
-    decision, new = decide(s, now, policy)
-    return decision in (Decision.ALLOW, Decision.PROBE), new
-
-
 def release_probe(s: BreakerState) -> BreakerState:
     """A probe that will never report (cancelled): let the next caller probe at once."""
     if s.state != "half_open":

@@ -1,3 +1,4 @@
+# Over 400 lines: ranking, breaker gating, retries and failover act on one state (reporting: status.py).
 """The provider registry: which provider serves a capability now, and failover between them.
 
 For each call the registry ranks the enabled providers of the capability by health score
@@ -10,7 +11,6 @@ updates the breaker; when a provider fails, the next one is tried within the sam
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -27,11 +27,11 @@ from tenacity import (
 
 from market_data import calendar
 from market_data.metrics import CIRCUIT_STATE_VALUES, task_metrics
-from market_data.policy.schema import Policy, ProviderPolicy
-from market_data.providers import UnknownAdapterError, adapter_capabilities, build_provider, credentials
+from market_data.policy.schema import Policy
+from market_data.providers import build_provider
 from market_data.providers.base import BarRequest, Provider
 from market_data.providers.errors import AuthError, ProviderError, RateLimitedError, ServerError, should_retry
-from market_data.records import Bar, Interval, Quote
+from market_data.records import Bar, Quote
 from market_data.registry import breaker as brk
 from market_data.registry.health import HealthSummary, Sample, health_score, summarize
 from market_data.registry.limiter import CallLimiter, LimitWaitExceeded
@@ -42,6 +42,7 @@ from market_data.registry.slow_calls import (
     trace_provider_call,
 )
 from market_data.registry.state import HealthStore, MemoryHealthStore, SharedHealthStore
+from market_data.registry.status import ProviderStatus, provider_statuses
 from market_data.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -72,25 +73,6 @@ class FetchOutcome(msgspec.Struct, Generic[T], frozen=True):
     value: T
     failed_over: tuple[str, ...] = ()
     """Providers tried before the one that answered."""
-
-
-class ProviderStatus(msgspec.Struct, frozen=True, kw_only=True):
-    """One provider as /stats/providers shows it."""
-
-    name: str
-    kind: str
-    enabled: bool
-    available: bool
-    reason: str | None
-    """Why it is not used (disabled by policy, no credentials), when it is not."""
-    priority: int
-    calls_per_minute: int | None
-    capabilities: list[str]
-    score: float | None
-    breaker: str
-    breaker_reason: str
-    health: HealthSummary
-    samples: list[Sample]
 
 
 def error_code(exc: ProviderError) -> str:
@@ -459,77 +441,8 @@ class ProviderRegistry:
 
     # -- reporting --------------------------------------------------------------------------
     async def statuses(self) -> list[ProviderStatus]:
-        """Every provider of the policy (disabled ones too, with the reason), best score first.
-
-        Works without built adapters (the API builds none): capabilities, default limits and
-        credentials are looked up without a client.
-        """
-        out: list[ProviderStatus] = []
-        for name, cfg in self.policy.providers.items():
-            info = static_provider_info(name, cfg)
-            reasons = [
-                r
-                for r in (
-                    "disabled by policy" if not cfg.enabled else None,
-                    self.unavailable.get(name),
-                    info.reason,
-                )
-                if r
-            ]
-            reason = "; ".join(dict.fromkeys(reasons)) or None
-            h, state, summary, samples = await self.score(name)
-            out.append(
-                ProviderStatus(
-                    name=name,
-                    kind=cfg.adapter(name),
-                    enabled=cfg.enabled,
-                    available=reason is None,
-                    reason=reason,
-                    priority=cfg.priority,
-                    calls_per_minute=cfg.calls_per_minute or info.default_calls_per_minute,
-                    capabilities=info.capabilities,
-                    score=round(h, 4) if reason is None else None,
-                    breaker=state.state,
-                    breaker_reason=state.reason,
-                    health=summary,
-                    samples=samples,
-                )
-            )
-        out.sort(key=lambda s: (s.score is None, -(s.score or 0), s.priority, s.name))
-        return out
-
-
-class StaticProviderInfo(msgspec.Struct, frozen=True):
-    capabilities: list[str]
-    default_calls_per_minute: int | None
-    reason: str | None
-    """Why it cannot be used whatever the policy says (unknown adapter, no credentials)."""
-
-
-def static_provider_info(name: str, cfg: ProviderPolicy) -> StaticProviderInfo:
-    """What a configured provider offers, found without building a client."""
-    kind = cfg.adapter(name)
-    try:
-        caps = adapter_capabilities(kind, cfg)
-    except UnknownAdapterError:
-        return StaticProviderInfo([], None, f"unknown adapter {kind!r}")
-    names = [
-        c for c in ALL_CAPABILITIES if caps.supports(c) and (not cfg.capabilities or c in cfg.capabilities)
-    ]
-    module = importlib.import_module(f"market_data.providers.{kind}")
-    rate = getattr(module, "DEFAULT_CALLS_PER_MINUTE", None) or getattr(
-        getattr(module, "SyntheticProvider", None), "default_calls_per_minute", None
-    )
-    reason = None
-    if kind in credentials.SOURCES:
-        try:
-            credentials.provider_credentials(kind, use_airflow=False)
-        except credentials.MissingCredentialsError as exc:
-            reason = str(exc).split(": ", 1)[-1]
-    return StaticProviderInfo(names, rate, reason)
-
-
-ALL_CAPABILITIES = ["quotes", *(f"bars:{iv.value}" for iv in Interval)]
+        """Every provider of the policy (disabled ones too, with the reason), best score first."""
+        return await provider_statuses(self)
 
 
 def expected_bar_count(request: BarRequest, now: float) -> int:
