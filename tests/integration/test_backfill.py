@@ -13,9 +13,9 @@ import pytest
 from market_data import db
 from market_data.backfill.claim import OTHER, claim_jobs, plan_batches, release_expired_leases
 from market_data.backfill.dlq import list_dead, mark_batch_dead, purge_dead, requeue_dead
+from market_data.backfill.enqueue import BackfillRange, enqueue_backfills
 from market_data.backfill.execute import chunks, run_backfill_batch
 from market_data.backfill.manual import ManualBackfill, active_universe, check_manual
-from market_data.ingest.enqueue import BackfillRange, enqueue_backfills
 from market_data.policy import parse_policy
 from market_data.policy.schema import Duration, SyntheticFaults
 from market_data.providers.synthetic import SyntheticProvider

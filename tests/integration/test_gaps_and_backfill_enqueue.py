@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import numpy as np
 
-from market_data.ingest.enqueue import BackfillRange, enqueue_backfills
+from market_data.backfill.enqueue import BackfillRange, enqueue_backfills
 from market_data.ingest.gaps import Window, find_gaps, missing_runs
 from market_data.ingest.pit_write import write_bars
 from market_data.ingest.sweep import SweepBatch, run_sweep_batch

@@ -8,7 +8,7 @@ from typing import Annotated
 import asyncpg
 import msgspec
 
-from market_data.ingest.enqueue import BackfillRange, EnqueueResult, Source, enqueue_backfills
+from market_data.backfill.enqueue import BackfillRange, EnqueueResult, Source, enqueue_backfills
 from market_data.policy.loader import Problem
 from market_data.policy.schema import Policy
 from market_data.records import Interval, Symbol, Tier
