@@ -28,11 +28,11 @@ from api.ws.protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,
     CLOSE_TRY_LATER,
-    NOTIFICATION_DECODER,
     is_pattern,
     pattern_prefix,
 )
 from market_data.metrics import ApiMetrics
+from market_data.notifications import ROUTING_DECODER
 
 if TYPE_CHECKING:
     from api.state import AppResources
@@ -188,7 +188,7 @@ class Hub:
         """Append one notification to the backlog of every subscribed session; returns how many."""
         self.received += 1
         try:
-            note = NOTIFICATION_DECODER.decode(payload)
+            note = ROUTING_DECODER.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError):
             self.undecodable += 1
             log.debug("ignoring an undecodable notification: %.200r", payload)

@@ -28,8 +28,8 @@ Server -> client:
     {"type": "error", "id": 1, "code": "invalid", "parameter": "bars[2]", "detail": "bars[2]: ..."}
 
 Live `bar` / `quote` messages are the ingest path's `pg_notify` payloads, forwarded as they
-are (`notified_at` is the epoch second of the notification). Snapshot entries have the same
-shape without `notified_at`.
+are (`market_data.notifications`; `notified_at` is the epoch second of the notification).
+Snapshot entries have the same shape without `notified_at`.
 """
 
 from __future__ import annotations
@@ -241,18 +241,3 @@ def error_text(problem: Problem, request_id: str | int | None = None) -> str:
 
 def heartbeat_text(dropped: int) -> str:
     return encode(Heartbeat(ts=round(time.time(), 3), dropped=dropped))
-
-
-# ------------------------------------------------------------------------------------------------
-# notifications from the ingest path (md_bars / md_quotes)
-# ------------------------------------------------------------------------------------------------
-class Notification(msgspec.Struct, kw_only=True):
-    """The routing fields of a `pg_notify` payload; every other field is forwarded untouched."""
-
-    type: str
-    symbol: str
-    interval: str | None = None
-    notified_at: float | None = None
-
-
-NOTIFICATION_DECODER = msgspec.json.Decoder(Notification)

@@ -12,10 +12,9 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from market_data.notifications import POLICY_CHANNEL
 from market_data.policy.loader import LoadedPolicy, PolicyError, Problem, policy_checksum
 from market_data.policy.validation import checked_policy
-
-POLICY_CHANNEL = "md_policy"
 
 
 class PolicyConflict(Exception):
