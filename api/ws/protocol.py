@@ -40,7 +40,7 @@ from typing import Annotated
 
 import msgspec
 
-from market_data.records import Interval
+from market_data.records import SYMBOL_REGEX, Interval, is_valid_symbol
 
 DEFAULT_INTERVALS: tuple[Interval, ...] = (Interval.M1,)
 MAX_LIST_ITEMS = 512
@@ -57,9 +57,9 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
 _CLOSE_FOR_CODE = {"not_found": CLOSE_NOT_FOUND, "unavailable": CLOSE_TRY_LATER, "limit": CLOSE_POLICY}
 
-_SYMBOL = r"[A-Z0-9][A-Z0-9.\-]{0,14}"
-_SYMBOL_RE = re.compile(rf"^{_SYMBOL}$")
-_PATTERN_RE = re.compile(rf"^(?:\*|{_SYMBOL}\*)$")
+_PATTERN_RE = re.compile(rf"^(?:\*|{SYMBOL_REGEX}\*)$")
+TICKER_RULE = "1-15 of A-Z, 0-9, '.', '-'"
+"""What a ticker is, as refusals say it."""
 
 RequestId = Annotated[str, msgspec.Meta(max_length=64)] | int
 Names = Annotated[list[str], msgspec.Meta(max_length=MAX_LIST_ITEMS)]
@@ -139,10 +139,10 @@ def normalize_patterns(names: list[str], field: str) -> list[str] | Problem:
     out: dict[str, None] = {}
     for i, raw in enumerate(names):
         name = raw.strip().upper()
-        if not (_SYMBOL_RE.match(name) or _PATTERN_RE.match(name)):
+        if not (is_valid_symbol(name) or _PATTERN_RE.match(name)):
             return Problem(
                 f"{field}[{i}]",
-                f"{field}[{i}]: {raw[:20]!r} is neither a ticker (1-15 of A-Z, 0-9, '.', '-') "
+                f"{field}[{i}]: {raw[:20]!r} is neither a ticker ({TICKER_RULE}) "
                 "nor a pattern ('*' or a ticker prefix ending in '*', e.g. 'BRK.*')",
             )
         out[name] = None
@@ -161,7 +161,7 @@ def pattern_prefix(name: str) -> str:
 def normalize_symbol(raw: str) -> str | None:
     """An upper-cased ticker, or None when `raw` is not one."""
     name = raw.strip().upper()
-    return name if _SYMBOL_RE.match(name) else None
+    return name if is_valid_symbol(name) else None
 
 
 # ------------------------------------------------------------------------------------------------
