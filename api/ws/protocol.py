@@ -171,7 +171,7 @@ class _Message(msgspec.Struct, tag_field="type", kw_only=True):
     pass
 
 
-class Subscribed(_Message, tag="subscribed"):
+class _SubscriptionReply(_Message):
     bars: list[str]
     quotes: list[str]
     intervals: list[str]
@@ -180,12 +180,12 @@ class Subscribed(_Message, tag="subscribed"):
     id: str | int | None = None
 
 
-class Unsubscribed(_Message, tag="unsubscribed"):
-    bars: list[str]
-    quotes: list[str]
-    intervals: list[str]
-    subscriptions: int
-    id: str | int | None = None
+class Subscribed(_SubscriptionReply, tag="subscribed"):
+    pass
+
+
+class Unsubscribed(_SubscriptionReply, tag="unsubscribed"):
+    pass
 
 
 class Snapshot(_Message, tag="snapshot"):

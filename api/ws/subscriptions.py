@@ -53,13 +53,16 @@ def subscription_count(bar_keys: set[BarKey], quote_keys: set[str]) -> int:
     return len({name for name, _ in bar_keys} | quote_keys)
 
 
-def _names(request: Subscribe | Unsubscribe) -> tuple[list[str], list[str]] | Problem:
+def _names(request: Subscribe | Unsubscribe, none_given: str) -> tuple[list[str], list[str]] | Problem:
+    """The request's normalized `bars` and `quotes`; `none_given` explains a request with neither."""
     bars = normalize_patterns(request.bars, "bars")
     if isinstance(bars, Problem):
         return bars
     quotes = normalize_patterns(request.quotes, "quotes")
     if isinstance(quotes, Problem):
         return quotes
+    if not bars and not quotes:
+        return Problem("bars", f"bars: {none_given}")
     return bars, quotes
 
 
@@ -67,12 +70,10 @@ def plan_subscribe(
     request: Subscribe, bar_keys: set[BarKey], quote_keys: set[str], max_subscriptions: int
 ) -> SubscribeChange | Problem:
     """The keys `request` adds to a connection that follows `bar_keys` and `quote_keys`."""
-    names = _names(request)
+    names = _names(request, "name at least one ticker or pattern in `bars` or `quotes`")
     if isinstance(names, Problem):
         return names
     bars, quotes = names
-    if not bars and not quotes:
-        return Problem("bars", "bars: name at least one ticker or pattern in `bars` or `quotes`")
     intervals = [
         i.value for i in dict.fromkeys(DEFAULT_INTERVALS if request.intervals is None else request.intervals)
     ]
@@ -106,12 +107,10 @@ def plan_unsubscribe(
             bar_keys=set(bar_keys),
             quote_keys=set(quote_keys),
         )
-    names = _names(request)
+    names = _names(request, "name what to unsubscribe from in `bars` or `quotes` (or all: true)")
     if isinstance(names, Problem):
         return names
     bars, quotes = names
-    if not bars and not quotes:
-        return Problem("bars", "bars: name what to unsubscribe from in `bars` or `quotes` (or all: true)")
     wanted = {i.value for i in request.intervals} if request.intervals else None
     gone_bars = {(n, iv) for n, iv in bar_keys if n in bars and (wanted is None or iv in wanted)}
     return UnsubscribeChange(
