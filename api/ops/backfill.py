@@ -159,7 +159,7 @@ class BackfillOpsController(Controller):
         source: Annotated[str, Parameter(description="Provider name")],
     ) -> CursorOut:
         sym = symbol.upper()
-        row = await queries.cursor(resources.db, sym, interval, source)
+        row = await queries.ingestion_cursor(resources.db, sym, interval, source)
         if row is None:
             raise NotFound(f"cursor: none for {sym} {interval.value} from {source}", parameter="source")
         return CursorOut(**row)

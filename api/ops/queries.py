@@ -11,6 +11,8 @@ SELECT symbol, interval, provider AS source, last_ts, updated_at, policy_version
 WHERE symbol = $1 AND interval = $2 AND provider = $3"""
 
 
-async def cursor(db: asyncpg.Pool, symbol: str, interval: Interval, source: str) -> asyncpg.Record | None:
+async def ingestion_cursor(
+    db: asyncpg.Pool, symbol: str, interval: Interval, source: str
+) -> asyncpg.Record | None:
     """The ingestion cursor of (symbol, interval, provider), or None."""
     return await db.fetchrow(CURSOR, symbol, interval.value, source)

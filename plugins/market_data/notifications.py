@@ -61,9 +61,10 @@ Notification = BarNotification | QuoteNotification
 PAYLOADS: dict[str, type[Notification]] = {"bar": BarNotification, "quote": QuoteNotification}
 
 
-def payload_fields(kind: Literal["bar", "quote"]) -> tuple[str, ...]:
+def payload_fields(kind: Literal["bar", "quote"], *, omit: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The stored columns a `kind` payload carries, in payload order (without `notified_at`)."""
-    return tuple(f.name for f in msgspec.structs.fields(PAYLOADS[kind]) if f.name != "notified_at")
+    skip = {"notified_at", *omit}
+    return tuple(f.name for f in msgspec.structs.fields(PAYLOADS[kind]) if f.name not in skip)
 
 
 def payload_json(

@@ -132,7 +132,7 @@ WITH {_INCOMING}, ins AS ({_INSERT_INTO}
 # fields, then these two), and the newest bar of each span notified as the INSERT does.
 _DIRECT_COLUMNS = (*_BAR_COLUMNS, "as_of", "policy_version")
 # The newest row of each run travels as arrays ($3...), one per payload field but `as_of` ($2).
-_NEWEST_COLUMNS = tuple(f for f in payload_fields("bar") if f != "as_of")
+_NEWEST_COLUMNS = payload_fields("bar", omit=("as_of",))
 _NOTIFY_NEWEST = f"""
 SELECT count(pg_notify($1, {payload_json("bar", as_of="$2::timestamptz")}))
 FROM (
