@@ -1,13 +1,16 @@
 """One exception tree for the API, mapped to HTTP once.
 
 Every error body has the same shape: {"status_code", "detail", "parameter"?}; the detail
-names the offending parameter. No handler lets a stack trace out.
+names the offending parameter. A well-formed request the rules refuse (a policy candidate,
+a backfill range) is `Refused`: 422 with every problem (`ValidationReport`). No handler lets
+a stack trace out.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 
 import asyncpg
 import redis.exceptions
@@ -21,6 +24,8 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
 
 from api.ops.auth import REFUSAL, has_ops_token, is_ops_path
+from api.schemas import ValidationReport
+from market_data.policy import Problem
 
 log = logging.getLogger("api.errors")
 
@@ -48,6 +53,14 @@ class Conflict(ApiError):
     status_code = 409
 
 
+class Refused(Exception):
+    """422: the request is well-formed, but the rules refuse it; `problems` lists every reason."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+
 def _body(status: int, detail: str, parameter: str | None = None) -> dict[str, object]:
     body: dict[str, object] = {"status_code": status, "detail": detail}
     if parameter:
@@ -61,6 +74,10 @@ def api_error_handler(_: Request, exc: ApiError) -> Response:
         status_code=exc.status_code,
         media_type=MediaType.JSON,
     )
+
+
+def refused_handler(_: Request, exc: Refused) -> Response:
+    return Response(ValidationReport.of(exc.problems), status_code=422, media_type=MediaType.JSON)
 
 
 # Litestar's wording when a required parameter is absent (it sets no `extra` then).
@@ -131,6 +148,7 @@ def internal_handler(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {
     ApiError: api_error_handler,
+    Refused: refused_handler,
     ValidationException: validation_handler,
     HTTPException: http_handler,
     **dict.fromkeys(UNAVAILABLE_ERRORS, unavailable_handler),

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import asyncpg
 
+from market_data.notifications import POLICY_CHANNEL
 from market_data.policy import LoadedPolicy, load_active_policy
-from market_data.policy.store import POLICY_CHANNEL
 
 log = logging.getLogger(__name__)
 TTL_SECONDS = 5.0

@@ -1,11 +1,14 @@
-"""Response base, the shared error schema and documented responses (for the OpenAPI page)."""
+"""Response base, the shared error schemas and documented responses (for the OpenAPI page)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
+
+from market_data.policy import Problem
 
 INT4_MAX = 2**31 - 1
 """Largest Postgres `integer` (policy versions): the bound of such ids taken from requests."""
@@ -21,6 +24,23 @@ class ErrorBody(ResponseModel, kw_only=True):
     status_code: int
     detail: str
     parameter: str | None = None
+
+
+class ProblemOut(ResponseModel, kw_only=True):
+    path: str
+    reason: str
+
+
+class ValidationReport(ResponseModel, kw_only=True):
+    """The body of a 422 refusal (every problem at once), and of /ops/validate's 200 (ok)."""
+
+    ok: bool
+    problems: list[ProblemOut]
+
+    @classmethod
+    def of(cls, problems: Iterable[Problem]) -> ValidationReport:
+        out = [ProblemOut(path=p.path, reason=p.reason) for p in problems]
+        return cls(ok=not out, problems=out)
 
 
 def documented(model: Any, description: str) -> ResponseSpec:
@@ -40,3 +60,6 @@ UNAVAILABLE = documented(
     ),
 )
 """The 503 of `api.errors.unavailable_handler`: every operation that reads Postgres or Redis."""
+REFUSED = documented(ValidationReport, description="The candidate is refused; every problem is listed")
+"""The 422 of `api.errors.Refused`."""
+TOO_LARGE = documented(ErrorBody, description="The body is over the API's 1 MiB limit")

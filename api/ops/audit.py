@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from litestar.connection import Request
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from api.errors import Refused
 from api.observability.http import ResponseStatus
 from api.ops.auth import ops_actor
 from api.state import AppResources
+from market_data.policy import Problem
 
 log = logging.getLogger("api.ops.audit")
 
@@ -20,6 +23,13 @@ log = logging.getLogger("api.ops.audit")
 def audit_detail(request: Request, **detail: Any) -> None:
     """Attach facts about what an ops handler did (recorded with the request's audit row)."""
     request.scope.setdefault("state", {}).setdefault("ops_audit", {}).update(detail)
+
+
+def audited_refusal(request: Request, problems: Iterable[Problem]) -> Refused:
+    """A 422 refusal whose reasons are also recorded with the request's audit row."""
+    refusal = Refused(problems)
+    audit_detail(request, refused=[str(p) for p in refusal.problems])
+    return refusal
 
 
 class OpsAuditMiddleware(ASGIMiddleware):

@@ -5,17 +5,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import JSONBody, Parameter
 
 from api.errors import NotFound
-from api.ops.audit import audit_detail
-from api.ops.policy import OPS_ERRORS, REFUSED, TOO_LARGE, ProblemOut, ValidationReport
-from api.schemas import JSON_INT_MAX, ErrorBody, ResponseModel, documented
+from api.ops import queries
+from api.ops.audit import audit_detail, audited_refusal
+from api.ops.schemas import OPS_ERRORS
+from api.schemas import JSON_INT_MAX, REFUSED, TOO_LARGE, ErrorBody, ResponseModel, documented
 from api.state import Resources
 from api.stocks.params import IntervalQuery, SymbolPath
 from market_data.backfill.dlq import DeadJob, list_dead, purge_dead, requeue_dead
-from market_data.backfill.manual import ManualBackfill, active_universe, check_manual, enqueue_manual
+from market_data.backfill.manual import ManualBackfill, ManualBackfillRefused, submit_manual_backfill
 from market_data.records import utcnow
 
 NOT_FOUND = documented(ErrorBody, description="No such job / cursor")
@@ -71,27 +72,17 @@ class BackfillOpsController(Controller):
     )
     async def enqueue(
         self, request: Request, resources: Resources, data: JSONBody[ManualBackfill]
-    ) -> Response[object]:
+    ) -> BackfillQueued:
         loaded = await resources.policy.get(resources.db)
         async with resources.db.acquire() as conn:
-            problems = check_manual(data, loaded.policy, utcnow(), await active_universe(conn))
-            if problems:
-                audit_detail(request, refused=[str(p) for p in problems])
-                report = ValidationReport(
-                    ok=False, problems=[ProblemOut(path=p.path, reason=p.reason) for p in problems]
-                )
-                return Response(report, status_code=422)
-            result = await enqueue_manual(
-                conn, data, loaded.policy, source="api", policy_version=loaded.version
-            )
+            result = await submit_manual_backfill(conn, data, loaded, utcnow(), source="api")
+        if isinstance(result, ManualBackfillRefused):
+            raise audited_refusal(request, result.problems)
         audit_detail(
             request, job_ids=result.job_ids, symbols=list(data.symbols), interval=data.interval.value
         )
-        return Response(
-            BackfillQueued(
-                job_ids=result.job_ids, inserted=result.inserted, merged=result.merged, refused=result.refused
-            ),
-            status_code=202,
+        return BackfillQueued(
+            job_ids=result.job_ids, inserted=result.inserted, merged=result.merged, refused=result.refused
         )
 
     @get(
@@ -168,20 +159,7 @@ class BackfillOpsController(Controller):
         source: Annotated[str, Parameter(description="Provider name")],
     ) -> CursorOut:
         sym = symbol.upper()
-        row = await resources.db.fetchrow(
-            """SELECT symbol, interval, provider, last_ts, updated_at, policy_version FROM ingestion_cursors
-               WHERE symbol = $1 AND interval = $2 AND provider = $3""",
-            sym,
-            interval.value,
-            source,
-        )
+        row = await queries.ingestion_cursor(resources.db, sym, interval, source)
         if row is None:
             raise NotFound(f"cursor: none for {sym} {interval.value} from {source}", parameter="source")
-        return CursorOut(
-            symbol=row["symbol"],
-            interval=row["interval"],
-            source=row["provider"],
-            last_ts=row["last_ts"],
-            updated_at=row["updated_at"],
-            policy_version=row["policy_version"],
-        )
+        return CursorOut(**row)

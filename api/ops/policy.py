@@ -5,19 +5,21 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import JSONBody, Parameter
 
-from api.errors import Conflict, NotFound
-from api.ops.audit import audit_detail
+from api.errors import Conflict, NotFound, Refused
+from api.ops.audit import audit_detail, audited_refusal
 from api.ops.auth import ops_actor
-from api.schemas import INT4_MAX, UNAVAILABLE, ErrorBody, ResponseModel, documented
+from api.ops.schemas import OPS_ERRORS
+from api.schemas import INT4_MAX, REFUSED, TOO_LARGE, ErrorBody, ResponseModel, ValidationReport, documented
 from api.state import Resources
-from market_data.policy import PolicyError, Problem
+from market_data.policy import PolicyError
 from market_data.policy.schema import enc_hook
 from market_data.policy.store import (
     PolicyConflict,
     PolicyVersion,
+    PolicyVersionNotFound,
     active_version,
     list_versions,
     reload_policy,
@@ -30,16 +32,6 @@ class PolicyCandidate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     policy: Annotated[str, msgspec.Meta(max_length=262_144, description="The policy document (TOML text)")]
     expected_active: int | None = None
     """Refuse (409) unless this version is the active one: protects against lost updates."""
-
-
-class ProblemOut(ResponseModel, kw_only=True):
-    path: str
-    reason: str
-
-
-class ValidationReport(ResponseModel, kw_only=True):
-    ok: bool
-    problems: list[ProblemOut]
 
 
 class ReloadResult(ResponseModel, kw_only=True):
@@ -57,23 +49,6 @@ class ActivePolicy(ResponseModel, kw_only=True):
     """The same document decoded, with every default filled in."""
 
 
-def _report(problems: list[Problem]) -> ValidationReport:
-    return ValidationReport(
-        ok=not problems, problems=[ProblemOut(path=p.path, reason=p.reason) for p in problems]
-    )
-
-
-def _refused(exc: PolicyError) -> Response[ValidationReport]:
-    return Response(_report(exc.problems), status_code=422)
-
-
-REFUSED = documented(ValidationReport, description="The candidate is refused; every problem is listed")
-UNAUTHORIZED = documented(ErrorBody, description="Missing or wrong ops token")
-OPS_ERRORS = {401: UNAUTHORIZED, 503: UNAVAILABLE}
-"""What every ops call may answer besides its own errors."""
-TOO_LARGE = documented(ErrorBody, description="The body is over the API's 1 MiB limit")
-
-
 class PolicyOpsController(Controller):
     tags = ["ops"]
 
@@ -85,14 +60,12 @@ class PolicyOpsController(Controller):
         status_code=200,
         responses={**OPS_ERRORS, 413: TOO_LARGE, 422: REFUSED},
     )
-    async def validate(
-        self, resources: Resources, data: JSONBody[PolicyCandidate]
-    ) -> Response[ValidationReport]:
+    async def validate(self, resources: Resources, data: JSONBody[PolicyCandidate]) -> ValidationReport:
         try:
             checked_policy(data.policy, resources.known_pools)
         except PolicyError as exc:
-            return _refused(exc)
-        return Response(_report([]), status_code=200)
+            raise Refused(exc.problems) from exc
+        return ValidationReport.of([])
 
     @post(
         "/ops/reload",
@@ -113,7 +86,7 @@ class PolicyOpsController(Controller):
     )
     async def reload(
         self, request: Request, resources: Resources, data: JSONBody[PolicyCandidate]
-    ) -> Response[object]:
+    ) -> ReloadResult:
         try:
             async with resources.db.acquire() as conn:
                 version, created = await reload_policy(
@@ -124,13 +97,12 @@ class PolicyOpsController(Controller):
                     expected_active=data.expected_active,
                 )
         except PolicyError as exc:
-            audit_detail(request, refused=[str(p) for p in exc.problems])
-            return _refused(exc)  # type: ignore[return-value]
+            raise audited_refusal(request, exc.problems) from exc
         except PolicyConflict as exc:
             raise Conflict(str(exc), parameter="expected_active") from exc
         resources.policy.invalidate()
         audit_detail(request, version=version.version, created=created)
-        return Response(ReloadResult(ok=True, created=created, version=version))
+        return ReloadResult(ok=True, created=created, version=version)
 
     @post(
         "/ops/policy/rollback/{version:int}",
@@ -149,19 +121,19 @@ class PolicyOpsController(Controller):
         request: Request,
         resources: Resources,
         version: Annotated[int, Parameter(ge=1, le=INT4_MAX, description="Version to return to")],
-    ) -> Response[object]:
+    ) -> ReloadResult:
         try:
             async with resources.db.acquire() as conn:
                 stored, created = await rollback_policy(
                     conn, version, actor=ops_actor(request), known_pools=resources.known_pools
                 )
+        except PolicyVersionNotFound as exc:
+            raise NotFound(f"version: {version} is not stored", parameter="version") from exc
         except PolicyError as exc:
-            if exc.problems and exc.problems[0].path == "version":
-                raise NotFound(f"version: {version} is not stored", parameter="version") from exc
-            return _refused(exc)  # type: ignore[return-value]
+            raise Refused(exc.problems) from exc
         resources.policy.invalidate()
         audit_detail(request, rolled_back_to=version, version=stored.version)
-        return Response(ReloadResult(ok=True, created=created, version=stored))
+        return ReloadResult(ok=True, created=created, version=stored)
 
     @get(
         "/ops/policy",

@@ -6,6 +6,8 @@ from litestar import Controller, get
 
 from api.schemas import UNAVAILABLE, ResponseModel
 from api.state import Resources
+from api.stats.queries import active_symbols_per_tier
+from market_data.policy import LoadedPolicy
 
 
 class TierCadence(ResponseModel, kw_only=True):
@@ -27,6 +29,31 @@ class CadenceReport(ResponseModel, kw_only=True):
     tiers: dict[str, TierCadence]
 
 
+def cadence_report(loaded: LoadedPolicy, active_symbols: dict[str, int]) -> CadenceReport:
+    """The tiers and cadences of `loaded`, with each tier's count of active symbols."""
+    p = loaded.policy
+    tiers = {
+        tier.value: TierCadence(
+            intervals=[iv.value for iv in tp.intervals],
+            bar_cadence=tp.bar_cadence.text,
+            bar_cadence_seconds=tp.bar_cadence.seconds,
+            quotes=tp.quotes,
+            quote_cadence=(tp.quote_cadence or tp.bar_cadence).text if tp.quotes else None,
+            lookback=tp.lookback.text,
+            batch_size=tp.batch_size,
+            providers=tp.providers,
+            active_symbols=active_symbols.get(tier.value, 0),
+        )
+        for tier, tp in p.tiers.items()
+    }
+    return CadenceReport(
+        policy_version=loaded.version,
+        job_source=p.jobs.mode,
+        backfill_cadence=p.backfill.cadence.text,
+        tiers=tiers,
+    )
+
+
 class CadenceController(Controller):
     tags = ["stats"]
 
@@ -38,27 +65,4 @@ class CadenceController(Controller):
     )
     async def cadence(self, resources: Resources) -> CadenceReport:
         loaded = await resources.policy.get(resources.db)
-        counts = dict(
-            await resources.db.fetch("SELECT tier, count(*) FROM symbol_universe WHERE active GROUP BY tier")
-        )
-        p = loaded.policy
-        tiers = {
-            tier.value: TierCadence(
-                intervals=[iv.value for iv in tp.intervals],
-                bar_cadence=tp.bar_cadence.text,
-                bar_cadence_seconds=tp.bar_cadence.seconds,
-                quotes=tp.quotes,
-                quote_cadence=(tp.quote_cadence or tp.bar_cadence).text if tp.quotes else None,
-                lookback=tp.lookback.text,
-                batch_size=tp.batch_size,
-                providers=tp.providers,
-                active_symbols=counts.get(tier.value, 0),
-            )
-            for tier, tp in p.tiers.items()
-        }
-        return CadenceReport(
-            policy_version=loaded.version,
-            job_source=p.jobs.mode,
-            backfill_cadence=p.backfill.cadence.text,
-            tiers=tiers,
-        )
+        return cadence_report(loaded, await active_symbols_per_tier(resources.db))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from litestar import Controller, Request, get
 
-from api.errors import NotFound
 from api.schemas import ErrorBody, documented
 from api.state import Resources
-from api.stocks import csv_export, multi, queries
+from api.stocks import csv_export, multi
 from api.stocks.history import bar_versions, history_page, intraday_session
 from api.stocks.pagination import history_window
 from api.stocks.params import (
@@ -27,6 +26,7 @@ from api.stocks.params import (
     SymbolsQuery,
     TsQuery,
 )
+from api.stocks.price import latest_price
 from api.stocks.schemas import (
     HistoryResponse,
     IntradayResponse,
@@ -36,7 +36,6 @@ from api.stocks.schemas import (
     VersionsResponse,
 )
 from api.stocks.symbols import require_symbol, require_symbols
-from market_data import calendar
 from market_data.records import Interval, utcnow
 
 MANY_ERRORS = {
@@ -65,37 +64,7 @@ class StocksController(Controller):
     )
     async def price(self, resources: Resources, symbol: SymbolPath) -> PriceResponse:
         sym, mic = await require_symbol(resources, symbol)
-        quote = await queries.latest_quote(resources.db, sym)
-        best: PriceResponse | None = None
-        market_open = calendar.is_open_at(mic, utcnow())
-        if quote is not None:
-            best = PriceResponse(
-                symbol=sym,
-                price=quote["last"],
-                ts=quote["ts"],
-                provider=quote["provider"],
-                source="quote",
-                bid=quote["bid"],
-                ask=quote["ask"],
-                exchange_mic=mic,
-                market_open=market_open,
-            )
-        for bar in await queries.latest_bars(resources.db, sym):
-            interval = Interval(bar["interval"])
-            ended = bar["ts"] + interval.delta if interval.is_intraday else bar["ts"]
-            if best is None or ended > best.ts:
-                best = PriceResponse(
-                    symbol=sym,
-                    price=bar["close"],
-                    ts=ended,
-                    provider=bar["provider"],
-                    source=f"bar:{interval.value}",
-                    exchange_mic=mic,
-                    market_open=market_open,
-                )
-        if best is None:
-            raise NotFound(f"symbol: no price stored for {sym} yet", parameter="symbol")
-        return best
+        return await latest_price(resources.db, sym, mic, utcnow())
 
     @get(
         "/{symbol:str}/history",

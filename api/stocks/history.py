@@ -87,22 +87,7 @@ async def bar_versions(
     rows = await queries.bar_versions(db, symbol, interval, at, MAX_VERSIONS)
     if not rows:
         raise NotFound(f"ts: no {interval.value} bar of {symbol} starts at {at.isoformat()}", parameter="ts")
-    versions = [
-        BarVersion(
-            as_of=r["as_of"],
-            provider=r["provider"],
-            status=r["status"],
-            open=r["open"],
-            high=r["high"],
-            low=r["low"],
-            close=r["close"],
-            volume=r["volume"],
-            vwap=r["vwap"],
-            trade_count=r["trade_count"],
-            policy_version=r["policy_version"],
-        )
-        for r in rows
-    ]
+    versions = [BarVersion(**r) for r in rows]  # BAR_VERSIONS selects BarVersion's fields
     return VersionsResponse(
         symbol=symbol, interval=interval.value, ts=at, count=len(versions), versions=versions
     )

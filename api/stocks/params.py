@@ -10,7 +10,7 @@ from litestar.params import Parameter
 
 from api.errors import BadParameter
 from api.schemas import UNAVAILABLE, ErrorBody, documented
-from market_data.records import Interval, ensure_utc
+from market_data.records import SYMBOL_REGEX, Interval, ensure_utc
 
 MAX_LIMIT = 10_000
 """Largest page of /history and largest per-symbol count of /stocks/bars."""
@@ -47,7 +47,7 @@ class IntradayInterval(enum.StrEnum):
     H1 = "1h"
 
 
-_TICKER = r"[A-Za-z0-9][A-Za-z0-9.\-]{0,14}"
+_TICKER = SYMBOL_REGEX.replace("A-Z", "A-Za-z")  # requests may use lower case; handlers upper-case
 SYMBOL_RE = rf"^{_TICKER}$"
 SYMBOLS_RE = rf"^[ ,]*{_TICKER} *(,[ ,]*{_TICKER} *)*[ ,]*$"
 """Comma-separated tickers; spaces around them and empty items are ignored."""

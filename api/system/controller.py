@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from litestar import Controller, Request, Response, get
 from litestar.routes import WebSocketRoute
 
 from api.schemas import ResponseModel, documented
 from api.state import Resources
-from api.system.ready import ReadyReport, readiness
+from api.system.ready import ReadyReport, dependency_checks, readiness
 
 SERVICE = "market-data"
 VERSION = "0.1.0"
@@ -53,20 +51,7 @@ class SystemController(Controller):
         responses={503: documented(HealthReport, description="A dependency is down")},
     )
     async def health(self, resources: Resources) -> Response[HealthReport]:
-        checks: dict[str, str] = {}
-        try:
-            async with asyncio.timeout(2):
-                await resources.db.fetchval("SELECT 1")
-            checks["postgres"] = "ok"
-        except Exception as exc:
-            checks["postgres"] = f"down: {type(exc).__name__}"
-        try:
-            assert resources.redis is not None
-            async with asyncio.timeout(2):
-                await resources.redis.ping()
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = f"down: {type(exc).__name__}"
+        checks = await dependency_checks(resources)
         ok = all(v == "ok" for v in checks.values())
         return Response(
             HealthReport(status="ok" if ok else "unhealthy", checks=checks),

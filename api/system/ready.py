@@ -135,15 +135,20 @@ async def _check_sweep(resources: AppResources) -> tuple[str, SweepReport | None
     return f"ok: markets closed, last sweep {report.age_seconds:.0f} s ago (expected)", report
 
 
+async def dependency_checks(resources: AppResources) -> dict[str, str]:
+    """postgres and redis: `ok`, or `down: <why>` (the checks of /health, and the first of /ready)."""
+    postgres, redis = await asyncio.gather(_check_postgres(resources), _check_redis(resources))
+    return {"postgres": postgres, "redis": redis}
+
+
 async def readiness(resources: AppResources, hub: Hub | None) -> tuple[ReadyReport, bool]:
     """The report and whether every check passed."""
-    postgres, redis, (sweep, sweep_report) = await asyncio.gather(
-        _check_postgres(resources), _check_redis(resources), _check_sweep(resources)
+    dependencies, (sweep, sweep_report) = await asyncio.gather(
+        dependency_checks(resources), _check_sweep(resources)
     )
     listening = hub is not None and hub.listening()
     checks = {
-        "postgres": postgres,
-        "redis": redis,
+        **dependencies,
         "live_feed": "ok" if listening else f"down: {hub.feed_error() if hub else 'no hub'}",
         "sweep": sweep,
     }

@@ -7,6 +7,7 @@ from litestar.params import FromPath
 
 from api.ws.hub import Hub
 from api.ws.protocol import (
+    TICKER_RULE,
     Problem,
     Subscribe,
     close_code_for,
@@ -47,7 +48,7 @@ def _symbol_request(symbol: str, intervals_raw: str | None) -> Subscribe | Probl
     if sym is None:
         return Problem(
             "symbol",
-            f"symbol: {symbol[:20]!r} is not a ticker (1-15 of A-Z, 0-9, '.', '-')",
+            f"symbol: {symbol[:20]!r} is not a ticker ({TICKER_RULE})",
         )
     intervals: list[Interval] = []
     for part in (intervals_raw or "1m").split(","):

@@ -26,7 +26,7 @@ from api.ws.backend import ListenerBackend
 from api.ws.controller import ws_multiplex, ws_symbol
 from api.ws.hub import Hub
 from api.ws.limits import WsLimits
-from market_data.ingest.pit_write import BAR_CHANNEL, QUOTE_CHANNEL
+from market_data.notifications import BAR_CHANNEL, QUOTE_CHANNEL
 
 FEED_BACKLOG = 100_000
 """Notifications the hub may fall behind by before the oldest are dropped (process overload)."""

@@ -24,27 +24,25 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from api.observability.metrics import ApiMetrics
+from api.ws import snapshot
 from api.ws.limits import WsLimits
 from api.ws.protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,
     CLOSE_TRY_LATER,
-    NOTIFICATION_DECODER,
     is_pattern,
     pattern_prefix,
 )
+from api.ws.subscriptions import BarKey
+from market_data.notifications import ROUTING_DECODER
 
 if TYPE_CHECKING:
     from api.state import AppResources
     from api.ws.backend import ListenerBackend
-    from api.ws.session import Session
+    from api.ws.session import Item, Session
 
 log = logging.getLogger("api.ws.hub")
 
-BarKey = tuple[str, str]
-"""(ticker or pattern, interval)"""
-Item = tuple[float | None, str]
-"""(notified_at epoch seconds, message text): one object shared by every session it goes to."""
 SNAPSHOT_CONCURRENCY = 8
 
 
@@ -176,6 +174,21 @@ class Hub:
                 if not qsubs:
                     del qindex[qkey]
 
+    # --------------------------------------------------------------------------------------------
+    # the store, as sessions read it
+    # --------------------------------------------------------------------------------------------
+    async def unknown_symbols(self, symbols: list[str]) -> list[str]:
+        """The tickers of `symbols` not in the universe (TimeoutError after the snapshot timeout)."""
+        async with asyncio.timeout(self.limits.snapshot_timeout_seconds):
+            return await snapshot.unknown_symbols(self.resources.db, symbols)
+
+    async def read_snapshot(self, bars: dict[str, list[str]], quotes: list[str]) -> snapshot.SnapshotRows:
+        """A snapshot, read in one of `SNAPSHOT_CONCURRENCY` slots, within the snapshot timeout."""
+        async with self.snapshot_slots, asyncio.timeout(self.limits.snapshot_timeout_seconds):
+            return await snapshot.read_snapshot(
+                self.resources.db, bars, quotes, max_symbols=self.limits.max_snapshot_symbols
+            )
+
     def resync_all(self) -> None:
         """After the feed was interrupted: every session gets `resync` and a fresh snapshot."""
         for s in list(self.sessions):
@@ -188,7 +201,7 @@ class Hub:
         """Append one notification to the backlog of every subscribed session; returns how many."""
         self.received += 1
         try:
-            note = NOTIFICATION_DECODER.decode(payload)
+            note = ROUTING_DECODER.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError):
             self.undecodable += 1
             log.debug("ignoring an undecodable notification: %.200r", payload)

@@ -73,3 +73,22 @@ class WsLimits(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _DEFAULTS = WsLimits()
+
+
+class RequestBucket:
+    """Token bucket over one client's requests: `burst` at once, `rate` per second sustained."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.at = now
+
+    def take(self, now: float) -> bool:
+        """Whether a request at `now` (monotonic seconds) is within the rate; spends a token if so."""
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False

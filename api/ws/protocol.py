@@ -28,8 +28,8 @@ Server -> client:
     {"type": "error", "id": 1, "code": "invalid", "parameter": "bars[2]", "detail": "bars[2]: ..."}
 
 Live `bar` / `quote` messages are the ingest path's `pg_notify` payloads, forwarded as they
-are (`notified_at` is the epoch second of the notification). Snapshot entries have the same
-shape without `notified_at`.
+are (`market_data.notifications`; `notified_at` is the epoch second of the notification).
+Snapshot entries have the same shape without `notified_at`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Annotated
 
 import msgspec
 
-from market_data.records import Interval
+from market_data.records import SYMBOL_REGEX, Interval, is_valid_symbol
 
 DEFAULT_INTERVALS: tuple[Interval, ...] = (Interval.M1,)
 MAX_LIST_ITEMS = 512
@@ -57,9 +57,9 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
 _CLOSE_FOR_CODE = {"not_found": CLOSE_NOT_FOUND, "unavailable": CLOSE_TRY_LATER, "limit": CLOSE_POLICY}
 
-_SYMBOL = r"[A-Z0-9][A-Z0-9.\-]{0,14}"
-_SYMBOL_RE = re.compile(rf"^{_SYMBOL}$")
-_PATTERN_RE = re.compile(rf"^(?:\*|{_SYMBOL}\*)$")
+_PATTERN_RE = re.compile(rf"^(?:\*|{SYMBOL_REGEX}\*)$")
+TICKER_RULE = "1-15 of A-Z, 0-9, '.', '-'"
+"""What a ticker is, as refusals say it."""
 
 RequestId = Annotated[str, msgspec.Meta(max_length=64)] | int
 Names = Annotated[list[str], msgspec.Meta(max_length=MAX_LIST_ITEMS)]
@@ -139,10 +139,10 @@ def normalize_patterns(names: list[str], field: str) -> list[str] | Problem:
     out: dict[str, None] = {}
     for i, raw in enumerate(names):
         name = raw.strip().upper()
-        if not (_SYMBOL_RE.match(name) or _PATTERN_RE.match(name)):
+        if not (is_valid_symbol(name) or _PATTERN_RE.match(name)):
             return Problem(
                 f"{field}[{i}]",
-                f"{field}[{i}]: {raw[:20]!r} is neither a ticker (1-15 of A-Z, 0-9, '.', '-') "
+                f"{field}[{i}]: {raw[:20]!r} is neither a ticker ({TICKER_RULE}) "
                 "nor a pattern ('*' or a ticker prefix ending in '*', e.g. 'BRK.*')",
             )
         out[name] = None
@@ -161,7 +161,7 @@ def pattern_prefix(name: str) -> str:
 def normalize_symbol(raw: str) -> str | None:
     """An upper-cased ticker, or None when `raw` is not one."""
     name = raw.strip().upper()
-    return name if _SYMBOL_RE.match(name) else None
+    return name if is_valid_symbol(name) else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ class _Message(msgspec.Struct, tag_field="type", kw_only=True):
     pass
 
 
-class Subscribed(_Message, tag="subscribed"):
+class _SubscriptionReply(_Message):
     bars: list[str]
     quotes: list[str]
     intervals: list[str]
@@ -180,12 +180,12 @@ class Subscribed(_Message, tag="subscribed"):
     id: str | int | None = None
 
 
-class Unsubscribed(_Message, tag="unsubscribed"):
-    bars: list[str]
-    quotes: list[str]
-    intervals: list[str]
-    subscriptions: int
-    id: str | int | None = None
+class Subscribed(_SubscriptionReply, tag="subscribed"):
+    pass
+
+
+class Unsubscribed(_SubscriptionReply, tag="unsubscribed"):
+    pass
 
 
 class Snapshot(_Message, tag="snapshot"):
@@ -241,18 +241,3 @@ def error_text(problem: Problem, request_id: str | int | None = None) -> str:
 
 def heartbeat_text(dropped: int) -> str:
     return encode(Heartbeat(ts=round(time.time(), 3), dropped=dropped))
-
-
-# ------------------------------------------------------------------------------------------------
-# notifications from the ingest path (md_bars / md_quotes)
-# ------------------------------------------------------------------------------------------------
-class Notification(msgspec.Struct, kw_only=True):
-    """The routing fields of a `pg_notify` payload; every other field is forwarded untouched."""
-
-    type: str
-    symbol: str
-    interval: str | None = None
-    notified_at: float | None = None
-
-
-NOTIFICATION_DECODER = msgspec.json.Decoder(Notification)

@@ -12,19 +12,18 @@ import contextlib
 import logging
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from litestar.connection import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
-from api.ws import snapshot as snapshots
-from api.ws.hub import BarKey, Hub, Item
+from api.ws.limits import RequestBucket, WsLimits
 from api.ws.protocol import (
     CLOSE_INTERNAL,
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
     CLOSE_TOO_SLOW,
-    DEFAULT_INTERVALS,
     ClientRequest,
     Ping,
     Pong,
@@ -40,21 +39,50 @@ from api.ws.protocol import (
     encode,
     error_text,
     heartbeat_text,
-    is_pattern,
-    normalize_patterns,
 )
+from api.ws.snapshot import SnapshotRows
+from api.ws.subscriptions import BarKey, by_interval, plan_subscribe, plan_unsubscribe, subscription_count
 
 log = logging.getLogger("api.ws.session")
+
+Item = tuple[float | None, str]
+"""(notified_at epoch seconds, message text): one object shared by every session it goes to."""
+
+
+class SessionHub(Protocol):
+    """The hub as a session sees it (`api.ws.hub.Hub`): its limits, the subscription index,
+    drop and latency accounting, and the store's reads (universe check, snapshot)."""
+
+    @property
+    def limits(self) -> WsLimits: ...
+
+    def add(self, session: Session, bar_keys: Iterable[BarKey], quote_keys: Iterable[str]) -> None: ...
+
+    def remove(self, session: Session, bar_keys: Iterable[BarKey], quote_keys: Iterable[str]) -> None: ...
+
+    def unregister(self, session: Session) -> None: ...
+
+    def count_drop(self) -> None: ...
+
+    def observe_latency(self, notified_at: float) -> None: ...
+
+    async def unknown_symbols(self, symbols: list[str]) -> list[str]:
+        """The tickers of `symbols` not in the universe; raises when the store cannot tell in time."""
+        ...
+
+    async def read_snapshot(self, bars: dict[str, list[str]], quotes: list[str]) -> SnapshotRows:
+        """Newest bar per (symbol, interval) of `bars` and quote per symbol of `quotes`; may raise."""
+        ...
 
 
 class Session:
     """A connected client: created after accept, registered with the hub by `Hub.admit`."""
 
-    def __init__(self, hub: Hub, socket: WebSocket, address: str) -> None:
+    def __init__(self, hub: SessionHub, socket: WebSocket, address: str) -> None:
         self.hub = hub
         self.socket = socket
         self.address = address
-        self.limits = hub.limits
+        self.limits = limits = hub.limits
         self.bar_keys: set[BarKey] = set()
         self.quote_keys: set[str] = set()
         self.data: deque[Item] = deque()
@@ -71,8 +99,7 @@ class Session:
         self.next_heartbeat = loop.time() + self.limits.heartbeat_seconds
         self._window_start = loop.time()
         self._window_drops = 0
-        self._tokens = float(self.limits.message_burst)
-        self._tokens_at = loop.time()
+        self._requests = RequestBucket(limits.messages_per_second, limits.message_burst, loop.time())
         self.refused = 0
         self._resync: asyncio.Task[None] | None = None
 
@@ -226,19 +253,6 @@ class Session:
         finally:
             self.done.set()
 
-    def _allow(self) -> bool:
-        """Token bucket over client requests."""
-        now = self._loop.time()
-        self._tokens = min(
-            float(self.limits.message_burst),
-            self._tokens + (now - self._tokens_at) * self.limits.messages_per_second,
-        )
-        self._tokens_at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
     async def _on_frame(self, event: Any) -> None:
         text: str | None = event.get("text")
         raw: bytes | None = event.get("bytes")
@@ -248,7 +262,7 @@ class Session:
                 CLOSE_TOO_BIG, f"message too big: at most {self.limits.max_message_bytes} bytes"
             )
             return
-        if not self._allow():
+        if not self._requests.take(self._loop.time()):
             self.refused += 1
             if self.refused >= self.limits.max_refused_messages:
                 self.request_close(CLOSE_POLICY, "too many messages: request rate limit exceeded repeatedly")
@@ -290,71 +304,38 @@ class Session:
     # --------------------------------------------------------------------------------------------
     # subscriptions
     # --------------------------------------------------------------------------------------------
-    def subscription_count(
-        self, bar_keys: set[BarKey] | None = None, quote_keys: set[str] | None = None
-    ) -> int:
-        bars = self.bar_keys if bar_keys is None else bar_keys
-        quotes = self.quote_keys if quote_keys is None else quote_keys
-        return len({name for name, _ in bars} | quotes)
+    def subscription_count(self) -> int:
+        return subscription_count(self.bar_keys, self.quote_keys)
 
     async def _subscribe(self, request: Subscribe) -> Problem | None:
-        bars = normalize_patterns(request.bars, "bars")
-        if isinstance(bars, Problem):
-            return bars
-        quotes = normalize_patterns(request.quotes, "quotes")
-        if isinstance(quotes, Problem):
-            return quotes
-        if not bars and not quotes:
-            return Problem("bars", "bars: name at least one ticker or pattern in `bars` or `quotes`")
-        intervals = [
-            i.value
-            for i in dict.fromkeys(DEFAULT_INTERVALS if request.intervals is None else request.intervals)
-        ]
-        if not intervals:
-            return Problem("intervals", "intervals: name at least one interval (or leave it out for 1m)")
-        new_bars = {(b, iv) for b in bars for iv in intervals}
-        new_quotes = set(quotes)
-        total = self.subscription_count(self.bar_keys | new_bars, self.quote_keys | new_quotes)
-        if total > self.limits.max_subscriptions:
-            field = "bars" if bars else "quotes"
-            return Problem(
-                field,
-                f"{field}: at most {self.limits.max_subscriptions} tickers and patterns per connection; "
-                f"this request would make {total}",
-                "limit",
-            )
-        exact = list(dict.fromkeys(n for n in [*bars, *quotes] if not is_pattern(n)))
+        change = plan_subscribe(request, self.bar_keys, self.quote_keys, self.limits.max_subscriptions)
+        if isinstance(change, Problem):
+            return change
         try:
-            async with asyncio.timeout(self.limits.snapshot_timeout_seconds):
-                unknown = await snapshots.unknown_symbols(self.hub.resources.db, exact)
+            unknown = await self.hub.unknown_symbols(change.tickers)
         except Exception as exc:
             return Problem(
                 "message", f"message: cannot check symbols now ({type(exc).__name__})", "unavailable"
             )
         if unknown:
-            field = next(
-                f"{name}[{i}]"
-                for name, values in (("bars", bars), ("quotes", quotes))
-                for i, v in enumerate(values)
-                if v in unknown
-            )
-            return Problem(field, f"{field}: not in the universe: {', '.join(unknown[:20])}", "not_found")
+            return change.unknown(unknown)
         # Register first so nothing is missed, but hold live messages until the snapshot is out.
-        self.hub.add(self, new_bars, new_quotes)
-        self.bar_keys |= new_bars
-        self.quote_keys |= new_quotes
+        self.hub.add(self, change.bar_keys, change.quote_keys)
+        self.bar_keys |= change.bar_keys
+        self.quote_keys |= change.quote_keys
+        bars, intervals = change.bars, change.intervals
         self.reply(
             encode(
                 Subscribed(
                     id=request.id,
                     bars=bars,
-                    quotes=quotes,
+                    quotes=change.quotes,
                     intervals=intervals if bars else [],
                     subscriptions=self.subscription_count(),
                 )
             )
         )
-        await self._send_snapshot({iv: bars for iv in intervals} if bars else {}, quotes, request.id)
+        await self._send_snapshot({iv: bars for iv in intervals} if bars else {}, change.quotes, request.id)
         return None
 
     async def _send_snapshot(
@@ -362,19 +343,9 @@ class Session:
     ) -> None:
         self.paused += 1
         try:
-            async with self.hub.snapshot_slots, asyncio.timeout(self.limits.snapshot_timeout_seconds):
-                rows = await snapshots.read_snapshot(
-                    self.hub.resources.db, bars, quotes, max_symbols=self.limits.max_snapshot_symbols
-                )
+            rows = await self.hub.read_snapshot(bars, quotes)
             self.reply(
-                encode(
-                    Snapshot(
-                        id=request_id,
-                        bars=rows.bars,
-                        quotes=rows.quotes,
-                        truncated=rows.truncated,
-                    )
-                )
+                encode(Snapshot(id=request_id, bars=rows.bars, quotes=rows.quotes, truncated=rows.truncated))
             )
         except asyncio.CancelledError:
             raise
@@ -391,36 +362,19 @@ class Session:
             self.wake.set()
 
     def _unsubscribe(self, request: Unsubscribe) -> Problem | None:
-        if request.all:
-            gone_bars, gone_quotes = set(self.bar_keys), set(self.quote_keys)
-            names, qnames = sorted({n for n, _ in gone_bars}), sorted(gone_quotes)
-            intervals = sorted({iv for _, iv in gone_bars})
-        else:
-            bars = normalize_patterns(request.bars, "bars")
-            if isinstance(bars, Problem):
-                return bars
-            quotes = normalize_patterns(request.quotes, "quotes")
-            if isinstance(quotes, Problem):
-                return quotes
-            if not bars and not quotes:
-                return Problem(
-                    "bars", "bars: name what to unsubscribe from in `bars` or `quotes` (or all: true)"
-                )
-            wanted = {i.value for i in request.intervals} if request.intervals else None
-            gone_bars = {(n, iv) for n, iv in self.bar_keys if n in bars and (wanted is None or iv in wanted)}
-            gone_quotes = self.quote_keys & set(quotes)
-            names, qnames = bars, quotes
-            intervals = sorted(wanted) if wanted else sorted({iv for _, iv in gone_bars})
-        self.hub.remove(self, gone_bars, gone_quotes)
-        self.bar_keys -= gone_bars
-        self.quote_keys -= gone_quotes
+        change = plan_unsubscribe(request, self.bar_keys, self.quote_keys)
+        if isinstance(change, Problem):
+            return change
+        self.hub.remove(self, change.bar_keys, change.quote_keys)
+        self.bar_keys -= change.bar_keys
+        self.quote_keys -= change.quote_keys
         self.reply(
             encode(
                 Unsubscribed(
                     id=request.id,
-                    bars=list(names),
-                    quotes=list(qnames),
-                    intervals=intervals,
+                    bars=change.bars,
+                    quotes=change.quotes,
+                    intervals=change.intervals,
                     subscriptions=self.subscription_count(),
                 )
             )
@@ -432,10 +386,6 @@ class Session:
         if self.close_code is not None or (self._resync is not None and not self._resync.done()):
             return
         self.reply(encode(Resync(reason=reason)))
-        by_interval: dict[str, list[str]] = {}
-        for name, iv in sorted(self.bar_keys):
-            by_interval.setdefault(iv, []).append(name)
-        if by_interval or self.quote_keys:
-            self._resync = asyncio.create_task(
-                self._send_snapshot(by_interval, sorted(self.quote_keys), None)
-            )
+        bars = by_interval(self.bar_keys)
+        if bars or self.quote_keys:
+            self._resync = asyncio.create_task(self._send_snapshot(bars, sorted(self.quote_keys), None))

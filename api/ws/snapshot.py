@@ -1,8 +1,8 @@
 """Snapshots sent on subscribe: the newest bar and quote of each subscribed symbol.
 
-Entries are built by Postgres with `json_build_object`, exactly as the ingest path builds
-its `pg_notify` payloads (see market_data.ingest.pit_write), so a snapshot entry and a live
-message look the same apart from `notified_at`.
+Entries are built by Postgres from the same fields and SQL as the ingest path's `pg_notify`
+payloads (`market_data.notifications.payload_json`), so a snapshot entry and a live message
+look the same apart from `notified_at`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncpg
 import msgspec
 
 from api.ws.protocol import is_pattern, pattern_prefix
+from market_data.notifications import payload_json
 
 KNOWN_SYMBOLS = "SELECT symbol FROM symbol_universe WHERE symbol = ANY($1::text[])"
 
@@ -19,25 +20,19 @@ MATCHING_SYMBOLS = """
 SELECT symbol FROM symbol_universe WHERE active AND symbol LIKE ANY($1::text[])
 ORDER BY symbol LIMIT $2"""
 
-LATEST_BARS = """
+LATEST_BARS = f"""
 SELECT b.j FROM unnest($1::text[]) AS s(symbol)
 CROSS JOIN unnest($2::text[]) AS iv(interval)
 CROSS JOIN LATERAL (
-    SELECT json_build_object(
-        'type', 'bar', 'symbol', bars.symbol, 'interval', bars.interval, 'ts', bars.ts,
-        'as_of', bars.as_of, 'provider', bars.provider, 'open', bars.open, 'high', bars.high,
-        'low', bars.low, 'close', bars.close, 'volume', bars.volume, 'vwap', bars.vwap)::text AS j
+    SELECT {payload_json("bar", table="bars", notified=False)} AS j
     FROM bars WHERE bars.symbol = s.symbol AND bars.interval = iv.interval
     ORDER BY bars.ts DESC, bars.as_of DESC LIMIT 1
 ) b"""
 
-LATEST_QUOTES = """
+LATEST_QUOTES = f"""
 SELECT q.j FROM unnest($1::text[]) AS s(symbol)
 CROSS JOIN LATERAL (
-    SELECT json_build_object(
-        'type', 'quote', 'symbol', quotes.symbol, 'ts', quotes.ts, 'provider', quotes.provider,
-        'last', quotes.last, 'bid', quotes.bid, 'ask', quotes.ask, 'bid_size', quotes.bid_size,
-        'ask_size', quotes.ask_size)::text AS j
+    SELECT {payload_json("quote", table="quotes", notified=False)} AS j
     FROM quotes WHERE quotes.symbol = s.symbol ORDER BY quotes.ts DESC LIMIT 1
 ) q"""
 

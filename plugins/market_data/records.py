@@ -13,7 +13,9 @@ from typing import Annotated
 
 import msgspec
 
-SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9.\-]{0,14}$"
+SYMBOL_REGEX = r"[A-Z0-9][A-Z0-9.\-]{0,14}"
+"""A ticker: 1-15 of A-Z, 0-9, '.', '-', starting with a letter or digit (unanchored, to compose)."""
+SYMBOL_PATTERN = rf"^{SYMBOL_REGEX}$"
 _SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN, max_length=15)]
 MIC = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{4}$")]

@@ -9,7 +9,7 @@ MD_WS_MAX_CONNECTIONS_PER_ADDRESS raised above the client count (every client co
 
 The publisher (this process, one asyncpg connection) sends one `pg_notify` on md_bars per
 symbol per second in the payload shape of the ingest write path (the same keys in the same
-order, checked against plugins/market_data/ingest/pit_write.py; `volume` carries a sequence
+order, checked against plugins/market_data/notifications.py; `volume` carries a sequence
 number), spread evenly over the second: 100 notifications/s, ~10,000 messages/s out. (The
 ingest path notifies a whole batch at its commit; a burst of 100 symbols x 100 clients at
 once would measure how long 10,000 sends take, not the latency of one update.)
@@ -56,7 +56,7 @@ import asyncpg
 import httpx
 import numpy as np
 
-from market_data.ingest import pit_write
+from market_data.notifications import BAR_CHANNEL, payload_json
 from tests.benchmarks.cpu import CpuMeter
 from tests.benchmarks.harness import (
     PID,
@@ -86,9 +86,9 @@ STALL_TARGET = 1.2
 STALLED_RCVBUF = 4096
 BASE_TS = datetime(2026, 11, 30, 14, 30, tzinfo=UTC)
 
-# The ingest path's payload (pit_write), with the publisher's sequence number as `volume`.
+# The ingest path's payload (market_data.notifications), with the publisher's sequence number as `volume`.
 NOTIFY = f"""
-SELECT pg_notify('{pit_write.BAR_CHANNEL}', json_build_object(
+SELECT pg_notify('{BAR_CHANNEL}', json_build_object(
     'type', 'bar', 'symbol', $1::text, 'interval', '1m', 'ts', $2::timestamptz, 'as_of', clock_timestamp(),
     'provider', 'synthetic', 'open', $3::float8, 'high', $3::float8 * 1.001, 'low', $3::float8 * 0.999,
     'close', $3::float8, 'volume', $4::bigint, 'vwap', $3::float8,
@@ -99,7 +99,7 @@ SELECT pg_notify('{pit_write.BAR_CHANNEL}', json_build_object(
 # in `provider` to 6 KB each (pg_notify takes up to 8,000 bytes), so a few hundred fill the
 # socket buffers instead of ~10,000 small ones that would queue ahead of every other update.
 FILL = f"""
-SELECT count(pg_notify('{pit_write.BAR_CHANNEL}', json_build_object(
+SELECT count(pg_notify('{BAR_CHANNEL}', json_build_object(
     'type', 'bar', 'symbol', $1::text, 'interval', '1m', 'ts', $2::timestamptz + make_interval(mins => g),
     'as_of', clock_timestamp(), 'provider', $4::text, 'open', 100.0::float8, 'high', 100.1::float8,
     'low', 99.9::float8, 'close', 100.0::float8, 'volume', -g::bigint, 'vwap', 100.0::float8,
@@ -120,7 +120,7 @@ def payload_keys(sql: str) -> list[str]:
 
 
 def check_payload_shape() -> None:
-    ingest = payload_keys(pit_write._NOTIFY_AND_COUNT)
+    ingest = payload_keys(payload_json("bar"))
     for sql in (NOTIFY, FILL):
         if payload_keys(sql) != ingest:
             raise AssertionError(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from market_data import db
-from market_data.ingest.enqueue import BackfillRange, enqueue_backfills
+from market_data.backfill.enqueue import BackfillRange, enqueue_backfills
 from market_data.policy import parse_policy
 from market_data.policy.store import reload_policy
 from market_data.records import Interval, Tier

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from market_data import db
-from market_data.ingest.enqueue import BackfillRange, enqueue_backfills
+from market_data.backfill.enqueue import BackfillRange, enqueue_backfills
 from market_data.ingest.pit_write import write_bars
 from market_data.integrity import airflow_metadata_dsn, run_integrity_checks
 from market_data.policy import parse_policy

@@ -22,7 +22,7 @@ import asyncpg
 import msgspec
 
 from market_data.backfill.claim import BackfillBatch, claim_jobs, plan_batches, release_expired_leases
-from market_data.ingest.enqueue import BackfillRange, enqueue_backfills
+from market_data.backfill.enqueue import BackfillRange, enqueue_backfills
 from market_data.ingest.sweep import SweepBatch
 from market_data.jobs import Job
 from market_data.policy import parse_policy

@@ -13,10 +13,16 @@ import pytest
 from market_data import db
 from market_data.backfill.claim import OTHER, claim_jobs, plan_batches, release_expired_leases
 from market_data.backfill.dlq import list_dead, mark_batch_dead, purge_dead, requeue_dead
+from market_data.backfill.enqueue import BackfillRange, enqueue_backfills
 from market_data.backfill.execute import chunks, run_backfill_batch
-from market_data.backfill.manual import ManualBackfill, active_universe, check_manual
-from market_data.ingest.enqueue import BackfillRange, enqueue_backfills
-from market_data.policy import parse_policy
+from market_data.backfill.manual import (
+    ManualBackfill,
+    ManualBackfillRefused,
+    active_universe,
+    check_manual,
+    submit_manual_backfill,
+)
+from market_data.policy import LoadedPolicy, parse_policy
 from market_data.policy.schema import Duration, SyntheticFaults
 from market_data.providers.synthetic import SyntheticProvider
 from market_data.records import Interval, Tier
@@ -286,6 +292,35 @@ async def test_manual_requests_are_checked_against_the_policy(conn) -> None:
     )
     paths = sorted(p.path for p in check_manual(bad, POLICY, now, known))
     assert paths == ["end", "end", "start", "symbols"]
+
+
+async def test_a_manual_request_is_queued_once_per_symbol_or_refused_whole(conn) -> None:
+    loaded = LoadedPolicy(version=7, policy=POLICY, body="", source="test")
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    end = MON + timedelta(hours=6)
+    refused = await submit_manual_backfill(
+        conn,
+        ManualBackfill(symbols=["AAPL", "NOPE"], interval=Interval.M5, start=MON, end=end),
+        loaded,
+        now,
+        source="api",
+    )
+    assert isinstance(refused, ManualBackfillRefused) and [p.path for p in refused.problems] == ["symbols"]
+    assert "NOPE" in str(refused)
+    assert await conn.fetchval("SELECT count(*) FROM backfill_jobs") == 0
+    queued = await submit_manual_backfill(
+        conn,
+        ManualBackfill(symbols=["AAPL", "MSFT", "AAPL"], interval=Interval.M5, start=MON, end=end),
+        loaded,
+        now,
+        source="manual",
+    )
+    assert not isinstance(queued, ManualBackfillRefused) and queued.inserted == 2
+    rows = await conn.fetch(
+        "SELECT symbol, source, priority, policy_version FROM backfill_jobs ORDER BY symbol"
+    )
+    manual = POLICY.backfill.priorities["manual"]
+    assert [tuple(r) for r in rows] == [("AAPL", "manual", manual, 7), ("MSFT", "manual", manual, 7)]
 
 
 def test_chunks_respect_the_provider_range() -> None:

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from market_data.backfill.enqueue import BackfillRange, enqueue_backfills
 from market_data.gaps import Window, find_gaps
-from market_data.ingest.enqueue import BackfillRange, enqueue_backfills
 from market_data.ingest.pit_write import write_bars
 from market_data.ingest.sweep import SweepBatch, run_sweep_batch
 from market_data.jobs import Job

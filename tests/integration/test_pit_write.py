@@ -9,7 +9,14 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from market_data import db
-from market_data.ingest.pit_write import BAR_CHANNEL, QUOTE_CHANNEL, write_bars, write_quotes
+from market_data.ingest.pit_write import write_bars, write_quotes
+from market_data.notifications import (
+    BAR_CHANNEL,
+    QUOTE_CHANNEL,
+    BarNotification,
+    QuoteNotification,
+    payload_fields,
+)
 from market_data.providers.synthetic import SyntheticProvider
 from market_data.records import Interval, Quote
 
@@ -130,6 +137,44 @@ async def test_writes_notify_listeners_with_the_latest_bar_per_symbol(md_dsn, co
         ("MSFT", bars[-1].close),
     ]
     assert [m["symbol"] for m in received if m["type"] == "quote"] == ["AAPL"]
+
+
+async def test_every_write_path_notifies_the_payload_fields_and_nothing_else(md_dsn, conn) -> None:
+    listener = await db.connect(md_dsn)
+    raw: list[str] = []
+    await listener.add_listener(BAR_CHANNEL, lambda *a: raw.append(a[3]))
+    await listener.add_listener(QUOTE_CHANNEL, lambda *a: raw.append(a[3]))
+    try:
+        bars = session_bars("AAPL", 5)
+        await write_bars(conn, bars, policy_version=1, advance_cursors=True)  # runs: COPYed straight in
+        changed = msgspec.structs.replace(bars[-1], close=bars[-1].close + 1.0)
+        await write_bars(conn, [changed], policy_version=1, advance_cursors=True)  # staged, compared
+        shuffled = session_bars("MSFT", 3)[::-1]
+        await write_bars(conn, shuffled, policy_version=1, advance_cursors=True)  # staged, all new
+        quote = Quote(symbol="AAPL", ts=LATER, provider="synthetic", last=101.0, bid_size=3)
+        await write_quotes(conn, [quote], policy_version=1)
+        for _ in range(50):
+            if len(raw) >= 4:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await listener.close()
+    assert len(raw) == 4
+    bar_keys = {"type", *payload_fields("bar"), "notified_at"}
+    quote_keys = {"type", *payload_fields("quote"), "notified_at"}
+    decoded = []
+    for text in raw:
+        keys = set(json.loads(text))
+        assert keys in (bar_keys, quote_keys), keys
+        decoded.append(msgspec.json.decode(text, type=BarNotification | QuoteNotification))
+    assert [(type(m).__name__, m.symbol) for m in decoded] == [
+        ("BarNotification", "AAPL"),
+        ("BarNotification", "AAPL"),
+        ("BarNotification", "MSFT"),
+        ("QuoteNotification", "AAPL"),
+    ]
+    assert all(m.notified_at is not None for m in decoded)
+    assert isinstance(decoded[1], BarNotification) and decoded[1].close == changed.close
 
 
 async def test_quotes_redelivered_are_ignored(conn) -> None:

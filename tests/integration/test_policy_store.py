@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from market_data import db
+from market_data.notifications import POLICY_CHANNEL
 from market_data.policy import PolicyError, load_active_policy
 from market_data.policy.loader import policy_checksum
 from market_data.policy.store import (
-    POLICY_CHANNEL,
     PolicyConflict,
+    PolicyVersionNotFound,
     list_versions,
     reload_policy,
     rollback_policy,
@@ -98,7 +99,7 @@ async def test_rollback_activates_an_earlier_body_as_a_new_version(conn) -> None
     back, created = await rollback_policy(conn, first.version, actor="ops", known_pools=POOLS)
     assert created and back.version > first.version and back.note == f"rollback to version {first.version}"
     assert back.checksum == first.checksum
-    with pytest.raises(PolicyError):
+    with pytest.raises(PolicyVersionNotFound):
         await rollback_policy(conn, 99_999, actor="ops", known_pools=POOLS)
     history = await list_versions(conn, 3)
     assert [v.version for v in history] == sorted((v.version for v in history), reverse=True)

@@ -3,9 +3,10 @@
 Every call that sends SQL to Postgres (`execute`, `executemany`, `fetch`, `fetchrow`,
 `fetchval`, `prepare`, `cursor`) in the core package and the API is read with `ast`: its SQL
 argument must be a string literal, a module-level constant, or an f-string / `+` / `%` /
-`.format()` / `.join()` made only of those. Anything that could carry a value (a parameter,
-a local variable, an attribute) fails the test unless it is in ALLOWED with the reason it is
-safe. A new query that interpolates a value fails here, naming its file and line.
+`.format()` / `.join()` made only of those (or a call of a listed SQL builder with such
+arguments). Anything that could carry a value (a parameter, a local variable, an attribute)
+fails the test unless it is in ALLOWED with the reason it is safe. A new query that
+interpolates a value fails here, naming its file and line.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ ALLOWED = {
         "runs the numbered migration files of sql/ (repository text, checksummed), not values"
     ),
 }
+SQL_BUILDERS = {
+    ("market_data.notifications", "payload_json"): (
+        "json_build_object over a payload Struct's field names (source text); its arguments, "
+        "checked here, are the only other text it takes"
+    ),
+    ("market_data.notifications", "payload_fields"): "a payload Struct's field names (source text)",
+}
+"""Functions (module, name) whose result is SQL text when every argument is constant."""
 
 
 class Module:
@@ -35,7 +44,12 @@ class Module:
         self.rel = path.relative_to(ROOT).as_posix()
         self.tree = ast.parse(path.read_text(), filename=str(path))
         self.constants: dict[str, ast.expr] = {}
+        self.imported: dict[str, tuple[str, str]] = {}
+        """Local name -> (module, name) of `from module import name` at module level."""
         for node in self.tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module:
+                for alias in node.names:
+                    self.imported[alias.asname or alias.name] = (node.module, alias.name)
             if (
                 isinstance(node, ast.Assign)
                 and len(node.targets) == 1
@@ -87,6 +101,10 @@ class Module:
             return const(node.body) and const(node.orelse)
         if isinstance(node, ast.Tuple | ast.List):
             return all(const(e) for e in node.elts)
+        if isinstance(node, ast.Dict):
+            return all(k is not None and const(k) for k in node.keys) and all(const(v) for v in node.values)
+        if isinstance(node, ast.Subscript):
+            return const(node.value) and const(node.slice)
         if isinstance(node, ast.GeneratorExp | ast.ListComp):
             names = frozenset(
                 t.id for g in node.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)
@@ -95,11 +113,14 @@ class Module:
                 node.elt, seen, local, bound | names
             )
         if isinstance(node, ast.Call):
-            if isinstance(node.func, ast.Name) and node.func.id in ("len", "range"):
-                return all(const(a) for a in node.args)
-            # "...".format(CONST) / ", ".join(CONSTANTS)
-            if isinstance(node.func, ast.Attribute) and node.func.attr in ("format", "join"):
-                return const(node.func.value) and all(const(a) for a in node.args)
+            arguments = [*node.args, *(k.value for k in node.keywords)]
+            if isinstance(node.func, ast.Name) and node.func.id in ("len", "range", "enumerate"):
+                return all(const(a) for a in arguments)
+            if isinstance(node.func, ast.Name) and self.imported.get(node.func.id) in SQL_BUILDERS:
+                return all(const(a) for a in arguments)
+            # "...".format(CONST, name=CONST) / ", ".join(CONSTANTS) / CONST.strip()
+            if isinstance(node.func, ast.Attribute) and node.func.attr in ("format", "join", "strip"):
+                return const(node.func.value) and all(const(a) for a in arguments)
         return False
 
 
@@ -174,8 +195,11 @@ def test_sql_is_built_from_constants_only() -> None:
 
 def test_the_scan_catches_interpolated_values() -> None:
     source = """
+from market_data.notifications import payload_json
+from elsewhere import builder
 SAFE = "SELECT 1"
 COLUMNS = ("a", "b")
+TYPES = {"a": "text", "b": "int"}
 def f(conn, symbol, table):
     conn.fetch(SAFE)
     conn.fetch(f"SELECT {', '.join(COLUMNS)} FROM t")
@@ -190,6 +214,12 @@ def f(conn, symbol, table):
     conn.fetch(f"INSERT INTO t VALUES ({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))})")
     for name in COLUMNS:
         conn.fetch(f"SELECT {name}")
+    conn.fetch("SELECT {x}".format(x=symbol))
+    conn.fetch(f"SELECT {', '.join(f'{c}::{TYPES[c]}' for c in COLUMNS)}")
+    conn.fetch(f"SELECT {TYPES[symbol]}")
+    conn.fetch(f"SELECT {payload_json('bar', table='bars', notified=False)}")
+    conn.fetch(f"SELECT {payload_json('bar', symbol=symbol)}")
+    conn.fetch(f"SELECT {builder('bar')}")
 """
     tmp = ROOT / ".state" / "sql_scan_probe.py"
     tmp.parent.mkdir(exist_ok=True)
@@ -199,4 +229,7 @@ def f(conn, symbol, table):
         verdicts = [module.constant(sql, local=local) for _, _, sql, local in _sql_calls(module)]
     finally:
         tmp.unlink()
-    assert verdicts == [True, True, False, False, False, False, True, False, True, False]
+    assert verdicts == [
+        *(True, True, False, False, False, False, True, False, True, False),
+        *(False, True, False, True, False, False),
+    ]

@@ -21,7 +21,7 @@ from market_data.backfill.claim import (
 )
 from market_data.backfill.dlq import mark_batch_dead
 from market_data.backfill.execute import BatchOutcome, limit_wait, run_backfill_batch
-from market_data.backfill.manual import ManualBackfill, active_universe, check_manual, enqueue_manual
+from market_data.backfill.manual import ManualBackfill, ManualBackfillRefused, submit_manual_backfill
 from market_data.db import connect
 from market_data.policy import PolicyError, load_active_policy, load_policy_version
 from market_data.policy.loader import LoadedPolicy, load_policy_file
@@ -95,12 +95,9 @@ def enqueue_from_params() -> list[int]:
         conn = await connect(market_data_dsn())
         try:
             loaded = await load_active_policy(conn, get_settings().policy_file)
-            problems = check_manual(req, loaded.policy, utcnow(), await active_universe(conn))
-            if problems:
-                raise _refuse("md_backfill conf refused: " + "; ".join(str(p) for p in problems))
-            result = await enqueue_manual(
-                conn, req, loaded.policy, source="manual", policy_version=loaded.version
-            )
+            result = await submit_manual_backfill(conn, req, loaded, utcnow(), source="manual")
+            if isinstance(result, ManualBackfillRefused):
+                raise _refuse(f"md_backfill conf refused: {result}")
             log.info(
                 "manual backfill: %d job(s) queued (%d merged into queued ones)",
                 result.inserted,

@@ -1,4 +1,4 @@
-"""Backfill: claim queued jobs, run them in per-provider batches, finalize, and the DLQ.
+"""Backfill: queue ranges, claim queued jobs, run them in per-provider batches, finalize, the DLQ.
 
 A job is `queued` (enqueued by gap detection, a manual trigger or the API), `running`
 (claimed by an md_backfill run, leased), `done`, or `dead` (its batch exhausted its retries:

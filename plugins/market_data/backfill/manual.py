@@ -1,4 +1,4 @@
-"""Manual backfills (a DAG trigger's conf, or POST /ops/backfill): checked against the policy."""
+"""Manual backfills (a DAG trigger's conf, or POST /ops/backfill): checked against the policy, queued."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Annotated
 import asyncpg
 import msgspec
 
-from market_data.ingest.enqueue import BackfillRange, EnqueueResult, Source, enqueue_backfills
-from market_data.policy.loader import Problem
+from market_data.backfill.enqueue import BackfillRange, EnqueueResult, Source, enqueue_backfills
+from market_data.policy.loader import LoadedPolicy, Problem
 from market_data.policy.schema import Policy
 from market_data.records import Interval, Symbol, Tier
 
@@ -52,28 +52,42 @@ def check_manual(req: ManualBackfill, policy: Policy, now: datetime, known: dict
     return problems
 
 
-async def enqueue_manual(
+class ManualBackfillRefused(msgspec.Struct, frozen=True):
+    """A manual request the policy refuses: every reason at once (nothing is queued)."""
+
+    problems: list[Problem]
+
+    def __str__(self) -> str:
+        return "; ".join(str(p) for p in self.problems)
+
+
+async def submit_manual_backfill(
     conn: asyncpg.Connection,
     req: ManualBackfill,
-    policy: Policy,
+    loaded: LoadedPolicy,
+    now: datetime,
     *,
     source: Source,
-    policy_version: int | None,
-) -> EnqueueResult:
-    """Queue a checked manual request with the manual (most urgent) priority."""
-    tiers = dict(
-        await conn.fetch(
-            "SELECT symbol, tier FROM symbol_universe WHERE symbol = ANY($1::text[])", list(req.symbols)
-        )
-    )
+) -> EnqueueResult | ManualBackfillRefused:
+    """Check a manual request against the active policy and universe, then queue it.
+
+    The one path of a DAG trigger's conf and of POST /ops/backfill: each caller only turns a
+    refusal into its own form (a failed run, a 422). Queued with the manual (most urgent)
+    priority, one range per distinct symbol.
+    """
+    known = await active_universe(conn)
+    problems = check_manual(req, loaded.policy, now, known)
+    if problems:
+        return ManualBackfillRefused(problems)
     ranges = [
         BackfillRange(
-            symbol=s, interval=req.interval, start=req.start, end=req.end, tier=Tier(tiers[s]), source=source
+            symbol=s, interval=req.interval, start=req.start, end=req.end, tier=Tier(known[s]), source=source
         )
         for s in dict.fromkeys(req.symbols)
     ]
-    return await enqueue_backfills(conn, ranges, policy, policy_version=policy_version)
+    return await enqueue_backfills(conn, ranges, loaded.policy, policy_version=loaded.version)
 
 
 async def active_universe(conn: asyncpg.Connection) -> dict[str, str]:
+    """symbol -> tier of the active universe."""
     return dict(await conn.fetch("SELECT symbol, tier FROM symbol_universe WHERE active"))

@@ -25,27 +25,27 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from market_data.notifications import BAR_CHANNEL, QUOTE_CHANNEL, payload_fields, payload_json
 from market_data.records import Bar, Quote
-
-BAR_CHANNEL = "md_bars"
-QUOTE_CHANNEL = "md_quotes"
 
 # The stage is COPYed from `msgspec.structs.astuple(bar)`: its columns in Bar's field order.
 _BAR_COLUMNS = tuple(f.name for f in msgspec.structs.fields(Bar))
-assert set(_BAR_COLUMNS) == {
-    "symbol",
-    "interval",
-    "ts",
-    "provider",
-    "status",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "vwap",
-    "trade_count",
-}, "Bar's fields changed: update the staging table and the INSERT"
+_BAR_TYPES = {
+    "symbol": "text",
+    "interval": "text",
+    "ts": "timestamptz",
+    "provider": "text",
+    "status": "text",
+    "open": "float8",
+    "high": "float8",
+    "low": "float8",
+    "close": "float8",
+    "volume": "bigint",
+    "vwap": "float8",
+    "trade_count": "integer",
+}
+"""SQL type of each column of a bar (the staging table's, and of the arrays of the newest bars)."""
+assert set(_BAR_COLUMNS) == set(_BAR_TYPES), "Bar's fields changed: update the staging table and the INSERT"
 _QUOTE_COLUMNS = ("symbol", "ts", "provider", "last", "bid", "ask", "bid_size", "ask_size")
 
 # Settings of the write transaction: a large delivery sorts and hashes in memory, and never
@@ -106,7 +106,7 @@ _INSERT_INTO = """
     SELECT s.symbol, s.interval, s.ts, $1, s.provider, s.status, s.open, s.high, s.low, s.close,
            s.volume, s.vwap, s.trade_count, $2"""
 
-_RETURNING = "RETURNING symbol, interval, ts, as_of, provider, open, high, low, close, volume, vwap"
+_RETURNING = f"RETURNING {', '.join(payload_fields('bar'))}"
 
 # The newest inserted bar of each (symbol, interval) is notified, in (symbol, interval) order.
 _NOTIFY_AND_COUNT = """
@@ -115,14 +115,11 @@ _NOTIFY_AND_COUNT = """
 ), latest AS (
     SELECT i.* FROM newest n JOIN ins i USING (symbol, interval, ts) ORDER BY i.symbol, i.interval
 ), notified AS (
-    SELECT pg_notify($3, json_build_object(
-        'type', 'bar', 'symbol', symbol, 'interval', interval, 'ts', ts, 'as_of', as_of,
-        'provider', provider, 'open', open, 'high', high, 'low', low, 'close', close,
-        'volume', volume, 'vwap', vwap,
-        'notified_at', extract(epoch FROM clock_timestamp()))::text)
-    FROM latest
+    SELECT pg_notify($3, {payload}) FROM latest
 )
-SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM notified) AS notified"""
+SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM notified) AS notified""".format(
+    payload=payload_json("bar")
+)
 
 # No span holds a stored bar: every incoming bar is new (inserted in key order).
 _INSERT_NEW_BARS = f"""
@@ -134,16 +131,13 @@ WITH {_INCOMING}, ins AS ({_INSERT_INTO}
 # A delivery in runs with no stored bar in its spans: COPYed straight into `bars` (Bar's
 # fields, then these two), and the newest bar of each span notified as the INSERT does.
 _DIRECT_COLUMNS = (*_BAR_COLUMNS, "as_of", "policy_version")
-_NOTIFY_NEWEST = """
-SELECT count(pg_notify($1, json_build_object(
-    'type', 'bar', 'symbol', symbol, 'interval', interval, 'ts', ts, 'as_of', $2::timestamptz,
-    'provider', provider, 'open', open, 'high', high, 'low', low, 'close', close,
-    'volume', volume, 'vwap', vwap,
-    'notified_at', extract(epoch FROM clock_timestamp()))::text))
+# The newest row of each run travels as arrays ($3...), one per payload field but `as_of` ($2).
+_NEWEST_COLUMNS = payload_fields("bar", omit=("as_of",))
+_NOTIFY_NEWEST = f"""
+SELECT count(pg_notify($1, {payload_json("bar", as_of="$2::timestamptz")}))
 FROM (
-    SELECT * FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::float8[],
-                         $8::float8[], $9::float8[], $10::float8[], $11::bigint[], $12::float8[])
-        WITH ORDINALITY AS l(symbol, interval, ts, provider, open, high, low, close, volume, vwap, i)
+    SELECT * FROM unnest({", ".join(f"${i}::{_BAR_TYPES[c]}[]" for i, c in enumerate(_NEWEST_COLUMNS, 3))})
+        WITH ORDINALITY AS l({", ".join(_NEWEST_COLUMNS)}, i)
     ORDER BY i
 ) newest"""
 
@@ -192,20 +186,16 @@ FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[])
     AS u(symbol, interval, provider, last_ts)"""
 )
 
-_INSERT_QUOTES = """
+_INSERT_QUOTES = f"""
 WITH ins AS (
     INSERT INTO quotes (symbol, ts, provider, as_of, last, bid, ask, bid_size, ask_size, policy_version)
     SELECT DISTINCT ON (symbol, ts, provider)
            symbol, ts, provider, clock_timestamp(), last, bid, ask, bid_size, ask_size, $1
     FROM quotes_stage ORDER BY symbol, ts, provider
     ON CONFLICT (symbol, ts, provider) DO NOTHING
-    RETURNING symbol, ts, provider, last, bid, ask, bid_size, ask_size
+    RETURNING {", ".join(payload_fields("quote"))}
 ), notified AS (
-    SELECT pg_notify($2, json_build_object(
-        'type', 'quote', 'symbol', symbol, 'ts', ts, 'provider', provider, 'last', last,
-        'bid', bid, 'ask', ask, 'bid_size', bid_size, 'ask_size', ask_size,
-        'notified_at', extract(epoch FROM clock_timestamp()))::text)
-    FROM ins
+    SELECT pg_notify($2, {payload_json("quote")}) FROM ins
 )
 SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM notified) AS notified"""
 
@@ -222,10 +212,7 @@ class WriteResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _SYM, _IV, _TS, _PROV = (_BAR_COLUMNS.index(c) for c in ("symbol", "interval", "ts", "provider"))
-_NOTIFIED = tuple(
-    _BAR_COLUMNS.index(c)
-    for c in ("symbol", "interval", "ts", "provider", "open", "high", "low", "close", "volume", "vwap")
-)
+_NOTIFIED = tuple(_BAR_COLUMNS.index(c) for c in _NEWEST_COLUMNS)
 
 
 class _Runs(msgspec.Struct):

@@ -20,8 +20,8 @@ import msgspec
 import redis.asyncio as aioredis
 
 from market_data import calendar
+from market_data.backfill.enqueue import BackfillRange, enqueue_backfills
 from market_data.gaps import Window, find_gaps
-from market_data.ingest.enqueue import BackfillRange, enqueue_backfills
 from market_data.ingest.pit_write import write_bars, write_quotes
 from market_data.ingest.rlc import take_rlc_jobs
 from market_data.jobs import Job

@@ -12,10 +12,9 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from market_data.notifications import POLICY_CHANNEL
 from market_data.policy.loader import LoadedPolicy, PolicyError, Problem, policy_checksum
 from market_data.policy.validation import checked_policy
-
-POLICY_CHANNEL = "md_policy"
 
 
 class PolicyConflict(Exception):
@@ -25,6 +24,14 @@ class PolicyConflict(Exception):
         super().__init__(f"expected active version {expected}, but the active version is {active}")
         self.expected = expected
         self.active = active
+
+
+class PolicyVersionNotFound(PolicyError):
+    """A rollback named a version that is not stored."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__([Problem("version", f"version {version} is not stored")])
+        self.version = version
 
 
 class PolicyVersion(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,10 +107,15 @@ async def reload_policy(
 async def rollback_policy(
     conn: asyncpg.Connection, version: int, *, actor: str, known_pools: set[str] | None = None
 ) -> tuple[PolicyVersion, bool]:
-    """Activate the body of an earlier version again, as a new version."""
+    """Activate the body of an earlier version again, as a new version.
+
+    Raises:
+        PolicyVersionNotFound: `version` is not stored.
+        PolicyError: its body breaks today's rules (nothing is stored).
+    """
     body = await conn.fetchval("SELECT body FROM policy_versions WHERE version = $1", version)
     if body is None:
-        raise PolicyError([Problem("version", f"version {version} is not stored")])
+        raise PolicyVersionNotFound(version)
     checked_policy(body, known_pools)  # rules may have tightened since it was stored
     async with conn.transaction():
         return await _activate_new(conn, body, actor, f"rollback to version {version}", None)
