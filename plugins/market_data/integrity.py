@@ -154,36 +154,16 @@ async def check_bar_versions(conn: asyncpg.Connection, since: datetime | None = 
     )
 
 
-async def _query_check(
-    conn: asyncpg.Connection, name: str, description: str, violations_sql: str, checked_sql: str
-) -> CheckResult:
-    """A check whose violations are the rows of one query, out of the count of another."""
-    rows = await conn.fetch(violations_sql)
-    return _result(name, description, await conn.fetchval(checked_sql), rows, len(rows))
-
-
-async def check_cursors(conn: asyncpg.Connection) -> CheckResult:
-    return await _query_check(
-        conn,
-        "cursors_not_ahead",
-        "every ingestion cursor is at or before the newest stored bar of its symbol and interval",
-        """SELECT c.symbol, c.interval, c.provider, c.last_ts, m.newest_bar
+_CURSORS_NOT_AHEAD = """SELECT c.symbol, c.interval, c.provider, c.last_ts, m.newest_bar
            FROM ingestion_cursors c
            LEFT JOIN LATERAL (
                SELECT max(b.ts) AS newest_bar FROM bars b
                WHERE b.symbol = c.symbol AND b.interval = c.interval) m ON true
            WHERE m.newest_bar IS NULL OR m.newest_bar < c.last_ts
-           ORDER BY c.symbol, c.interval, c.provider""",
-        "SELECT count(*) FROM ingestion_cursors",
-    )
+           ORDER BY c.symbol, c.interval, c.provider"""
+_CURSORS_NOT_AHEAD_CHECKED = "SELECT count(*) FROM ingestion_cursors"
 
-
-async def check_job_states(conn: asyncpg.Connection) -> CheckResult:
-    return await _query_check(
-        conn,
-        "job_states_consistent",
-        "every backfill job's run, lease and finish time agree with its status",
-        """SELECT id, symbol, interval, status, run_id, batch, lease_until, finished_at,
+_JOB_STATES_CONSISTENT = """SELECT id, symbol, interval, status, run_id, batch, lease_until, finished_at,
                   CASE
                     WHEN status = 'done' AND finished_at IS NULL THEN 'done without finished_at'
                     WHEN status = 'done' AND lease_until IS NOT NULL THEN 'done but still leased'
@@ -201,17 +181,11 @@ async def check_job_states(conn: asyncpg.Connection) -> CheckResult:
                                          OR finished_at IS NOT NULL))
               OR (status = 'running' AND (run_id IS NULL OR lease_until IS NULL))
               OR (status = 'dead' AND finished_at IS NULL)
-           ORDER BY id""",
-        "SELECT count(*) FROM backfill_jobs",
-    )
+           ORDER BY id"""
+_JOB_STATES_CONSISTENT_CHECKED = "SELECT count(*) FROM backfill_jobs"
 
-
-async def check_done_not_requeued(conn: asyncpg.Connection) -> CheckResult:
-    return await _query_check(
-        conn,
-        "done_ranges_not_requeued",
-        "no gap job queued again for a range a finished backfill job covered",
-        """SELECT q.id, q.symbol, q.interval, q.status, q.start_ts, q.end_ts, q.created_at,
+_DONE_RANGES_NOT_REQUEUED = """
+           SELECT q.id, q.symbol, q.interval, q.status, q.start_ts, q.end_ts, q.created_at,
                   d.id AS done_id, d.finished_at AS done_at
            FROM backfill_jobs q
            JOIN LATERAL (
@@ -220,8 +194,44 @@ async def check_done_not_requeued(conn: asyncpg.Connection) -> CheckResult:
                  AND d.start_ts <= q.start_ts AND d.end_ts >= q.end_ts AND d.finished_at < q.created_at
                ORDER BY d.id LIMIT 1) d ON true
            WHERE q.status IN ('queued', 'running') AND q.source = 'gap'
-           ORDER BY q.id""",
-        "SELECT count(*) FROM backfill_jobs WHERE status IN ('queued', 'running')",
+           ORDER BY q.id"""
+_DONE_RANGES_NOT_REQUEUED_CHECKED = "SELECT count(*) FROM backfill_jobs WHERE status IN ('queued', 'running')"
+
+
+async def _query_check(
+    conn: asyncpg.Connection, name: str, description: str, violations: list[asyncpg.Record], checked: int
+) -> CheckResult:
+    """A check whose violations are the rows of one query, out of the count of another."""
+    return _result(name, description, checked, violations, len(violations))
+
+
+async def check_cursors(conn: asyncpg.Connection) -> CheckResult:
+    return await _query_check(
+        conn,
+        "cursors_not_ahead",
+        "every ingestion cursor is at or before the newest stored bar of its symbol and interval",
+        await conn.fetch(_CURSORS_NOT_AHEAD),
+        await conn.fetchval(_CURSORS_NOT_AHEAD_CHECKED),
+    )
+
+
+async def check_job_states(conn: asyncpg.Connection) -> CheckResult:
+    return await _query_check(
+        conn,
+        "job_states_consistent",
+        "every backfill job's run, lease and finish time agree with its status",
+        await conn.fetch(_JOB_STATES_CONSISTENT),
+        await conn.fetchval(_JOB_STATES_CONSISTENT_CHECKED),
+    )
+
+
+async def check_done_not_requeued(conn: asyncpg.Connection) -> CheckResult:
+    return await _query_check(
+        conn,
+        "done_ranges_not_requeued",
+        "no gap job queued again for a range a finished backfill job covered",
+        await conn.fetch(_DONE_RANGES_NOT_REQUEUED),
+        await conn.fetchval(_DONE_RANGES_NOT_REQUEUED_CHECKED),
     )
 
 
