@@ -2,7 +2,7 @@
 
 Versions are numbered by the server and only ever added: a rollback stores the earlier
 body again as a new version, so every version a DAG run recorded means one thing forever.
-Activation notifies `md_policy` so API processes pick the new version up at once.
+Activation notifies `md_policy` so API processes pick the new version up at once (reader.py).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import asyncpg
 import msgspec
 
 from market_data.policy.loader import LoadedPolicy, PolicyError, Problem, policy_checksum
+from market_data.policy.reader import POLICY_CHANNEL
 from market_data.policy.validation import checked_policy
-
-POLICY_CHANNEL = "md_policy"
 
 
 class PolicyConflict(Exception):
