@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from market_data import db
 from market_data.policy import PolicyReader
 from market_data.policy.store import reload_policy
 
+pytestmark = pytest.mark.usefixtures("restore_default_policy")
 ROOT = Path(__file__).resolve().parents[2]
 POLICY_FILE = ROOT / "include" / "policy.toml"
 DEFAULT = POLICY_FILE.read_text()
@@ -32,16 +32,6 @@ class CountingDsn:
     def __call__(self) -> str:
         self.calls += 1
         return self.dsn
-
-
-@pytest.fixture(autouse=True)
-async def restore_default_policy(md_dsn: str):
-    yield
-    c = await db.connect(md_dsn)
-    try:
-        await reload_policy(c, DEFAULT, actor="tests")
-    finally:
-        await c.close()
 
 
 async def test_the_scheduler_reader_keeps_the_active_version_for_its_ttl(md_dsn: str, conn) -> None:
