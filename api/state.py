@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.di import NamedDependency
 
-from api.policy_cache import PolicyCache
+from market_data.policy import PolicyReader
 from market_data.policy.validation import load_known_pools
 from market_data.settings import Settings
 
@@ -24,7 +24,7 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     query of every request (a /price read is two queries). The API's pooled connections hold
     no session state to undo: statements are bound queries and transactions, `SET LOCAL` and
     advisory locks are transaction-scoped, and LISTEN has connections of its own (the live
-    feed, the policy cache). asyncpg still rolls back a transaction left open before calling
+    feed, the policy reader). asyncpg still rolls back a transaction left open before calling
     this, so nothing of one request leaks into the next. Code that sets session state on a
     pooled connection (`SET`, `LISTEN`, `pg_advisory_lock`) must undo it itself.
     """
@@ -40,12 +40,17 @@ POOL_OPTIONS: dict[str, Any] = {
 """How the API's asyncpg pool is opened (tests/benchmarks/baseline_app.py opens its own alike)."""
 
 
+POLICY_TTL_SECONDS = 5.0
+"""How long the API keeps the active policy; a reload's `md_policy` notification drops it at once,
+the TTL covers a missed one (the listener reconnecting)."""
+
+
 class AppResources:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool: asyncpg.Pool | None = None
         self.redis: aioredis.Redis | None = None
-        self.policy = PolicyCache(settings.policy_file)
+        self.policy = PolicyReader(settings.policy_file, ttl=POLICY_TTL_SECONDS)
         self.known_pools = load_known_pools(settings.include_dir)
 
     @property

@@ -47,7 +47,7 @@ RETRIES, RETRY_DELAY = backfill_tasks.retry_settings()
 
 @dag(
     dag_id="md_backfill",
-    schedule=BackfillTimetable(default_cadence_seconds=300),
+    schedule=BackfillTimetable.from_policy_file(),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

@@ -22,16 +22,14 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 from market_data.airflow import sweep_tasks
-from market_data.airflow.tier_defaults import tier_defaults
 from market_data.airflow.timetables import SessionCadenceTimetable
+from market_data.records import Tier
 
 
-def build_sweep_dag(tier: str, cadence_seconds: float, mode: str, exchanges: tuple[str, ...]):
+def build_sweep_dag(tier: str):
     @dag(
         dag_id=f"md_sweep_{tier.lower()}",
-        schedule=SessionCadenceTimetable(
-            tier, default_cadence_seconds=cadence_seconds, mode=mode, exchanges=exchanges
-        ),
+        schedule=SessionCadenceTimetable.from_policy_file(Tier(tier)),
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
@@ -59,5 +57,5 @@ def build_sweep_dag(tier: str, cadence_seconds: float, mode: str, exchanges: tup
     return sweep_dag()
 
 
-for _tier, (_cadence, _mode, _exchanges) in tier_defaults().items():
-    globals()[f"md_sweep_{_tier.lower()}"] = build_sweep_dag(_tier, _cadence, _mode, _exchanges)
+for _tier in Tier:
+    globals()[f"md_sweep_{_tier.lower()}"] = build_sweep_dag(_tier.value)

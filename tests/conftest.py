@@ -182,6 +182,21 @@ async def conn(md_dsn: str) -> AsyncIterator[object]:
 
 
 @pytest.fixture
+async def restore_default_policy(md_dsn: str) -> AsyncIterator[None]:
+    """After the test, the policy file is the active version again (for tests that reload)."""
+    yield
+    from market_data import db
+    from market_data.policy.store import reload_policy
+    from market_data.settings import get_settings
+
+    c = await db.connect(md_dsn)
+    try:
+        await reload_policy(c, get_settings().policy_file.read_text(), actor="tests")
+    finally:
+        await c.close()
+
+
+@pytest.fixture
 async def redis_client() -> AsyncIterator[object]:
     """Redis client; every key under the run's prefix is deleted afterwards."""
     import redis.asyncio as aioredis

@@ -51,12 +51,10 @@ def freeze_startup_heap() -> None:
     many times a second, each promoting whatever is in flight at that instant (pending futures,
     messages being sent) to the old generation; every half minute or so the promoted count
     passes the full-collection trigger (a quarter of the old generation) and a full collection
-    over every connection's objects stops the loop, finding nothing to free. Measured under the
-    load of `./dev bench ws` (1,000 clients, 10,000 messages/s, 46 s a run): the default gave
-    a full collection in five runs of six, 42-61 ms on a quiet machine and 112-305 ms with both
-    cores busy; 50,000 gave none in six runs, and no young collection over 5 ms once the clients are
-    connected (9-22 ms while a thousand connect at once). Cyclic garbage (rare here: reference
-    counting frees the rest) waits a little longer to be collected.
+    over every connection's objects stops the loop, finding nothing to free. A young collection
+    per 50,000 objects keeps that from happening under the `./dev bench ws` load (README,
+    Performance). Cyclic garbage (rare here: reference counting frees the rest) waits a little
+    longer to be collected.
     """
     global _heap_frozen
     if not _heap_frozen:

@@ -35,7 +35,8 @@ from market_data.records import Interval, ensure_utc
 
 log = logging.getLogger(__name__)
 
-# Far enough back for any backfill the policy allows; building is ~0.3 s per exchange.
+# Far enough back for any backfill the policy allows, and no further: an exchange's calendar
+# takes longer to build the further back it starts (README, Performance).
 CALENDAR_START = "2010-01-01"
 _NS = np.int64(1_000_000_000)
 

@@ -1,4 +1,4 @@
-"""asyncpg helpers and the migration runner.
+"""asyncpg helpers, the one blocking connection (for timetables), and the migration runner.
 
 Migrations are `sql/NNN_name.sql`, applied in order, each in its own transaction and
 recorded in `schema_migrations` with a SHA-256 checksum. An applied file that was edited
@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 _MIGRATION_RE = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
 _MIGRATION_LOCK = 0x6D645F6D6967  # 'md_mig': one runner at a time per database
+BLOCKING_CONNECT_TIMEOUT = 3
+"""Seconds a blocking caller (the scheduler loop) waits for Postgres before falling back."""
 
 
 class MigrationError(RuntimeError):
@@ -151,3 +156,18 @@ async def drop_database(dsn: str) -> None:
 
 async def connect(dsn: str) -> asyncpg.Connection:
     return await asyncpg.connect(dsn, command_timeout=300)
+
+
+@contextmanager
+def connect_blocking(dsn: str) -> Iterator[Any]:
+    """A psycopg2 connection for code that cannot await (the scheduler's timetables), closed on exit.
+
+    psycopg2 is imported here, not at the top: only the scheduler needs it.
+    """
+    import psycopg2
+
+    conn = psycopg2.connect(dsn, connect_timeout=BLOCKING_CONNECT_TIMEOUT)
+    try:
+        yield conn
+    finally:
+        conn.close()

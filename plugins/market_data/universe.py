@@ -8,6 +8,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
+from market_data import db
 from market_data.calendar import exchange_calendar
 from market_data.records import MIC, Symbol, Tier
 
@@ -38,6 +39,28 @@ def load_seed(path: Path) -> list[UniverseEntry]:
                 raise UniverseError(f"{path.name}:{line_no}: {exc}") from exc
             entries.append(entry)
     return entries
+
+
+def seed_exchanges(path: Path) -> dict[str, tuple[str, ...]]:
+    """tier -> exchange MICs of its seed symbols, from the CSV alone (no calendars, no database:
+    DAG files call this while they are parsed); empty when the file cannot be read."""
+    found: dict[str, set[str]] = {}
+    try:
+        with path.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                found.setdefault(row["tier"], set()).add(row["exchange_mic"])
+    except OSError:
+        return {}
+    return {tier: tuple(sorted(mics)) for tier, mics in found.items()}
+
+
+def active_exchanges_blocking(dsn: str) -> dict[str, tuple[str, ...]]:
+    """tier -> exchange MICs of its active symbols, for the scheduler (which cannot await)."""
+    with db.connect_blocking(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT tier, array_agg(DISTINCT exchange_mic) FROM symbol_universe WHERE active GROUP BY tier"
+        )
+        return {tier: tuple(sorted(mics)) for tier, mics in cur.fetchall()}
 
 
 def generated_entries(

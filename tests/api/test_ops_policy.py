@@ -12,10 +12,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from market_data import db
-from market_data.policy.store import reload_policy
 from market_data.settings import get_settings
 
+pytestmark = pytest.mark.usefixtures("restore_default_policy")
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = (ROOT / "include" / "policy.toml").read_text()
 
@@ -27,16 +26,6 @@ def auth() -> dict[str, str]:
 def t1_cadence(c: str) -> str:
     doc = re.sub(r'^bar_cadence = "5m"$', f'bar_cadence = "{c}"', DEFAULT, count=1, flags=re.M)
     return re.sub(r'^lookback = "1h"$', 'lookback = "2h"', doc, count=1, flags=re.M)
-
-
-@pytest.fixture(autouse=True)
-async def restore_default_policy(md_dsn: str):
-    yield
-    c = await db.connect(md_dsn)
-    try:
-        await reload_policy(c, DEFAULT, actor="tests")
-    finally:
-        await c.close()
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from api.policy_cache import PolicyCache
 from api.system import ready
+from market_data.policy import PolicyReader
 from market_data.policy.schema import Duration
 from market_data.settings import get_settings
 
@@ -86,14 +86,14 @@ async def test_the_limit_is_the_active_policys_lag_critical(
 ) -> None:
     await conn.execute(SWEPT, "1 hour")
     monkeypatch.setattr(ready, "traded_between", lambda mics, start, end: True)
-    original = PolicyCache.get
+    original = PolicyReader.get
 
     async def relaxed(self, pool):  # type: ignore[no-untyped-def]
         loaded = await original(self, pool)
         slo = msgspec.structs.replace(loaded.policy.slo, lag_critical=Duration("2h"))
         return msgspec.structs.replace(loaded, policy=msgspec.structs.replace(loaded.policy, slo=slo))
 
-    monkeypatch.setattr(PolicyCache, "get", relaxed)
+    monkeypatch.setattr(PolicyReader, "get", relaxed)
     r = await client.get("/ready")
     assert r.status_code == 200 and r.json()["sweep"]["max_age_seconds"] == 7200
 

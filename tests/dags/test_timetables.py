@@ -12,12 +12,14 @@ import pytest
 from airflow.timetables.base import DataInterval, TimeRestriction
 
 from market_data import db
-from market_data.airflow.timetables import SessionCadenceTimetable, _TierSchedule
+from market_data.airflow.timetables import BackfillTimetable, SessionCadenceTimetable, _TierSchedule
 from market_data.policy.store import reload_policy
+from market_data.records import Tier
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = (ROOT / "include" / "policy.toml").read_text()
 CATCHUP = TimeRestriction(earliest=pendulum.datetime(2026, 1, 1, tz="UTC"), latest=None, catchup=True)
+NOWHERE = "postgresql://postgres@127.0.0.1:1/nowhere"  # nothing listens on port 1: refused at once
 
 
 def utc(*a: int) -> datetime:
@@ -49,6 +51,11 @@ async def _reload(dsn: str, body: str) -> None:
         await c.close()
 
 
+def t1_every(cadence: str) -> str:
+    body = re.sub(r'^bar_cadence = "5m"$', f'bar_cadence = "{cadence}"', DEFAULT, count=1, flags=re.M)
+    return re.sub(r'^lookback = "1h"$', 'lookback = "2h"', body, count=1, flags=re.M)
+
+
 def test_t0_runs_every_minute_in_session_and_skips_the_night(schedule_db) -> None:
     tt = SessionCadenceTimetable("T0", default_cadence_seconds=60)
     assert after(tt, utc(2026, 11, 23, 15, 0)) == (utc(2026, 11, 23, 15, 0), utc(2026, 11, 23, 15, 1))
@@ -69,11 +76,49 @@ def test_holidays_and_early_closes(schedule_db) -> None:
 def test_the_cadence_comes_from_the_active_policy(schedule_db) -> None:
     tt = SessionCadenceTimetable("T1", default_cadence_seconds=300)
     assert after(tt, utc(2026, 11, 23, 15, 0)) == (utc(2026, 11, 23, 15, 0), utc(2026, 11, 23, 15, 5))
-    body = re.sub(r'^bar_cadence = "5m"$', 'bar_cadence = "15m"', DEFAULT, count=1, flags=re.M)
-    body = re.sub(r'^lookback = "1h"$', 'lookback = "2h"', body, count=1, flags=re.M)
-    asyncio.run(_reload(schedule_db, body))
+    asyncio.run(_reload(schedule_db, t1_every("15m")))
     _TierSchedule.clear()  # the scheduler's cache would expire within seconds
     assert after(tt, utc(2026, 11, 23, 15, 0)) == (utc(2026, 11, 23, 15, 0), utc(2026, 11, 23, 15, 15))
+
+
+def test_the_schedule_is_read_through_the_market_data_db_connection(schedule_db, monkeypatch) -> None:
+    """AIRFLOW_CONN_MARKET_DATA_DB (the run's database) answers; DATABASE_URL is not used."""
+    monkeypatch.setenv("DATABASE_URL", NOWHERE)
+    asyncio.run(_reload(schedule_db, t1_every("15m")))
+    _TierSchedule.clear()
+    tt = SessionCadenceTimetable("T1", default_cadence_seconds=300)
+    assert after(tt, utc(2026, 11, 23, 15, 0)) == (utc(2026, 11, 23, 15, 0), utc(2026, 11, 23, 15, 15))
+
+
+def test_while_postgres_is_away_the_file_then_the_parsed_cadence_rules(
+    schedule_db, monkeypatch, tmp_path
+) -> None:
+    asyncio.run(_reload(schedule_db, t1_every("15m")))  # what Postgres would say: not reachable now
+    monkeypatch.setenv("DATABASE_URL", NOWHERE)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MARKET_DATA_DB",
+        '{"conn_type": "postgres", "host": "127.0.0.1", "port": 1, "login": "postgres", "schema": "x"}',
+    )
+    _TierSchedule.clear()
+    tt = SessionCadenceTimetable("T1", default_cadence_seconds=600, exchanges=("XNYS",))
+    assert after(tt, utc(2026, 11, 23, 15, 0))[1] == utc(2026, 11, 23, 15, 5)  # the file's 5m
+    monkeypatch.setenv("MARKET_DATA_POLICY_FILE", str(tmp_path / "missing.toml"))
+    _TierSchedule.clear()
+    assert after(tt, utc(2026, 11, 23, 15, 0))[1] == utc(2026, 11, 23, 15, 10)  # as parsed
+    assert BackfillTimetable(default_cadence_seconds=420)._cadence() == 420
+
+
+def test_dag_files_build_the_timetables_from_the_policy_file_and_the_seed_universe() -> None:
+    t0, t1, t2 = (SessionCadenceTimetable.from_policy_file(t).serialize() for t in Tier)
+    assert (t0["default_cadence_seconds"], t0["mode"], t0["exchanges"]) == (
+        60,
+        "intraday",
+        ["ARCX", "XNAS", "XNYS"],
+    )
+    assert (t1["default_cadence_seconds"], t1["mode"]) == (300, "intraday")
+    assert (t2["default_cadence_seconds"], t2["mode"]) == (86400, "after_close")
+    assert t2["exchanges"] == ["ARCX", "XLON", "XNAS", "XNYS", "XTKS"]
+    assert BackfillTimetable.from_policy_file().default_cadence_seconds == 300
 
 
 def test_after_close_mode_runs_after_each_close_of_the_tiers_exchanges(schedule_db) -> None:

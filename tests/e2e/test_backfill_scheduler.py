@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,8 @@ from market_data.policy.store import reload_policy
 from market_data.records import Interval, Tier
 from tests.conftest import AIRFLOW_HOME, TEST_ENV, truncate_data
 from tests.e2e.airflow_stack import AirflowStack
+
+log = logging.getLogger(__name__)
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,7 +144,7 @@ def wait_until_probe_due(provider: str, timeout: float) -> None:
         while time.monotonic() < deadline:
             raw = r.get(f"{REDIS_PREFIX}provider:{provider}:breaker")
             state = mjson.decode(raw, type=BreakerState) if raw else BreakerState()
-            print(f"e2e: breaker of {provider}: {state.state}, cooldown {state.cooldown}s")
+            log.info("e2e: breaker of %s: %s, cooldown %ss", provider, state.state, state.cooldown)
             if state.state == "closed" or time.time() >= state.opened_at + state.cooldown:
                 return
             time.sleep(min(5.0, max(0.5, state.opened_at + state.cooldown - time.time())))
@@ -204,9 +207,9 @@ def test_pools_bound_concurrency_the_dlq_holds_failures_and_clearing_reruns_them
     ]
     assert len(spans) == 12 and all(e is not None for _, e in spans)
     peak = max_overlap(spans)
-    print(f"e2e: 24 jobs in 12 batches, pool of {POOL_SLOTS}: peak {peak} concurrent, {drain_seconds:.0f}s")
-    assert peak <= POOL_SLOTS
-    assert peak == POOL_SLOTS  # the pool, not a serial scheduler, is what bounds it
+    drained = f"24 jobs in 12 batches, pool of {POOL_SLOTS}: peak {peak} concurrent, {drain_seconds:.0f}s"
+    assert peak <= POOL_SLOTS, drained
+    assert peak == POOL_SLOTS, drained  # the pool, not a serial scheduler, is what bounds it
 
     # A provider outage: every try of the run's batches fails; their jobs land in the DLQ.
     outage_end = datetime.now(UTC) + timedelta(seconds=60)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from datetime import datetime
 
@@ -41,6 +42,7 @@ from tests.faults.conftest import (
 )
 from tests.faults.servers import PrivatePostgres
 
+log = logging.getLogger(__name__)
 TEXT = policy_text(batch_size=5)
 POLICY = parse_policy(TEXT)
 SYNTHETIC = SyntheticProvider("synthetic", clock=lambda: NOW)
@@ -253,4 +255,6 @@ async def test_postgres_killed_at_a_random_moment_of_a_large_write(pg) -> None:
     assert await conn.fetchval("SELECT count(*) FROM bars") == len(want)
     await conn.close()
     await assert_integrity(dsn)
-    print(f"random kills: {outcomes} (exit code, bars visible after recovery); {len(want)} bars expected")
+    log.info(
+        "random kills: %s (exit code, bars visible after recovery); %d bars expected", outcomes, len(want)
+    )

@@ -16,6 +16,7 @@ Redis (a 2-second window stands for the minute, so the limits bind within the te
 from __future__ import annotations
 
 import bisect
+import logging
 import time
 from collections import defaultdict
 from datetime import timedelta
@@ -34,6 +35,8 @@ from market_data.records import Interval, Tier
 from market_data.registry import ProviderRegistry
 from market_data.settings import get_settings
 from tests.faults.conftest import DEFAULT_POLICY, NOW, assert_integrity, market_dsn
+
+log = logging.getLogger(__name__)
 
 WINDOW = 2
 """Seconds standing for the limiter's minute."""
@@ -122,7 +125,9 @@ async def test_outage_429_storm_and_slow_provider_fail_over_within_limits_and_ga
         planned = await plan_batches(
             conn, jobs, registry, POLICY, run_id="run-recovery", policy_version=1, task_groups=list(NAMES)
         )
-        print({g: [(b.provider, len(b.jobs)) for b in bs] for g, bs in planned.items()})
+        log.info(
+            "recovery batches: %s", {g: [(b.provider, len(b.jobs)) for b in bs] for g, bs in planned.items()}
+        )
         outcomes = [await run_backfill_batch(pool, POLICY, b, registry) for g in planned.values() for b in g]
         assert sum(o.done for o in outcomes) == len(jobs)
         assert await conn.fetchval("SELECT count(*) FROM backfill_jobs WHERE status <> 'done'") == 0
@@ -146,9 +151,11 @@ async def test_outage_429_storm_and_slow_provider_fail_over_within_limits_and_ga
 
         # -- limits: no provider ever saw more than its limit in any window ---------------------
         worst = {n: max_in_any_window(calls[n], WINDOW) for n in NAMES}
-        print(f"faults {t1 - t0:.1f}s, recovery {t2 - t1:.1f}s")
-        print(f"calls per provider { ({n: len(calls[n]) for n in NAMES}) }, worst {WINDOW}s window {worst}")
-        assert all(w <= LIMIT for w in worst.values()), worst
+        log.info("faults %.1fs, recovery %.1fs", t1 - t0, t2 - t1)
+        per_provider = {n: len(calls[n]) for n in NAMES}
+        assert all(w <= LIMIT for w in worst.values()), (
+            f"calls per provider {per_provider}, worst {WINDOW}s window {worst} (limit {LIMIT})"
+        )
         assert max(len(calls[n]) for n in NAMES) > LIMIT  # the limit did bind
     finally:
         await registry.aclose()

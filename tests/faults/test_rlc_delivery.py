@@ -168,12 +168,10 @@ async def test_duplicated_and_reordered_messages_store_what_a_single_delivery_st
                 runs += 1
             await drain_backfills(conn, pool)
             got = await snapshot(conn)
-            print(
-                f"case {case}: {len(deliveries)} deliveries of {len(MESSAGES)} messages in {len(waves) + 1} "
-                f"wave(s), {runs} runs ({failed} failed): "
-                f"{'identical' if got == reference else 'DIFFERENT'}"
+            assert got == reference, (
+                f"case {case}: {len(deliveries)} deliveries of {len(MESSAGES)} messages in "
+                f"{len(waves) + 1} wave(s), {runs} runs ({failed} failed): {difference(got, reference)}"
             )
-            assert got == reference, f"case {case}: {difference(got, reference)}"
             assert [k async for k in r.scan_iter(match="mdfaults:rlc:*")] == []
             assert len(deliveries) > len(MESSAGES)  # every case re-delivers something
             with_failures += failed > 0

@@ -22,6 +22,7 @@ from market_data.policy.store import (
 )
 from market_data.policy.validation import load_known_pools
 
+pytestmark = pytest.mark.usefixtures("restore_default_policy")
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = (ROOT / "include" / "policy.toml").read_text()
 POOLS = load_known_pools(ROOT / "include")
@@ -118,16 +119,6 @@ async def test_activation_notifies_listeners(md_dsn: str, conn) -> None:
     finally:
         await listener.close()
     assert heard == [str(v.version)]
-
-
-@pytest.fixture(autouse=True)
-async def restore_default_policy(md_dsn: str):
-    yield
-    c = await db.connect(md_dsn)
-    try:
-        await reload_policy(c, DEFAULT, actor="tests")
-    finally:
-        await c.close()
 
 
 def test_json_is_not_confused_with_toml() -> None:

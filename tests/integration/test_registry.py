@@ -50,8 +50,7 @@ def test_two_processes_never_exceed_the_limit_in_any_window(tmp_path: Path) -> N
     times = [float(x) for o in outs for x in o.read_text().split()]
     per_process = [len(o.read_text().split()) for o in outs]
     worst = max_in_any_window(times, 2.0)
-    print(f"limiter: {len(times)} calls {per_process}, max in any 2 s window {worst} (limit 20)")
-    assert worst <= 20
+    assert worst <= 20, f"limiter: {len(times)} calls {per_process}, max in any 2 s window {worst} (limit 20)"
     assert min(per_process) > 10, "one process was starved"
     # 20 calls per 3 s (the 2 s window plus the 1 s safety margin) over 10 s: the limit is used
     assert len(times) >= 60
@@ -123,8 +122,9 @@ async def test_outage_of_a_fails_over_to_b_within_the_run_and_a_recovers_after_c
     started = time.monotonic()
     result = await run_sweep_batch(conn, policy, batch, registry)
     failover_seconds = time.monotonic() - started
-    print(f"failover: batch served by {result.providers} in {failover_seconds:.3f}s")
-    assert result.providers == {"synth_b": 1} and result.failed == {}
+    assert result.providers == {"synth_b": 1} and result.failed == {}, (
+        f"failover: batch served by {result.providers} in {failover_seconds:.3f}s, failed {result.failed}"
+    )
     assert result.bars_inserted == 3 * 30
     assert await conn.fetchval("SELECT count(DISTINCT provider) FROM bars") == 1
     state = await registry.store.breaker("synth_a")

@@ -25,6 +25,7 @@ import websockets
 from api.ws.limits import WsLimits
 from tests.api.ws_harness import close_of, connect, live_server, notify_bar, recv, send, subscribe
 
+log = logging.getLogger(__name__)
 FRAMES = 600
 SERVER_TYPES = {"error", "pong", "subscribed", "snapshot", "unsubscribed", "heartbeat", "resync"}
 
@@ -176,10 +177,17 @@ async def test_abuse_is_refused_with_reasons_and_a_bystander_notices_nothing(con
                 message = await recv(bystander, within=0.5)
                 if message["type"] == "bar":
                     received.append(message["volume"])
-        print(
-            f"ws abuse: {FRAMES} malformed frames ({answered} errors), {len(closes)} oversized, "
-            f"flood refused {refused}x then {flood_code}, {len(extra)} extra connections closed; "
-            f"bystander got {len(received)}/{len(sent)} notifications"
+        log.info(
+            "ws abuse: %d malformed frames (%d errors), %d oversized, flood refused %dx then %s, "
+            "%d extra connections closed; bystander got %d/%d notifications",
+            FRAMES,
+            answered,
+            len(closes),
+            refused,
+            flood_code,
+            len(extra),
+            len(received),
+            len(sent),
         )
         assert answered >= FRAMES * 0.9  # nearly every generated frame is malformed, each got its error
         assert [c for c, _ in closes] == [1009, 1009, 1009] and all(

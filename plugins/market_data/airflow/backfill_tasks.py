@@ -23,8 +23,7 @@ from market_data.backfill.dlq import mark_batch_dead
 from market_data.backfill.execute import BatchOutcome, limit_wait, run_backfill_batch
 from market_data.backfill.manual import ManualBackfill, ManualBackfillRefused, submit_manual_backfill
 from market_data.db import connect
-from market_data.policy import PolicyError, load_active_policy, load_policy_version
-from market_data.policy.loader import LoadedPolicy, load_policy_file
+from market_data.policy import LoadedPolicy, load_active_policy, load_policy_version, parse_time_policy
 from market_data.records import utcnow
 from market_data.registry import ProviderRegistry
 from market_data.settings import get_settings
@@ -43,20 +42,14 @@ def task_groups() -> list[tuple[str, str]]:
     Read from the file at parse time (no database); a provider added later by a reload gets
     its batches run by the `_other` task in the default pool until the DAG is parsed again.
     """
-    try:
-        policy = load_policy_file(get_settings().policy_file).policy
-    except (OSError, PolicyError):
-        return []
+    policy = parse_time_policy()
     return [(name, cfg.pool_name(name)) for name, cfg in sorted(policy.providers.items())]
 
 
 def retry_settings() -> tuple[int, timedelta]:
     """(retries, first retry delay) of backfill batches, from the policy file (parse time)."""
-    try:
-        bf = load_policy_file(get_settings().policy_file).policy.backfill
-    except (OSError, PolicyError):
-        return 3, timedelta(seconds=30)
-    return bf.retries, bf.retry_delay.delta
+    backfill = parse_time_policy().backfill
+    return backfill.retries, backfill.retry_delay.delta
 
 
 def _refuse(message: str) -> Exception:

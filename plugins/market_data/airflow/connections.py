@@ -21,11 +21,7 @@ def _get_connection(conn_id: str) -> Any:
         return None
 
 
-def market_data_dsn() -> str:
-    """asyncpg DSN of the market-data database: connection `market_data_db`, else DATABASE_URL."""
-    conn = _get_connection(MARKET_DATA_DB)
-    if conn is None:
-        return get_settings().database_url
+def _postgres_dsn(conn: Any) -> str:
     auth = ""
     if conn.login:
         auth = quote(conn.login, safe="")
@@ -34,6 +30,25 @@ def market_data_dsn() -> str:
         auth += "@"
     port = f":{conn.port}" if conn.port else ""
     return f"postgresql://{auth}{conn.host or '127.0.0.1'}{port}/{conn.schema or 'market_data'}"
+
+
+def market_data_dsn() -> str:
+    """asyncpg DSN of the market-data database: connection `market_data_db`, else DATABASE_URL."""
+    conn = _get_connection(MARKET_DATA_DB)
+    return get_settings().database_url if conn is None else _postgres_dsn(conn)
+
+
+def scheduler_market_data_dsn() -> str:
+    """The same DSN for timetables: `market_data_db` from AIRFLOW_CONN_MARKET_DATA_DB, else DATABASE_URL.
+
+    Never from the metadata database: timetables run inside the scheduler loop's transaction,
+    and a look-up there would go through the loop's own scoped session, whose commit (refused
+    by the loop's guard) or rollback would break the loop's locks.
+    """
+    from airflow.secrets.environment_variables import EnvironmentVariablesBackend
+
+    conn = EnvironmentVariablesBackend().get_connection(MARKET_DATA_DB)
+    return get_settings().database_url if conn is None else _postgres_dsn(conn)
 
 
 def redis_url() -> str:

@@ -1,9 +1,12 @@
 """The sweep DAGs' schedule: the active policy's cadence, only while the tier's markets trade.
 
 `SessionCadenceTimetable` is registered by the plugin (market_data_plugin.py). When the
-scheduler asks for the next run it reads the tier's cadence and exchanges from Postgres
-(cached for a few seconds), so a policy reload changes the schedule at the next run
-without restarting Airflow. Nothing is read while DAG files are parsed.
+scheduler asks for the next run it reads the active policy through the policy reader
+(market_data/policy/reader.py) and the tier's exchanges from the universe, both over the
+`market_data_db` connection and kept CACHE_SECONDS, so a policy reload changes the schedule
+at the next run without restarting Airflow. While Postgres is away the policy file stands
+in, and if that cannot be read either, what the DAG was parsed with (`from_policy_file`).
+Nothing is read from a database while DAG files are parsed.
 
 Two modes:
 - `intraday`: a run at every multiple of the cadence (aligned to the epoch) whose preceding
@@ -25,68 +28,61 @@ import pendulum
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction, Timetable
 
 from market_data import calendar
+from market_data.airflow.connections import scheduler_market_data_dsn
+from market_data.policy.reader import SAFE_DEFAULTS, PolicyReader, parse_time_policy
+from market_data.policy.schema import Policy, TierPolicy
 from market_data.records import Interval, Tier
+from market_data.settings import get_settings
+from market_data.universe import active_exchanges_blocking, seed_exchanges
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS = 10.0
+DEFAULT_EXCHANGES = ("XNYS",)
+"""Exchanges of a tier that has no symbol yet."""
 _NS = 1_000_000_000
 _MAX_SCAN_DAYS = 15
 
+_POLICY = PolicyReader(ttl=CACHE_SECONDS)
+"""The scheduler's policy reader (Postgres, else the policy file); shared by every timetable."""
+
 
 class _TierSchedule:
-    """What the scheduler needs from Postgres about one tier, cached briefly."""
+    """What the scheduler reads at run time: the active policy and each tier's exchanges."""
 
     _lock = threading.Lock()
-    _cache: dict[str, tuple[float, float, tuple[str, ...]]] = {}
+    _exchanges: tuple[float, dict[str, tuple[str, ...]]] | None = None
 
     @classmethod
-    def get(
-        cls, tier: str, default_cadence: float, default_exchanges: tuple[str, ...]
-    ) -> tuple[float, tuple[str, ...]]:
+    def policy(cls) -> Policy | None:
+        """The active policy, else the policy file; None when neither can be read."""
+        loaded = _POLICY.get_blocking(scheduler_market_data_dsn)
+        return loaded.policy if loaded is not None else None
+
+    @classmethod
+    def exchanges(cls, tier: str) -> tuple[str, ...] | None:
+        """Exchanges of the tier's active symbols; None when it has none or Postgres is away."""
         with cls._lock:
-            hit = cls._cache.get(tier)
+            hit = cls._exchanges
             if hit and time.monotonic() - hit[0] < CACHE_SECONDS:
-                return hit[1], hit[2]
-        cadence, exchanges = default_cadence, default_exchanges
+                return hit[1].get(tier)
         try:
-            cadence, exchanges = _read_tier_schedule(tier, default_cadence, default_exchanges)
-        except Exception as exc:
-            log.warning("tier %s: cannot read the active policy (%s); using cadence %ss", tier, exc, cadence)
+            by_tier = active_exchanges_blocking(scheduler_market_data_dsn())
+        except Exception as exc:  # the scheduler keeps planning, whatever went wrong
+            log.warning("cannot read the tiers' exchanges (%s); using the parsed ones", exc)
+            by_tier = {}
         with cls._lock:
-            cls._cache[tier] = (time.monotonic(), cadence, exchanges)
-        return cadence, exchanges
+            cls._exchanges = (time.monotonic(), by_tier)
+        return by_tier.get(tier)
 
     @classmethod
     def clear(cls) -> None:
+        _POLICY.invalidate()
         with cls._lock:
-            cls._cache.clear()
+            cls._exchanges = None
 
 
-def _read_tier_schedule(
-    tier: str, default_cadence: float, default_exchanges: tuple[str, ...]
-) -> tuple[float, tuple[str, ...]]:
-    import psycopg2
-
-    from market_data.policy.loader import parse_policy
-    from market_data.settings import get_settings
-
-    conn = psycopg2.connect(get_settings().database_url, connect_timeout=3)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT body FROM policy_versions WHERE active")
-            row = cur.fetchone()
-            cur.execute(
-                "SELECT DISTINCT exchange_mic FROM symbol_universe WHERE tier = %s AND active", (tier,)
-            )
-            mics = tuple(sorted(r[0] for r in cur.fetchall()))
-    finally:
-        conn.close()
-    cadence = default_cadence
-    if row is not None:
-        tp = parse_policy(row[0]).tiers.get(Tier(tier))
-        if tp is not None:
-            cadence = tp.bar_cadence.seconds
-    return cadence, mics or default_exchanges
+def _mode(tp: TierPolicy) -> str:
+    return "after_close" if all(iv is Interval.D1 for iv in tp.intervals) else "intraday"
 
 
 def _aligned_after(t: datetime, step: float) -> datetime:
@@ -150,7 +146,7 @@ class SessionCadenceTimetable(Timetable):
         *,
         default_cadence_seconds: float = 60,
         mode: str = "intraday",
-        exchanges: tuple[str, ...] = ("XNYS",),
+        exchanges: tuple[str, ...] = DEFAULT_EXCHANGES,
         close_delay_seconds: float = 900,
     ) -> None:
         self.tier = tier
@@ -158,6 +154,20 @@ class SessionCadenceTimetable(Timetable):
         self.mode = mode
         self.exchanges = tuple(exchanges)
         self.close_delay_seconds = float(close_delay_seconds)
+
+    @classmethod
+    def from_policy_file(cls, tier: Tier) -> SessionCadenceTimetable:
+        """The timetable a DAG file builds (files only): cadence and mode from the policy file,
+        else the safe defaults; exchanges of the tier's seed symbols."""
+        settings = get_settings()
+        tp = parse_time_policy(settings.policy_file).tiers.get(tier) or SAFE_DEFAULTS.tiers[tier]
+        exchanges = seed_exchanges(settings.include_dir / "universe.csv").get(tier.value)
+        return cls(
+            tier.value,
+            default_cadence_seconds=tp.bar_cadence.seconds,
+            mode=_mode(tp),
+            exchanges=exchanges or DEFAULT_EXCHANGES,
+        )
 
     # -- identity and serialization (what the scheduler stores) ---------------------------
     def serialize(self) -> dict[str, Any]:
@@ -193,7 +203,11 @@ class SessionCadenceTimetable(Timetable):
 
     # -- scheduling -----------------------------------------------------------------------
     def _schedule(self) -> tuple[float, tuple[str, ...]]:
-        return _TierSchedule.get(self.tier, self.default_cadence_seconds, self.exchanges)
+        """(cadence, exchanges) now; what the DAG was parsed with where nothing else answers."""
+        policy = _TierSchedule.policy()
+        tp = policy.tiers.get(Tier(self.tier)) if policy is not None else None
+        cadence = tp.bar_cadence.seconds if tp is not None else self.default_cadence_seconds
+        return cadence, _TierSchedule.exchanges(self.tier) or self.exchanges
 
     def infer_manual_data_interval(self, *, run_after: pendulum.DateTime) -> DataInterval:
         cadence, _ = self._schedule()
@@ -256,6 +270,11 @@ class BackfillTimetable(Timetable):
     def __init__(self, default_cadence_seconds: float = 300) -> None:
         self.default_cadence_seconds = float(default_cadence_seconds)
 
+    @classmethod
+    def from_policy_file(cls) -> BackfillTimetable:
+        """The timetable md_backfill builds (files only): the policy file's cadence, else the default."""
+        return cls(parse_time_policy().backfill.cadence.seconds)
+
     def serialize(self) -> dict[str, Any]:
         return {"default_cadence_seconds": self.default_cadence_seconds}
 
@@ -268,18 +287,8 @@ class BackfillTimetable(Timetable):
         return "policy backfill.cadence"
 
     def _cadence(self) -> float:
-        with _TierSchedule._lock:
-            hit = _TierSchedule._cache.get("__backfill__")
-            if hit and time.monotonic() - hit[0] < CACHE_SECONDS:
-                return hit[1]
-        cadence = self.default_cadence_seconds
-        try:
-            cadence = _read_backfill_cadence(cadence)
-        except Exception as exc:
-            log.warning("backfill: cannot read the active policy (%s); using cadence %ss", exc, cadence)
-        with _TierSchedule._lock:
-            _TierSchedule._cache["__backfill__"] = (time.monotonic(), cadence, ())
-        return cadence
+        policy = _TierSchedule.policy()
+        return policy.backfill.cadence.seconds if policy is not None else self.default_cadence_seconds
 
     def infer_manual_data_interval(self, *, run_after: pendulum.DateTime) -> DataInterval:
         return DataInterval(start=run_after - timedelta(seconds=self._cadence()), end=run_after)
@@ -303,19 +312,3 @@ class BackfillTimetable(Timetable):
         return DagRunInfo.interval(
             start=pendulum.instance(end - timedelta(seconds=cadence)), end=pendulum.instance(end)
         )
-
-
-def _read_backfill_cadence(default: float) -> float:
-    import psycopg2
-
-    from market_data.policy.loader import parse_policy
-    from market_data.settings import get_settings
-
-    conn = psycopg2.connect(get_settings().database_url, connect_timeout=3)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT body FROM policy_versions WHERE active")
-            row = cur.fetchone()
-    finally:
-        conn.close()
-    return parse_policy(row[0]).backfill.cadence.seconds if row else default

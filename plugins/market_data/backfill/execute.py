@@ -54,10 +54,8 @@ def limit_wait(policy: Policy) -> float:
     """How long a backfill call waits for room in its provider's rate limit: up to the lease.
 
     A batch is pinned to its provider (no failover), so a call that gave up sooner would only
-    fail the batch, and Airflow's retry would come back later into the same full window. With
-    the sweeps' 30 s under a vendor limit of 60 calls/min, draining 100 jobs failed 4 of 9 batch
-    tries and took 113 s instead of 70; 300 jobs failed 14 of 29 tries (3 jobs reached their
-    third of four) and took 331 s instead of 258: a longer backlog ends in the DLQ.
+    fail the batch, and Airflow's retry would come back later into the same full window: batch
+    tries fail, the drain takes longer, and a long backlog ends in the DLQ (README, Performance).
     """
     return policy.backfill.lease.seconds
 

@@ -49,7 +49,7 @@ assert set(_BAR_COLUMNS) == set(_BAR_TYPES), "Bar's fields changed: update the s
 _QUOTE_COLUMNS = ("symbol", "ts", "provider", "last", "bid", "ask", "bid_size", "ask_size")
 
 # Settings of the write transaction: a large delivery sorts and hashes in memory, and never
-# pays for JIT compilation (measured: 1.5-2 s for these plans, more than the statement itself).
+# pays for JIT compilation (which costs more than the statement itself; README, Performance).
 _TX_SETTINGS = "SET LOCAL work_mem = '64MB'; SET LOCAL jit = off"
 
 # ON COMMIT DELETE ROWS: the stage is empty at the start of every transaction.

@@ -1,4 +1,4 @@
-"""Reading a policy: from TOML text, from a file, or a version stored in Postgres.
+"""Reading a policy from TOML text or a file (reader.py reads the versions stored in Postgres).
 
 Decoding goes section by section (each tier, each provider, each top-level table) so a
 document with several mistakes gets every one of them back at once, each with its path.
@@ -13,7 +13,6 @@ import types
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
-import asyncpg
 import msgspec
 
 from market_data.policy.schema import Policy, ProviderPolicy, TierPolicy, dec_hook
@@ -188,28 +187,3 @@ def parse_policy(text: str) -> Policy:
 def load_policy_file(path: Path) -> LoadedPolicy:
     body = path.read_text()
     return LoadedPolicy(version=FILE_VERSION, policy=parse_policy(body), body=body, source=str(path))
-
-
-def _from_row(row: asyncpg.Record) -> LoadedPolicy:
-    return LoadedPolicy(
-        version=row["version"], policy=parse_policy(row["body"]), body=row["body"], source="db"
-    )
-
-
-async def load_active_policy(conn: asyncpg.Connection, fallback: Path) -> LoadedPolicy:
-    """The active policy version, or the policy file when Postgres holds none yet."""
-    row = await conn.fetchrow("SELECT version, body FROM policy_versions WHERE active")
-    return _from_row(row) if row is not None else load_policy_file(fallback)
-
-
-async def load_policy_version(conn: asyncpg.Connection, version: int, fallback: Path) -> LoadedPolicy:
-    """A specific stored version (what a DAG run recorded at its start).
-
-    Falls back to the policy file for version 1 when Postgres holds no versions yet.
-    """
-    row = await conn.fetchrow("SELECT version, body FROM policy_versions WHERE version = $1", version)
-    if row is not None:
-        return _from_row(row)
-    if version == FILE_VERSION and not await conn.fetchval("SELECT count(*) FROM policy_versions"):
-        return load_policy_file(fallback)
-    raise PolicyError([Problem("version", f"policy version {version} is not stored")])

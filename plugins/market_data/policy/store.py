@@ -2,7 +2,7 @@
 
 Versions are numbered by the server and only ever added: a rollback stores the earlier
 body again as a new version, so every version a DAG run recorded means one thing forever.
-Activation notifies `md_policy` so API processes pick the new version up at once.
+Activation notifies `md_policy` so API processes pick the new version up at once (reader.py).
 """
 
 from __future__ import annotations
