@@ -23,7 +23,7 @@ from market_data.records import Interval
 
 BAR_COLUMNS = "ts, open, high, low, close, volume, vwap, trade_count, provider, as_of"
 
-EXCHANGES_OF = "SELECT symbol, exchange_mic FROM symbol_universe WHERE symbol = ANY($1::text[])"
+EXCHANGES_OF = "SELECT symbol, exchange_mic, tier FROM symbol_universe WHERE symbol = ANY($1::text[])"
 
 LATEST_QUOTE = """
 SELECT ts, last, bid, ask, provider FROM quotes WHERE symbol = $1 ORDER BY ts DESC LIMIT 1"""

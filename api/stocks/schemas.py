@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import numpy as np
 
 from api.schemas import ResponseModel
+from market_data.aggregate import READ_AS_STORED, Bars
 
 
 class PriceResponse(ResponseModel, kw_only=True):
@@ -26,21 +27,51 @@ class PriceResponse(ResponseModel, kw_only=True):
 
 class BarOut(ResponseModel, kw_only=True):
     ts: datetime
-    """Start of the bar's interval (daily bars: the session date at 00:00 UTC)."""
+    """Start of the bar (daily: the session date at 00:00 UTC; weekly: the Monday; monthly: the 1st)."""
     open: float
     high: float
     low: float
     close: float
-    volume: int
+    volume: int | float
+    """Whole for shares; fractional for markets that trade fractions."""
     vwap: float | None
     trade_count: int | None
     provider: str
+    """Who delivered it; a built bar from several providers joins them with `+`."""
     as_of: datetime
-    """When this version of the bar was stored."""
+    """When this version was stored; a built bar: the newest version it was built from."""
+    complete: bool
+    """A stored bar: final. A built bar: every base bar of its span is stored or confirmed empty
+    (no trades), and final; false for the bar still running and for one with a missing base bar."""
+    base_bars: int | None
+    """How many stored bars a built bar was made of; null for a bar read as stored."""
 
 
-def bars_out(rows: Iterable[asyncpg.Record]) -> list[BarOut]:
-    """BarOut of rows selected as `queries.BAR_COLUMNS` (in that order)."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def datetimes(ns: np.ndarray) -> list[datetime]:
+    """UTC datetimes of int64 ns since the epoch (microsecond precision, as Postgres stores)."""
+    return [_EPOCH + timedelta(microseconds=us) for us in (ns // 1000).tolist()]
+
+
+def volumes(volume: np.ndarray) -> list[int] | list[float]:
+    """Whole numbers as ints (shares), else floats: a page is one or the other."""
+    if volume.size and np.array_equal(volume, np.floor(volume)) and np.abs(volume).max() < 2**53:
+        return volume.astype(np.int64).tolist()
+    return volume.tolist()
+
+
+def optional_ints(values: np.ndarray) -> list[int | None]:
+    return [None if v != v else int(v) for v in values.tolist()]
+
+
+def optional_floats(values: np.ndarray) -> list[float | None]:
+    return [None if v != v else v for v in values.tolist()]
+
+
+def bars_out(bars: Bars) -> list[BarOut]:
+    """BarOut of each bar, in the order given."""
     return [
         BarOut(
             ts=ts,
@@ -53,14 +84,53 @@ def bars_out(rows: Iterable[asyncpg.Record]) -> list[BarOut]:
             trade_count=n,
             provider=p,
             as_of=a,
+            complete=done,
+            base_bars=None if nb == READ_AS_STORED else nb,
         )
-        for ts, o, h, lo, c, v, vw, n, p, a in rows
+        for ts, o, h, lo, c, v, vw, n, p, a, done, nb in zip(
+            datetimes(bars.ts),
+            bars.open.tolist(),
+            bars.high.tolist(),
+            bars.low.tolist(),
+            bars.close.tolist(),
+            volumes(bars.volume),
+            optional_floats(bars.vwap),
+            optional_ints(bars.trade_count),
+            bars.provider.tolist(),
+            datetimes(bars.as_of),
+            bars.complete.tolist(),
+            bars.base_bars.tolist(),
+            strict=True,
+        )
     ]
+
+
+def stored_bar_out(row: asyncpg.Record) -> BarOut:
+    """BarOut of a stored bar selected as `queries.BAR_COLUMNS` (snapshots read single bars so)."""
+    ts, o, h, lo, c, v, vw, n, p, a = row
+    return BarOut(
+        ts=ts,
+        open=o,
+        high=h,
+        low=lo,
+        close=c,
+        volume=v,
+        vwap=vw,
+        trade_count=n,
+        provider=p,
+        as_of=a,
+        complete=True,
+        base_bars=None,
+    )
 
 
 class HistoryResponse(ResponseModel, kw_only=True):
     symbol: str
     interval: str
+    built_from: str | None
+    """The stored interval the bars were built from; null when `interval` is read as stored."""
+    align: str | None
+    """How built intraday bars are aligned (`session` or `clock`); null otherwise."""
     sort: str = "asc"
     count: int
     bars: list[BarOut]
@@ -73,6 +143,9 @@ class HistoryResponse(ResponseModel, kw_only=True):
 class IntradayResponse(ResponseModel, kw_only=True):
     symbol: str
     interval: str
+    built_from: str | None
+    """The stored interval the bars were built from; null when `interval` is read as stored."""
+    align: str | None
     exchange_mic: str
     session_open: datetime
     session_close: datetime
@@ -84,6 +157,9 @@ class IntradayResponse(ResponseModel, kw_only=True):
 
 class MultiBarsResponse(ResponseModel, kw_only=True):
     interval: str
+    built_from: dict[str, str]
+    """symbol -> the stored interval its bars were built from (symbols read as stored are absent)."""
+    align: str | None
     start: datetime | None
     end: datetime
     as_of: datetime
