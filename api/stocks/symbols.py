@@ -131,6 +131,12 @@ async def require_listed_many(resources: AppResources, raw: str | None) -> list[
     return [found[s] for s in symbols]
 
 
+async def listed_symbols(resources: AppResources, symbols: list[str]) -> list[Listed]:
+    """The symbols of `symbols` (tickers) that are in the universe, in the given order."""
+    found = await _directory(resources).listed(resources.db, symbols)
+    return [found[s] for s in symbols if s in found]
+
+
 async def require_symbols(resources: AppResources, raw: str | None) -> dict[str, str]:
     """symbol -> exchange_mic of a comma-separated list, in request order; 404 naming unknowns."""
     return {x.symbol: x.exchange_mic for x in await require_listed_many(resources, raw)}

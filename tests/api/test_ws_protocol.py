@@ -141,7 +141,7 @@ MALFORMED = [
     ('{"action": "subscribe", "bars": ["AAPL", "no good"]}', "bars[1]"),
     ('{"action": "subscribe", "bars": ["AAPL", "*X"]}', "bars[1]"),
     ('{"action": "subscribe", "quotes": [42]}', "quotes[0]"),
-    ('{"action": "subscribe", "bars": ["AAPL"], "intervals": ["2m"]}', "intervals[0]"),
+    ('{"action": "subscribe", "bars": ["AAPL"], "intervals": ["60m"]}', "intervals[0]"),
     ('{"action": "subscribe", "bars": ["AAPL"], "intervals": []}', "intervals"),
     ('{"action": "subscribe", "bars": ["NOSUCH"]}', "bars[0]"),
     ('{"action": "subscribe", "quotes": ["AAPL", "NOSUCH"]}', "quotes[1]"),
@@ -251,7 +251,7 @@ async def test_symbol_socket_sends_snapshot_then_that_symbols_updates(conn) -> N
     [
         ("/ws/NOSUCH", 4404, "symbol"),
         ("/ws/no%20good", 4400, "symbol"),
-        ("/ws/AAPL?intervals=1m,2m", 4400, "intervals"),
+        ("/ws/AAPL?intervals=1m,60m", 4400, "intervals"),
     ],
 )
 async def test_symbol_socket_refuses_bad_paths_with_a_reason(
