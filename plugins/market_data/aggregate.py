@@ -105,7 +105,8 @@ def _providers(provider: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np
     hi = np.maximum.reduceat(codes, starts)
     out = np.asarray(names, dtype=object)[lo]
     for i in np.flatnonzero(lo != hi):  # rare: a bucket filled by more than one provider
-        out[i] = "+".join(sorted(set(provider[starts[i] : ends[i]].tolist())))
+        names_i = {part for joined in provider[starts[i] : ends[i]].tolist() for part in joined.split("+")}
+        out[i] = "+".join(sorted(names_i))
     return out
 
 

@@ -159,20 +159,38 @@ async def _bucket_grid(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead) -
     )
 
 
+def build_bars(
+    mic: str,
+    timeframe: Timeframe,
+    align: Align,
+    base: Interval,
+    rows: Bars,
+    expected: np.ndarray,
+    empty: gaps.EmptyRanges = (),
+) -> Bars:
+    """Bars of `timeframe` built from `base` bars `rows` (ascending), complete or not.
+
+    `expected` are the base bar starts the calendar expects over the same range, `empty` the
+    confirmed-empty ranges: a bucket with an expected base bar neither in `rows` nor confirmed
+    empty is incomplete. A bucket without any row gives no bar.
+    """
+    built = aggregate(rows, bucket_starts_ns(mic, timeframe, align, base, rows.ts))
+    states = gaps.bar_states(expected, rows.ts, empty)
+    missing = bucket_starts_ns(mic, timeframe, align, base, expected[states.missing])
+    return mark_missing(built, np.unique(missing))
+
+
 async def _build(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, buckets: np.ndarray) -> Bars:
-    """The built bars of `buckets` (ascending starts), complete or not; empty buckets give none."""
-    mic, tf, base = read.exchange_mic, read.timeframe, read.base
-    lo, hi = base_range_ns(mic, tf, read.align, base, int(buckets[0]), int(buckets[-1]))
-    expected = calendar.expected_bar_starts_ns(mic, base, lo, hi)
+    """The built bars of `buckets` (ascending starts) from the store as known at the read's `as_of`."""
+    mic, base = read.exchange_mic, read.base
+    lo, hi = base_range_ns(mic, read.timeframe, read.align, base, int(buckets[0]), int(buckets[-1]))
     start, end = calendar.to_datetime(lo), calendar.to_datetime(hi)
     rows = await bar_fetch.range_versions(conn, read.symbol, base, start, end, read.as_of)
     rows = adjust_base_bars(rows, read)
-    built = aggregate(rows, bucket_starts_ns(mic, tf, read.align, base, rows.ts))
-    built = built.take((built.ts >= buckets[0]) & (built.ts <= buckets[-1]))
     empty = await gaps.confirmed_empty_ranges(conn, [read.symbol], base, start, end, read.as_of)
-    states = gaps.bar_states(expected, rows.ts, empty.get(read.symbol, ()))
-    missing = bucket_starts_ns(mic, tf, read.align, base, expected[states.missing])
-    return mark_missing(built, np.unique(missing))
+    expected = calendar.expected_bar_starts_ns(mic, base, lo, hi)
+    built = build_bars(mic, read.timeframe, read.align, base, rows, expected, empty.get(read.symbol, ()))
+    return built.take((built.ts >= buckets[0]) & (built.ts <= buckets[-1]))
 
 
 def _base_bars_of(read: BarRead, buckets: np.ndarray) -> int:

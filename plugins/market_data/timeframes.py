@@ -38,6 +38,7 @@ from market_data.records import Interval
 NsArray = np.ndarray
 _NS_PER_MINUTE = 60 * 1_000_000_000
 _DAY_NS = 1440 * _NS_PER_MINUTE
+_MICROSECOND_NS = 1_000
 NO_BUCKET = -1
 """The bucket of a base bar that lies outside every session (it is part of no built bar)."""
 
@@ -274,6 +275,6 @@ def base_range_ns(
     if labels.size == 0:
         return first_bucket, first_bucket
     if base is Interval.D1:
-        return int(labels[0]), int(labels[-1]) + 1
+        return int(labels[0]), int(labels[-1]) + _MICROSECOND_NS  # just after: the store keeps microseconds
     _, opens, closes = calendar.session_table_ns(mic, calendar.sessions_of_labels(mic, labels[[0, -1]]))
     return int(opens[0]), int(closes[1])
