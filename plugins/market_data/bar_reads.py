@@ -210,12 +210,14 @@ async def _built_page(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, li
         chunk = grid[pos : pos + take]
         if read.backward:
             chunk = chunk[::-1]
-        while _base_bars_of(read, chunk) > MAX_BASE_BARS:
-            if pos == 0 and chunk.size == min(limit + 1, grid.size):
+        while (base_bars := _base_bars_of(read, chunk)) > MAX_BASE_BARS:
+            if chunk.size == 1 or (pos == 0 and chunk.size == min(limit + 1, grid.size)):
+                fit = max(1, int(MAX_BASE_BARS * chunk.size / base_bars) - 1)
                 raise ReadRefused(
                     "limit",
-                    f"{limit} {read.timeframe.value} bars are built from more than {MAX_BASE_BARS} "
-                    f"{read.base.value} bars, the most one request reads; ask for fewer bars per page",
+                    f"{limit} {read.timeframe.value} bars are built from {base_bars} {read.base.value} bars, "
+                    f"more than the {MAX_BASE_BARS} one request reads; ask for fewer bars per page "
+                    f"(about {fit} here)",
                 )
             chunk = chunk[chunk.size // 2 :] if read.backward else chunk[: max(1, chunk.size // 2)]
         bars = await _build(conn, read, chunk)
