@@ -72,6 +72,33 @@ async def test_subscribe_acks_then_snapshots_the_latest_bar_and_quote(conn) -> N
         await ws.close()
 
 
+async def test_a_timeframe_built_on_read_snapshots_its_newest_built_bar(conn) -> None:
+    await write_bars(conn, session_bars("AAPL", minutes=90), policy_version=1, advance_cursors=True)
+    async with live_server() as server:
+        ws = await connect(server)
+        ack, snap = await subscribe(ws, bars=["AAPL"], intervals=["1h", "1d"])
+        assert ack["intervals"] == ["1h", "1d"]
+        bars = {b["interval"]: b for b in snap["bars"]}
+        # AAPL stores 1m: its 1h and 1d bars are built, the newest of each with how complete it is
+        assert bars["1h"]["ts"] == "2026-11-23T15:30:00Z" and bars["1h"]["symbol"] == "AAPL"
+        assert (bars["1h"]["complete"], bars["1h"]["base_bars"]) == (False, 30)
+        assert (bars["1d"]["ts"], bars["1d"]["complete"], bars["1d"]["base_bars"]) == (
+            "2026-11-23T00:00:00Z",
+            False,
+            90,
+        )
+        assert bars["1h"]["type"] == "bar" and {
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "vwap",
+            "as_of",
+        } <= set(bars["1h"])
+        await ws.close()
+
+
 async def test_live_messages_follow_subscriptions_and_unsubscribe(conn) -> None:
     async with live_server() as server:
         ws = await connect(server)
