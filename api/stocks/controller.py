@@ -19,6 +19,7 @@ from api.stocks.params import (
     FormatQuery,
     IntervalQuery,
     IntradayIntervalQuery,
+    JsonLimitQuery,
     LimitQuery,
     PageTokenQuery,
     SortOrder,
@@ -208,7 +209,7 @@ class StocksController(Controller):
         align: AlignQuery = Align.SESSION,
         start: StartQuery = None,
         end: EndQuery = None,
-        limit: LimitQuery = 1000,
+        limit: JsonLimitQuery = 1000,
         as_of: AsOfQuery = None,
     ) -> MultiBarsResponse:
         return await multi.multi_bars(

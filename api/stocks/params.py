@@ -101,8 +101,8 @@ CoverageIntervalQuery = Annotated[
     str | None,
     Parameter(
         description=(
-            "The interval to count (default: the symbol's finest stored interval); a timeframe that "
-            "is built counts the stored interval it is built from"
+            f"The interval to count: {TIMEFRAMES_TEXT} (default: the symbol's finest stored interval); "
+            "a timeframe that is built counts the stored interval it is built from"
         ),
         max_length=4,
         schema_extra={"pattern": TIMEFRAME_PATTERN},
@@ -142,6 +142,9 @@ EndQuery = Annotated[datetime | None, Parameter(description="Exclusive end (ISO 
 AsOfQuery = Annotated[
     datetime | None,
     Parameter(description="Point-in-time: each bar as known at this instant (default: now)"),
+]
+JsonLimitQuery = Annotated[
+    int, Parameter(ge=1, le=MAX_LIMIT, description="Maximum bars returned (page size)")
 ]
 LimitQuery = Annotated[
     int,

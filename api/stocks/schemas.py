@@ -32,8 +32,8 @@ class BarOut(ResponseModel, kw_only=True):
     high: float
     low: float
     close: float
-    volume: int | float
-    """Whole for shares; fractional for markets that trade fractions."""
+    volume: float
+    """A number: whole for shares (written without a fraction), fractional where fractions trade."""
     vwap: float | None
     trade_count: int | None
     provider: str

@@ -60,7 +60,7 @@ class BuiltBarEntry(msgspec.Struct, kw_only=True, tag_field="type", tag="bar"):
     high: float
     low: float
     close: float
-    volume: int | float
+    volume: float
     vwap: float | None
     complete: bool
     base_bars: int | None

@@ -49,29 +49,29 @@ _PG_EPOCH_US = 946_684_800_000_000
 """2000-01-01 00:00 UTC in microseconds since the Unix epoch."""
 
 
-def _packed(rows_sql: str) -> str:
-    # The aggregates read the subquery's rows in its order; `_decode` checks it anyway.
-    return (
-        f"SELECT string_agg({_RECORD}, ''::bytea) AS rows, array_agg(provider) AS providers "
-        f"FROM ({rows_sql}) b"
-    )
+# The aggregates read the subquery's rows in its order; `_decode` checks it anyway.
+_PACKED = (
+    "SELECT string_agg(" + _RECORD + ", ''::bytea) AS rows, array_agg(provider) AS providers FROM ({rows}) b"
+)
 
 
 _RANGE = "symbol = $1 AND interval = $2 AND ts >= $3 AND ts < $4 AND as_of <= $5"
 
 # Every version known at $5 of the bars in [$3, $4), oldest first: the index's order.
-RANGE_VERSIONS = _packed(f"SELECT * FROM bars WHERE {_RANGE} ORDER BY ts, as_of")
+RANGE_VERSIONS = _PACKED.format(rows=f"SELECT * FROM bars WHERE {_RANGE} ORDER BY ts, as_of")
 
 # The version known at $5 of at most $6 bars of [$3, $4): oldest first / newest first.
-PAGE_ASC = _packed(f"SELECT DISTINCT ON (ts) * FROM bars WHERE {_RANGE} ORDER BY ts, as_of DESC LIMIT $6")
-PAGE_ASC_WIDE = _packed(
-    f"""WITH page AS (SELECT DISTINCT ts FROM bars WHERE {_RANGE} ORDER BY ts LIMIT $6)
+PAGE_ASC = _PACKED.format(
+    rows=f"SELECT DISTINCT ON (ts) * FROM bars WHERE {_RANGE} ORDER BY ts, as_of DESC LIMIT $6"
+)
+PAGE_ASC_WIDE = _PACKED.format(
+    rows=f"""WITH page AS (SELECT DISTINCT ts FROM bars WHERE {_RANGE} ORDER BY ts LIMIT $6)
 SELECT DISTINCT ON (ts) * FROM bars
 WHERE symbol = $1 AND interval = $2 AND ts >= $3 AND ts <= (SELECT max(ts) FROM page) AND as_of <= $5
 ORDER BY ts, as_of DESC"""
 )
-PAGE_DESC = _packed(
-    f"SELECT DISTINCT ON (ts) * FROM bars WHERE {_RANGE} ORDER BY ts DESC, as_of DESC LIMIT $6"
+PAGE_DESC = _PACKED.format(
+    rows=f"SELECT DISTINCT ON (ts) * FROM bars WHERE {_RANGE} ORDER BY ts DESC, as_of DESC LIMIT $6"
 )
 SHORT_RANGE_BARS = 5_000
 """A range the clock says holds at most this many bars is read by PAGE_ASC (one scan and sort)."""
