@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 import numpy as np
@@ -47,12 +47,21 @@ class BarOut(ResponseModel, kw_only=True):
     """How many stored bars a built bar was made of; null for a bar read as stored."""
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def datetimes(ns: np.ndarray) -> list[datetime]:
-    """UTC datetimes of int64 ns since the epoch (microsecond precision, as Postgres stores)."""
-    return [_EPOCH + timedelta(microseconds=us) for us in (ns // 1000).tolist()]
+    """UTC datetimes of int64 ns since the epoch (microsecond precision, as Postgres stores).
+
+    Values repeat (a page's `as_of` is mostly one write's): each distinct one is made once.
+    """
+    if ns.size > 1 and ns[0] == ns[-1] and (ns == ns[0]).all():
+        return [_datetimes(ns[:1])[0]] * ns.size
+    return _datetimes(ns)
+
+
+def _datetimes(ns: np.ndarray) -> list[datetime]:
+    # whole microseconds as float seconds are exact to well under a microsecond, which
+    # fromtimestamp rounds away; faster than pandas or timedelta arithmetic per value
+    fromtimestamp = datetime.fromtimestamp
+    return [fromtimestamp(s, UTC) for s in ((ns // 1000) / 1e6).tolist()]
 
 
 def volumes(volume: np.ndarray) -> list[int] | list[float]:
