@@ -23,6 +23,7 @@ trimmed to where stored base bars exist, and a page reads only its buckets' base
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -46,6 +47,9 @@ from market_data.timeframes import (
 
 MAX_BASE_BARS = 500_000
 """Most base bars one page may be built from (about five years of 1m bars)."""
+FETCH_PARTS = 4
+ROWS_PER_FETCH_PART = 25_000
+"""A page's base bars are read in parts of about this many, up to FETCH_PARTS at once."""
 _EXTENT_BEFORE = timedelta(days=2)
 _EXTENT_AFTER = timedelta(days=32)
 """Base bars of a bucket that starts in [start, end) lie within these margins of the range."""
@@ -180,15 +184,38 @@ def build_bars(
     return mark_missing(built, np.unique(missing))
 
 
+async def _base_rows(
+    conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, buckets: np.ndarray, expected: int
+) -> Bars:
+    """The base bars of `buckets` known at the read's `as_of`, ascending.
+
+    A long range is read in up to FETCH_PARTS parts at once, each on a connection of the pool:
+    Postgres packs each part's rows in its own backend (README, Performance).
+    """
+    parts = min(FETCH_PARTS, buckets.size, -(-expected // ROWS_PER_FETCH_PART))
+    if parts <= 1 or not isinstance(conn, asyncpg.Pool):
+        parts = 1
+    groups = np.array_split(buckets, parts)
+
+    async def fetch(group: np.ndarray) -> Bars:
+        lo, hi = base_range_ns(
+            read.exchange_mic, read.timeframe, read.align, read.base, int(group[0]), int(group[-1])
+        )
+        return await bar_fetch.range_versions(
+            conn, read.symbol, read.base, calendar.to_datetime(lo), calendar.to_datetime(hi), read.as_of
+        )
+
+    return Bars.concat(await asyncio.gather(*(fetch(g) for g in groups)))
+
+
 async def _build(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, buckets: np.ndarray) -> Bars:
     """The built bars of `buckets` (ascending starts) from the store as known at the read's `as_of`."""
     mic, base = read.exchange_mic, read.base
     lo, hi = base_range_ns(mic, read.timeframe, read.align, base, int(buckets[0]), int(buckets[-1]))
     start, end = calendar.to_datetime(lo), calendar.to_datetime(hi)
-    rows = await bar_fetch.range_versions(conn, read.symbol, base, start, end, read.as_of)
-    rows = adjust_base_bars(rows, read)
-    empty = await gaps.confirmed_empty_ranges(conn, [read.symbol], base, start, end, read.as_of)
     expected = calendar.expected_bar_starts_ns(mic, base, lo, hi)
+    rows = adjust_base_bars(await _base_rows(conn, read, buckets, expected.size), read)
+    empty = await gaps.confirmed_empty_ranges(conn, [read.symbol], base, start, end, read.as_of)
     built = build_bars(mic, read.timeframe, read.align, base, rows, expected, empty.get(read.symbol, ()))
     return built.take((built.ts >= buckets[0]) & (built.ts <= buckets[-1]))
 

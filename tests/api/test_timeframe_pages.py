@@ -178,3 +178,9 @@ async def test_a_page_built_from_too_many_base_bars_is_a_400_naming_limit(
     assert "900" in r.json()["detail"] and "fewer" in r.json()["detail"]
     r = await client.get(URL, params={**RANGE, "interval": "1d", "limit": 1})
     assert r.status_code == 200 and r.json()["count"] == 1
+
+
+async def test_a_range_read_in_parallel_parts_gives_the_same_bars(client, three_sessions, monkeypatch) -> None:
+    whole = (await client.get(URL, params={**RANGE, "interval": "1h", "limit": 100})).json()["bars"]
+    monkeypatch.setattr(bar_reads, "ROWS_PER_FETCH_PART", 100)  # 990 base bars: four parts
+    assert (await client.get(URL, params={**RANGE, "interval": "1h", "limit": 100})).json()["bars"] == whole

@@ -30,6 +30,7 @@ BENCHMARKS = {
     "api": "tests.benchmarks.bench_api",
     "ws": "tests.benchmarks.bench_ws",
     "backfill": "tests.benchmarks.bench_backfill",
+    "timeframes": "tests.benchmarks.bench_timeframes",
 }
 
 
@@ -73,6 +74,12 @@ def parser() -> argparse.ArgumentParser:
         help="synthetic calls/min in the backfill bench (60: Finnhub free)",
     )
     p.add_argument("--backfill-max-runs", type=int, default=5, help="md_backfill runs at most to drain (5)")
+    p.add_argument(
+        "--timeframes-iterations",
+        type=int,
+        default=15,
+        help="reads of each kind (built 1h/1d, baseline 1h/1d) per round in the timeframes bench (15)",
+    )
     return p
 
 
