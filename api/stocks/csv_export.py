@@ -24,8 +24,8 @@ from litestar.response import Stream
 
 from api.stocks.history import HistoryPage
 from api.stocks.params import OutputFormat
-from api.stocks.schemas import optional_floats, optional_ints, volumes
-from market_data.aggregate import READ_AS_STORED, Bars
+from api.stocks.schemas import value_columns
+from market_data.aggregate import Bars
 
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 CHUNK_ROWS = 5_000
@@ -93,21 +93,22 @@ def _iso(ns: np.ndarray, unit: Literal["s", "us"]) -> list[str]:
 def csv_lines(bars: Bars) -> str:
     """CSV lines of `bars` (no header), in their order."""
     whole_seconds = not (bars.ts % 1_000_000_000).any()
+    v = value_columns(bars)
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(
         zip(
             _iso(bars.ts, "s" if whole_seconds else "us"),
-            bars.open.tolist(),
-            bars.high.tolist(),
-            bars.low.tolist(),
-            bars.close.tolist(),
-            volumes(bars.volume),
-            optional_floats(bars.vwap),
-            optional_ints(bars.trade_count),
-            bars.provider.tolist(),
+            v["open"],
+            v["high"],
+            v["low"],
+            v["close"],
+            v["volume"],
+            v["vwap"],
+            v["trade_count"],
+            v["provider"],
             _iso(bars.as_of, "us"),
-            ["true" if c else "false" for c in bars.complete.tolist()],
-            [None if n == READ_AS_STORED else n for n in bars.base_bars.tolist()],
+            ["true" if c else "false" for c in v["complete"]],
+            v["base_bars"],
             strict=True,
         )
     )

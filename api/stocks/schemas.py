@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import numpy as np
 
 from api.schemas import ResponseModel
+from api.stocks.queries import BAR_COLUMNS
 from market_data.aggregate import READ_AS_STORED, Bars
 
 
@@ -79,8 +81,25 @@ def optional_floats(values: np.ndarray) -> list[float | None]:
     return [None if v != v else v for v in values.tolist()]
 
 
+def value_columns(bars: Bars) -> dict[str, list[Any]]:
+    """Every column of `bars` but the timestamps as Python values, as every encoding writes them."""
+    return {
+        "open": bars.open.tolist(),
+        "high": bars.high.tolist(),
+        "low": bars.low.tolist(),
+        "close": bars.close.tolist(),
+        "volume": volumes(bars.volume),
+        "vwap": optional_floats(bars.vwap),
+        "trade_count": optional_ints(bars.trade_count),
+        "provider": bars.provider.tolist(),
+        "complete": bars.complete.tolist(),
+        "base_bars": [None if n == READ_AS_STORED else n for n in bars.base_bars.tolist()],
+    }
+
+
 def bars_out(bars: Bars) -> list[BarOut]:
     """BarOut of each bar, in the order given."""
+    v = value_columns(bars)
     return [
         BarOut(
             ts=ts,
@@ -88,49 +107,38 @@ def bars_out(bars: Bars) -> list[BarOut]:
             high=h,
             low=lo,
             close=c,
-            volume=v,
+            volume=vol,
             vwap=vw,
             trade_count=n,
             provider=p,
             as_of=a,
             complete=done,
-            base_bars=None if nb == READ_AS_STORED else nb,
+            base_bars=nb,
         )
-        for ts, o, h, lo, c, v, vw, n, p, a, done, nb in zip(
+        for ts, o, h, lo, c, vol, vw, n, p, a, done, nb in zip(
             datetimes(bars.ts),
-            bars.open.tolist(),
-            bars.high.tolist(),
-            bars.low.tolist(),
-            bars.close.tolist(),
-            volumes(bars.volume),
-            optional_floats(bars.vwap),
-            optional_ints(bars.trade_count),
-            bars.provider.tolist(),
+            v["open"],
+            v["high"],
+            v["low"],
+            v["close"],
+            v["volume"],
+            v["vwap"],
+            v["trade_count"],
+            v["provider"],
             datetimes(bars.as_of),
-            bars.complete.tolist(),
-            bars.base_bars.tolist(),
+            v["complete"],
+            v["base_bars"],
             strict=True,
         )
     ]
 
 
+_STORED_FIELDS = tuple(BAR_COLUMNS.split(", "))
+
+
 def stored_bar_out(row: asyncpg.Record) -> BarOut:
     """BarOut of a stored bar selected as `queries.BAR_COLUMNS` (snapshots read single bars so)."""
-    ts, o, h, lo, c, v, vw, n, p, a = row
-    return BarOut(
-        ts=ts,
-        open=o,
-        high=h,
-        low=lo,
-        close=c,
-        volume=v,
-        vwap=vw,
-        trade_count=n,
-        provider=p,
-        as_of=a,
-        complete=True,
-        base_bars=None,
-    )
+    return BarOut(**dict(zip(_STORED_FIELDS, row, strict=True)), complete=True, base_bars=None)
 
 
 class HistoryResponse(ResponseModel, kw_only=True):
