@@ -24,25 +24,12 @@ from litestar.response import Stream
 
 from api.stocks.history import HistoryPage
 from api.stocks.params import OutputFormat
-from api.stocks.schemas import value_columns
+from api.stocks.schemas import BAR_FIELDS, field_columns
 from market_data.aggregate import Bars
 
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 CHUNK_ROWS = 5_000
-CSV_COLUMNS = (
-    "ts",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "vwap",
-    "trade_count",
-    "provider",
-    "as_of",
-    "complete",
-    "base_bars",
-)
+CSV_COLUMNS = BAR_FIELDS
 
 
 @dataclass
@@ -93,25 +80,11 @@ def _iso(ns: np.ndarray, unit: Literal["s", "us"]) -> list[str]:
 def csv_lines(bars: Bars) -> str:
     """CSV lines of `bars` (no header), in their order."""
     whole_seconds = not (bars.ts % 1_000_000_000).any()
-    v = value_columns(bars)
+    columns = field_columns(bars, _iso(bars.ts, "s" if whole_seconds else "us"), _iso(bars.as_of, "us"))
+    complete = BAR_FIELDS.index("complete")
+    columns[complete] = ["true" if c else "false" for c in columns[complete]]
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(
-        zip(
-            _iso(bars.ts, "s" if whole_seconds else "us"),
-            v["open"],
-            v["high"],
-            v["low"],
-            v["close"],
-            v["volume"],
-            v["vwap"],
-            v["trade_count"],
-            v["provider"],
-            _iso(bars.as_of, "us"),
-            ["true" if c else "false" for c in v["complete"]],
-            v["base_bars"],
-            strict=True,
-        )
-    )
+    csv.writer(buf, lineterminator="\n").writerows(zip(*columns, strict=True))
     return buf.getvalue()
 
 

@@ -81,25 +81,43 @@ def optional_floats(values: np.ndarray) -> list[float | None]:
     return [None if v != v else v for v in values.tolist()]
 
 
-def value_columns(bars: Bars) -> dict[str, list[Any]]:
-    """Every column of `bars` but the timestamps as Python values, as every encoding writes them."""
-    return {
-        "open": bars.open.tolist(),
-        "high": bars.high.tolist(),
-        "low": bars.low.tolist(),
-        "close": bars.close.tolist(),
-        "volume": volumes(bars.volume),
-        "vwap": optional_floats(bars.vwap),
-        "trade_count": optional_ints(bars.trade_count),
-        "provider": bars.provider.tolist(),
-        "complete": bars.complete.tolist(),
-        "base_bars": [None if n == READ_AS_STORED else n for n in bars.base_bars.tolist()],
-    }
+BAR_FIELDS = (
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "vwap",
+    "trade_count",
+    "provider",
+    "as_of",
+    "complete",
+    "base_bars",
+)
+"""The fields of a bar in every encoding (BarOut's, the CSV header's), in order."""
+
+
+def field_columns(bars: Bars, ts: list[Any], as_of: list[Any]) -> list[list[Any]]:
+    """The columns of `bars` as Python values in BAR_FIELDS order, with `ts` and `as_of` as given."""
+    return [
+        ts,
+        bars.open.tolist(),
+        bars.high.tolist(),
+        bars.low.tolist(),
+        bars.close.tolist(),
+        volumes(bars.volume),
+        optional_floats(bars.vwap),
+        optional_ints(bars.trade_count),
+        bars.provider.tolist(),
+        as_of,
+        bars.complete.tolist(),
+        [None if n == READ_AS_STORED else n for n in bars.base_bars.tolist()],
+    ]
 
 
 def bars_out(bars: Bars) -> list[BarOut]:
     """BarOut of each bar, in the order given."""
-    v = value_columns(bars)
     return [
         BarOut(
             ts=ts,
@@ -116,19 +134,7 @@ def bars_out(bars: Bars) -> list[BarOut]:
             base_bars=nb,
         )
         for ts, o, h, lo, c, vol, vw, n, p, a, done, nb in zip(
-            datetimes(bars.ts),
-            v["open"],
-            v["high"],
-            v["low"],
-            v["close"],
-            v["volume"],
-            v["vwap"],
-            v["trade_count"],
-            v["provider"],
-            datetimes(bars.as_of),
-            v["complete"],
-            v["base_bars"],
-            strict=True,
+            *field_columns(bars, datetimes(bars.ts), datetimes(bars.as_of)), strict=True
         )
     ]
 
