@@ -24,7 +24,7 @@ from market_data import calendar
 from market_data.aggregate import Bars
 from market_data.bar_reads import BarRead, read_bars, resolve_base
 from market_data.records import Interval, utcnow
-from market_data.timeframes import Align
+from market_data.timeframes import Align, parse_timeframe
 
 MAX_SESSION_BARS = 2_000
 """More than the 1m bars of any session (24 h = 1,440)."""
@@ -61,7 +61,7 @@ class HistoryPage:
 
     @property
     def align(self) -> str | None:
-        intraday = self.window.timeframe[-1] in "mh"
+        intraday = parse_timeframe(self.window.timeframe).is_intraday
         return self.window.align.value if self.built_from is not None and intraday else None
 
     def response(self) -> HistoryResponse:

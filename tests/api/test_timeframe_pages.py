@@ -180,7 +180,7 @@ async def test_a_page_built_from_too_many_base_bars_is_a_400_naming_limit(
     assert r.status_code == 200 and r.json()["count"] == 1
 
 
-async def test_a_range_read_in_parallel_parts_gives_the_same_bars(client, three_sessions, monkeypatch) -> None:
+async def test_a_range_read_in_parallel_parts_gives_the_same_bars(client, three_sessions, monkeypatch):
     whole = (await client.get(URL, params={**RANGE, "interval": "1h", "limit": 100})).json()["bars"]
     monkeypatch.setattr(bar_reads, "ROWS_PER_FETCH_PART", 100)  # 990 base bars: four parts
     assert (await client.get(URL, params={**RANGE, "interval": "1h", "limit": 100})).json()["bars"] == whole
