@@ -144,6 +144,8 @@ async def require_symbols(resources: AppResources, raw: str | None) -> dict[str,
 
 async def stored_intervals(resources: AppResources, listed: list[Listed]) -> dict[str, set[Interval]]:
     """The intervals stored for each symbol (`bar_reads.stored_for`), under the active policy."""
+    if not listed:
+        return {}
     policy = (await resources.policy.get(resources.db)).policy
     held = await _directory(resources).held(resources.db, [x.symbol for x in listed])
     return {x.symbol: stored_for(policy, x.tier, held.get(x.symbol, set())) for x in listed}

@@ -19,7 +19,7 @@ from api.stocks.params import EARLIEST
 from api.stocks.schemas import bars_out
 from api.stocks.symbols import listed_symbols, stored_intervals
 from api.ws.protocol import is_pattern, pattern_prefix
-from market_data.bar_reads import BarRead, read_bars
+from market_data.bar_reads import BarRead, read_bars, stored_for
 from market_data.notifications import payload_json
 from market_data.records import utcnow
 from market_data.timeframes import Align, base_interval, parse_timeframe, reads_as_stored
@@ -101,12 +101,16 @@ async def _newest_built(
     """The symbols whose `interval` is read as stored, and the newest built bar of the others."""
     timeframe = parse_timeframe(interval)
     listed = await listed_symbols(resources, symbols)
-    stored = await stored_intervals(resources, listed)
+    # what the policy sweeps for a symbol's tier is read as stored without asking the store what
+    # else it holds for it (a pattern's snapshot may name a thousand symbols)
+    policy = (await resources.policy.get(resources.db)).policy
+    swept = {x.symbol for x in listed if timeframe.stored in stored_for(policy, x.tier, set())}
+    stored = await stored_intervals(resources, [x for x in listed if x.symbol not in swept])
     as_stored: list[str] = []
     entries: list[msgspec.Raw] = []
     now = utcnow()
     for x in listed:
-        if reads_as_stored(timeframe, Align.SESSION, stored[x.symbol], x.exchange_mic):
+        if x.symbol in swept or reads_as_stored(timeframe, Align.SESSION, stored[x.symbol], x.exchange_mic):
             as_stored.append(x.symbol)
             continue
         base = base_interval(timeframe, Align.SESSION, stored[x.symbol], x.exchange_mic)

@@ -208,23 +208,32 @@ async def _base_rows(
     return Bars.concat(await asyncio.gather(*(fetch(g) for g in groups)))
 
 
-async def _build(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, buckets: np.ndarray) -> Bars:
-    """The built bars of `buckets` (ascending starts) from the store as known at the read's `as_of`."""
-    mic, base = read.exchange_mic, read.base
-    lo, hi = base_range_ns(mic, read.timeframe, read.align, base, int(buckets[0]), int(buckets[-1]))
-    start, end = calendar.to_datetime(lo), calendar.to_datetime(hi)
-    expected = calendar.expected_bar_starts_ns(mic, base, lo, hi)
+async def _build(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    read: BarRead,
+    buckets: np.ndarray,
+    span: tuple[int, int],
+    expected: np.ndarray,
+) -> Bars:
+    """The built bars of `buckets` (ascending starts) from the store as known at the read's `as_of`.
+
+    `span` is the buckets' base range (`base_range_ns`), `expected` the base bars it expects.
+    """
+    start, end = (calendar.to_datetime(t) for t in span)
     rows = adjust_base_bars(await _base_rows(conn, read, buckets, expected.size), read)
-    empty = await gaps.confirmed_empty_ranges(conn, [read.symbol], base, start, end, read.as_of)
-    built = build_bars(mic, read.timeframe, read.align, base, rows, expected, empty.get(read.symbol, ()))
+    empty = await gaps.confirmed_empty_ranges(conn, [read.symbol], read.base, start, end, read.as_of)
+    built = build_bars(
+        read.exchange_mic, read.timeframe, read.align, read.base, rows, expected, empty.get(read.symbol, ())
+    )
     return built.take((built.ts >= buckets[0]) & (built.ts <= buckets[-1]))
 
 
-def _base_bars_of(read: BarRead, buckets: np.ndarray) -> int:
+def _expected_base(read: BarRead, buckets: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
+    """The base range of `buckets` (ascending) and the base bar starts the calendar expects in it."""
     lo, hi = base_range_ns(
         read.exchange_mic, read.timeframe, read.align, read.base, int(buckets[0]), int(buckets[-1])
     )
-    return int(calendar.expected_bar_starts_ns(read.exchange_mic, read.base, lo, hi).size)
+    return (lo, hi), calendar.expected_bar_starts_ns(read.exchange_mic, read.base, lo, hi)
 
 
 async def _built_page(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, limit: int) -> BarPage:
@@ -237,17 +246,19 @@ async def _built_page(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, li
         chunk = grid[pos : pos + take]
         if read.backward:
             chunk = chunk[::-1]
-        while (base_bars := _base_bars_of(read, chunk)) > MAX_BASE_BARS:
+        span, expected = _expected_base(read, chunk)
+        while expected.size > MAX_BASE_BARS:
             if chunk.size == 1 or (pos == 0 and chunk.size == min(limit + 1, grid.size)):
-                fit = max(1, int(MAX_BASE_BARS * chunk.size / base_bars) - 1)
+                fit = max(1, int(MAX_BASE_BARS * chunk.size / expected.size) - 1)
                 raise ReadRefused(
                     "limit",
-                    f"{limit} {read.timeframe.value} bars are built from {base_bars} {read.base.value} bars, "
-                    f"more than the {MAX_BASE_BARS} one request reads; ask for fewer bars per page "
+                    f"{limit} {read.timeframe.value} bars are built from {expected.size} {read.base.value} "
+                    f"bars, more than the {MAX_BASE_BARS} one request reads; ask for fewer bars per page "
                     f"(about {fit} here)",
                 )
             chunk = chunk[chunk.size // 2 :] if read.backward else chunk[: max(1, chunk.size // 2)]
-        bars = await _build(conn, read, chunk)
+            span, expected = _expected_base(read, chunk)
+        bars = await _build(conn, read, chunk, span, expected)
         parts.append(bars.reversed() if read.backward else bars)
         have += len(bars)
         pos += chunk.size

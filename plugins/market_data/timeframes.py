@@ -108,10 +108,6 @@ def parse_timeframe(text: str) -> Timeframe:
     return Timeframe(int(text[: -len(unit.value)]), unit)
 
 
-def of_interval(interval: Interval) -> Timeframe:
-    return parse_timeframe(interval.value)
-
-
 def _clock_nests(base: Interval, mic: str) -> bool:
     """Whether bars of `base` (aligned to segment starts) nest in clock-aligned buckets."""
     return calendar.clock_grain_minutes(mic) % (base.seconds // 60) == 0
@@ -170,7 +166,7 @@ def readable_timeframes(stored: Iterable[Interval], align: Align, mic: str) -> s
 # ------------------------------------------------------------------------------------------------
 # buckets
 # ------------------------------------------------------------------------------------------------
-def _origins(mic: str, timeframe: Timeframe, align: Align, seg: calendar.Segments) -> NsArray:
+def _origins(mic: str, align: Align, seg: calendar.Segments) -> NsArray:
     """Where each segment's buckets count from: its start, or the local midnight before it."""
     if align is Align.SESSION:
         return seg.starts
@@ -199,7 +195,7 @@ def bucket_starts_ns(mic: str, timeframe: Timeframe, align: Align, base: Interva
     if timeframe.is_intraday:
         seg = calendar.segments_of_ns(mic, ts_ns)
         step = np.int64(timeframe.minutes * _NS_PER_MINUTE)
-        origin = _origins(mic, timeframe, align, seg)
+        origin = _origins(mic, align, seg)
         starts = np.maximum(origin + (ts_ns - origin) // step * step, seg.starts)
         return np.where(seg.sessions >= 0, starts, NO_BUCKET)
     if base is Interval.D1:
@@ -222,7 +218,7 @@ def bucket_grid_ns(mic: str, timeframe: Timeframe, align: Align, start_ns: int, 
     if timeframe.is_intraday:
         seg = calendar.trading_segments_ns(mic, lo, hi)
         step = np.int64(timeframe.minutes * _NS_PER_MINUTE)
-        origin = _origins(mic, timeframe, align, seg)
+        origin = _origins(mic, align, seg)
         f = (seg.starts - origin) // step
         counts = -((origin - seg.ends) // step) - f  # ceil((end - origin) / step) - f
         total = int(counts.sum())
@@ -268,7 +264,7 @@ def base_range_ns(
     if timeframe.is_intraday:
         seg = calendar.segments_of_ns(mic, np.array([last_bucket], dtype=np.int64))
         step = np.int64(timeframe.minutes * _NS_PER_MINUTE)
-        origin = _origins(mic, timeframe, align, seg)
+        origin = _origins(mic, align, seg)
         boundary = origin + ((last_bucket - origin) // step + 1) * step
         return first_bucket, int(np.minimum(boundary, seg.ends)[0])
     labels = _labels_between(mic, first_bucket, _period_end_ns(timeframe.unit, last_bucket))
