@@ -397,50 +397,10 @@ def airflow_bench(
             yield bench
         finally:
             if stack is not None:
-                sessions = {p.pid for p in stack.procs.values()}
-                stopping_at = time.time()
-                stack.stop()
-                stop_sessions(sessions, stopping_at)
+                stack.stop()  # the components' process groups, then what is left in their sessions
             if receiver is not None:
                 receiver.close()
             asyncio.run(_drop_all(md, af, redis_prefix))
-
-
-def stop_sessions(sessions: set[int], created_before: float, grace: float = 10.0) -> None:
-    """End what is left of the stack's sessions after its process groups were stopped.
-
-    Each component was started in a session of its own (its pid is the session id); Airflow's
-    task supervisor puts every task process into a process group of its own, so a task whose
-    supervisor was killed (Ctrl-C during a run) outlives the groups' SIGTERM. Those, and only
-    those, are found by their session id and stopped by pid; a process created after
-    `created_before` (when the stack began to stop) cannot be one of ours (a session id is
-    a pid, which the system may reuse once the session's leader is gone).
-    """
-    import psutil
-
-    def members() -> list[psutil.Process]:
-        out = []
-        for pid in psutil.pids():
-            try:
-                if os.getsid(pid) not in sessions:
-                    continue
-                p = psutil.Process(pid)
-                if p.create_time() <= created_before and p.status() != psutil.STATUS_ZOMBIE:
-                    out.append(p)
-            except (OSError, psutil.Error):
-                continue
-        return out
-
-    left = members()
-    for p in left:
-        with contextlib.suppress(psutil.Error):
-            p.terminate()
-    _, alive = psutil.wait_procs(left, timeout=grace)
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    if left:
-        log(f"stopped {len(left)} leftover process(es) of the stack ({len(alive)} killed)")
 
 
 async def _drop_all(md: BenchDb, af: BenchDb, redis_prefix: str) -> None:
