@@ -53,6 +53,9 @@ KILL_BATCH_SIZE = 6
 def celery_stack(airflow_db: str, md_dsn: str, tmp_path_factory: pytest.TempPathFactory):
     policy_file: Path = tmp_path_factory.mktemp("celery") / "policy.toml"
     policy_file.write_text(e2e_policy())
+    # active before md_backfill is unpaused: its timetable then plans the next run a day away
+    # (the default's 5-minute cadence would start one in the middle of a test, taking its jobs)
+    sql(md_dsn, lambda c: reload_policy(c, e2e_policy(), actor="e2e"))
     env = {
         **TEST_ENV,
         "MARKET_DATA_POLICY_FILE": str(policy_file),
@@ -213,6 +216,13 @@ def test_a_worker_killed_mid_batch_has_the_batch_retried_on_the_other_and_nothin
         "GET", f"/dags/md_backfill/dagRuns/{run}/taskInstances/backfill_synthetic/{map_index}"
     )
     assert (retried["try_number"], retried["state"], retried["hostname"]) == (2, "success", survivor)
+    log.info(
+        "e2e celery: batch %s retried (try %d) on %s: %s",
+        batch,
+        retried["try_number"],
+        retried["hostname"],
+        retried["state"],
+    )
 
     # every job done exactly once: the killed try's jobs stay done, the retry does only the rest
     assert dict(sql(md_dsn, lambda c: c.fetch("SELECT status, count(*) FROM backfill_jobs GROUP BY 1"))) == {

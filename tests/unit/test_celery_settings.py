@@ -46,6 +46,24 @@ def test_airflow_reads_the_broker_settings_as_given(monkeypatch: pytest.MonkeyPa
     assert config["result_backend"] == "db+" + CONN
 
 
+def test_workers_import_the_task_code_before_their_pool_forks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.providers.celery.executors.celery_executor_utils import get_celery_configuration
+    from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
+
+    from market_data.airflow import celery_config
+
+    env = celery_env(redis_url="redis://r:6379/0", redis_prefix="md:", sql_alchemy_conn=CONN, concurrency=3)
+    monkeypatch.setenv(
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS", env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"]
+    )
+    assert get_celery_configuration.__wrapped__() is celery_config.CELERY_CONFIG is DEFAULT_CELERY_CONFIG
+    # the plugin's timetables (pandas, exchange_calendars) and every task body
+    assert {"market_data.airflow.timetables", "market_data.airflow.sweep_tasks"} <= set(
+        celery_config.PRELOADED
+    )
+    assert "market_data.airflow.backfill_tasks" in celery_config.PRELOADED
+
+
 def test_each_worker_on_a_machine_has_its_own_node_name_and_one_serves_the_logs() -> None:
     first, second = worker_args(1, serve_logs=True), worker_args(2, serve_logs=False)
     assert first[:2] == ["celery", "worker"] and "--skip-serve-logs" not in first

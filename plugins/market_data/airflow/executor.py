@@ -15,12 +15,16 @@ their workers with them, and tests/unit/test_compose.py holds docker-compose to 
 - visibility timeout 6 h: a task whose worker died without acknowledging it is offered again
   only after that; the scheduler has long retried it by then (its heartbeat stops), and the
   late copy of the old try is refused by the execution API;
-- each task instance records which worker ran it (`market_data.airflow.worker_name`).
+- each task instance records which worker ran it (`market_data.airflow.worker_name`);
+- the task code is imported once per worker, before its pool forks
+  (`market_data.airflow.celery_config`).
 """
 
 from __future__ import annotations
 
 from market_data.airflow.worker_name import HOSTNAME_CALLABLE
+
+CELERY_CONFIG_OPTIONS = "market_data.airflow.celery_config.CELERY_CONFIG"
 
 LOCAL = "LocalExecutor"
 CELERY = "CeleryExecutor"
@@ -52,6 +56,7 @@ def celery_env(
         "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S),
         "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + sql_alchemy_conn,
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(concurrency),
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": CELERY_CONFIG_OPTIONS,
     }
 
 
