@@ -119,7 +119,9 @@ def process_kind(title: str) -> str:
         return "task processes"
     if title.startswith("airflow worker -- LocalExecutor") or title.startswith("airflow executor"):
         return "executor workers (task supervisors)"
-    if "celery" in title:  # a Celery worker, its pool processes (the task supervisors), its log server
+    # a Celery worker, its pool processes (titled `airflow supervisor: <ti>` while they supervise
+    # a task), its log server
+    if "celery" in title or title.startswith("airflow supervisor:"):
         return "celery workers (pool: task supervisors)"
     if title.startswith("postgres:"):
         return "postgres backends"

@@ -106,6 +106,24 @@ def max_overlap(spans: list[tuple[datetime, datetime]]) -> int:
     return peak
 
 
+def peak_batches(dsn: str, run_id: str, batches: int) -> int:
+    """Most of the run's synthetic batches that ran at once (their own start and end times);
+    asserts the run ran `batches` of them, each to its end."""
+    spans = [
+        (r["started_at"], r["finished_at"])
+        for r in sql(
+            dsn,
+            lambda c: c.fetch(
+                """SELECT started_at, finished_at FROM backfill_batch_runs
+                   WHERE provider = 'synthetic' AND run_id = $1""",
+                run_id,
+            ),
+        )
+    ]
+    assert len(spans) == batches and all(e is not None for _, e in spans), spans
+    return max_overlap(spans)
+
+
 def settle_scheduled_runs(stack: AirflowStack) -> None:
     """Let the one scheduled run that unpausing creates finish before the test's own runs."""
     deadline = time.monotonic() + 90

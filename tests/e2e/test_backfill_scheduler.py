@@ -21,7 +21,7 @@ from tests.e2e.backfill_runs import (
     POOL_SLOTS,
     e2e_policy,
     enqueue,
-    max_overlap,
+    peak_batches,
     prepare,
     settle_scheduled_runs,
     sql,
@@ -108,19 +108,7 @@ def test_pools_bound_concurrency_the_dlq_holds_failures_and_clearing_reruns_them
     drain_seconds = time.monotonic() - started
     statuses = dict(sql(md_dsn, lambda c: c.fetch("SELECT status, count(*) FROM backfill_jobs GROUP BY 1")))
     assert statuses == {"done": 24}
-    spans = [
-        (r["started_at"], r["finished_at"])
-        for r in sql(
-            md_dsn,
-            lambda c: c.fetch(
-                """SELECT started_at, finished_at FROM backfill_batch_runs
-                   WHERE provider = 'synthetic' AND run_id = $1""",
-                run,
-            ),
-        )
-    ]
-    assert len(spans) == 12 and all(e is not None for _, e in spans)
-    peak = max_overlap(spans)
+    peak = peak_batches(md_dsn, run, 12)
     drained = f"24 jobs in 12 batches, pool of {POOL_SLOTS}: peak {peak} concurrent, {drain_seconds:.0f}s"
     assert peak <= POOL_SLOTS, drained
     assert peak == POOL_SLOTS, drained  # the pool, not a serial scheduler, is what bounds it

@@ -35,7 +35,7 @@ from tests.e2e.backfill_runs import (
     POOL_SLOTS,
     e2e_policy,
     enqueue,
-    max_overlap,
+    peak_batches,
     prepare,
     settle_scheduled_runs,
     sql,
@@ -133,19 +133,7 @@ def test_tasks_spread_over_both_workers_the_pool_caps_them_and_provider_state_is
     log.info("e2e celery: task instances per worker %s; backfill batches per worker %s", hosts, batch_hosts)
     assert set(hosts) == set(celery_stack.workers), hosts  # every task ran on one of the two, both used
 
-    spans = [
-        (r["started_at"], r["finished_at"])
-        for r in sql(
-            md_dsn,
-            lambda c: c.fetch(
-                """SELECT started_at, finished_at FROM backfill_batch_runs
-                   WHERE provider = 'synthetic' AND run_id = $1""",
-                run,
-            ),
-        )
-    ]
-    assert len(spans) == 12 and all(e is not None for _, e in spans)
-    peak = max_overlap(spans)
+    peak = peak_batches(md_dsn, run, 12)
     log.info("e2e celery: 12 batches, pool of %d, peak %d concurrent across the workers", POOL_SLOTS, peak)
     assert peak <= POOL_SLOTS
     assert peak == POOL_SLOTS  # the pool, not the workers' 8 slots or a serial scheduler, bounds it
