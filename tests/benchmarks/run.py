@@ -27,6 +27,7 @@ BENCHMARKS = {
     "ingest": "tests.benchmarks.bench_ingest",
     "gaps": "tests.benchmarks.bench_gaps",
     "sweep": "tests.benchmarks.bench_sweep",
+    "sweep-celery": "tests.benchmarks.bench_sweep_celery",
     "api": "tests.benchmarks.bench_api",
     "ws": "tests.benchmarks.bench_ws",
     "backfill": "tests.benchmarks.bench_backfill",
@@ -44,7 +45,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gaps-symbols", type=int, default=10_000)
     p.add_argument("--sweep-symbols", type=int, default=10_000)
     p.add_argument(
-        "--sweep-runs", type=int, default=3, help="sweep runs to measure: 1 cold + steady ones (3)"
+        "--sweep-runs",
+        type=int,
+        default=3,
+        help="sweep runs to measure: 1 cold + steady ones (3; sweep-celery: per executor)",
     )
     p.add_argument(
         "--sweep-parallelism",
