@@ -299,15 +299,21 @@ def test_the_cli_refuses_conf_beyond_the_active_policy_at_trigger_time_with_the_
 def manual_runs() -> list[str]:
     out = airflow_cli("dags", "list-runs", "md_backfill", "-o", "json")
     assert out.returncode == 0, out.stderr[-2000:]
-    return sorted(r["run_id"] for r in json.loads(out.stdout or "[]") if r["run_type"] == "manual")
+    return sorted(r["run_id"] for r in cli_json(out.stdout) if r["run_type"] == "manual")
+
+
+def cli_json(stdout: str) -> list[dict[str, object]]:
+    """The JSON list an `-o json` CLI command prints (after whatever Airflow logs first)."""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("[")]
+    return json.loads(lines[-1]) if lines else []
 
 
 def test_the_cli_accepts_a_request_within_the_policy(serialized) -> None:
     out = airflow_cli("dags", "trigger", "md_backfill", "--conf", request_conf(), "-o", "json")
     try:
         assert out.returncode == 0, (out.stdout + out.stderr)[-2000:]
-        created = json.loads(out.stdout)[0]
-        assert created["conf"]["request"]["symbols"] == ["AAPL"]
+        created = cli_json(out.stdout)[0]
+        assert created["conf"]["request"]["symbols"] == ["AAPL"]  # type: ignore[index]
     finally:
         # no queued run may wait for a later scheduler (tests/e2e share this metadata database)
         assert airflow_cli("dags", "delete", "md_backfill", "-y").returncode == 0

@@ -244,8 +244,8 @@ MARKET_OPEN: Final = Metric(
     name="market_open",
     type="gauge",
     labels=("mic",),
-    help="1 while the exchange (MIC) is in a trading session by exchange-calendars (holidays, early "
-    "closes and lunch breaks are closed; a 24/7 calendar is always open), else 0; one series per "
+    help="Whether the exchange (MIC) is in a trading session now, by exchange-calendars: 1 open, 0 closed "
+    "(holidays, early closes and lunch breaks are closed; a 24/7 calendar is always open); one series per "
     "exchange of the active universe (computed at scrape time).",
     emitted_from="api",
 )
