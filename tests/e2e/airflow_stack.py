@@ -35,7 +35,8 @@ class AirflowStack:
             "AIRFLOW__API__BASE_URL": f"http://localhost:{self.port}",
             "AIRFLOW__CORE__PARALLELISM": "8",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            # as ./dev: the UI's admin, and the service's own user (asset events, integrity)
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,market_data_api:op",
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = home / "stack-logs"
@@ -96,6 +97,15 @@ class AirflowStack:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    @property
+    def credentials_file(self) -> Path:
+        """The simple auth manager's generated passwords (admin and market_data_api)."""
+        return self.home / "simple_auth_manager_passwords.json.generated"
 
     def token(self) -> str:
         if self._token is None:

@@ -32,20 +32,28 @@ MON = datetime(2026, 11, 23, 14, 30, tzinfo=UTC)
 POOL_SLOTS = 2
 
 
+def edit(doc: str, changes: list[tuple[str, str]]) -> str:
+    """The policy text with each (pattern, replacement) applied once (each must match)."""
+    for pattern, repl in changes:
+        doc, n = re.subn(pattern, repl, doc, count=1, flags=re.M)
+        assert n == 1, pattern
+    return doc
+
+
 def e2e_policy(outage: tuple[datetime, datetime] | None = None) -> str:
     """Small batches, one fast retry, slow calls (so batches overlap), only the synthetic provider;
     optionally an outage window (wall clock) of that provider."""
-    doc = DEFAULT
-    for pattern, repl in [
-        (r"^batch_size = 20$", "batch_size = 2"),
-        (r"^retries = 3$", "retries = 1"),
-        (r'^retry_delay = "30s"$', 'retry_delay = "2s"'),
-        (r'^cadence = "5m"$', 'cadence = "1d"'),  # one scheduled run at unpause, none during the test
-        (r'(\[providers\.synthetic_backup\]\nkind = "synthetic"\n)enabled = true', r"\1enabled = false"),
-        (r"^latency_ms = 0$", "latency_ms = 400"),
-    ]:
-        doc, n = re.subn(pattern, repl, doc, count=1, flags=re.M)
-        assert n == 1, pattern
+    doc = edit(
+        DEFAULT,
+        [
+            (r"^batch_size = 20$", "batch_size = 2"),
+            (r"^retries = 3$", "retries = 1"),
+            (r'^retry_delay = "30s"$', 'retry_delay = "2s"'),
+            (r'^cadence = "5m"$', 'cadence = "1d"'),  # one scheduled run at unpause, none during the test
+            (r'(\[providers\.synthetic_backup\]\nkind = "synthetic"\n)enabled = true', r"\1enabled = false"),
+            (r"^latency_ms = 0$", "latency_ms = 400"),
+        ],
+    )
     if outage is not None:
         window = f"outages = [{{start = {outage[0].isoformat()}, end = {outage[1].isoformat()}}}]"
         doc, n = re.subn(r"^outages = \[\]$", window, doc, count=1, flags=re.M)
