@@ -245,6 +245,24 @@ def cmd_statsd_mapping(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alert_tests(args: argparse.Namespace) -> int:
+    from market_data.metrics.alert_tests import RULE_TEST_FILE, rule_tests
+
+    folder = get_settings().include_dir / "prometheus"
+    path = folder / RULE_TEST_FILE
+    fresh = rule_tests(folder)
+    current = path.read_text() if path.exists() else ""
+    if fresh == current:
+        print(f"{path}: up to date with the exchange calendars")
+        return 0
+    if args.check:
+        print(f"{path}: differs from the exchange calendars; run `python -m market_data.cli alert-tests`")
+        return 1
+    path.write_text(fresh)
+    print(f"{path}: rewritten from the exchange calendars")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="market_data", description=__doc__)
     parser.add_argument("--database-url", help="override DATABASE_URL")
@@ -287,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     mapping.add_argument("--check", action="store_true", help="exit 1 when the file differs; write nothing")
     mapping.add_argument("--file", help="the mapping file (default: include/statsd/mapping.yml)")
     mapping.add_argument("--prefix", help="the statsd prefix of our metrics (default: STATSD_PREFIX)")
+    alert_tests = sub.add_parser(
+        "alert-tests",
+        help="write include/prometheus/alerts_calendar_test.yml from the exchange calendars "
+        "(--check: only compare)",
+    )
+    alert_tests.add_argument(
+        "--check", action="store_true", help="exit 1 when the file differs; write nothing"
+    )
     return parser
 
 
@@ -297,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_policy_validate(args)
         if args.command == "statsd-mapping":
             return cmd_statsd_mapping(args)
+        if args.command == "alert-tests":
+            return cmd_alert_tests(args)
         handler = {
             "init": cmd_init,
             "migrate": cmd_migrate,
