@@ -106,7 +106,8 @@ async def cmd_integrity(args: argparse.Namespace) -> int:
     """Run the integrity checks; exit 1 when one fails (skipped checks say why)."""
     import msgspec
 
-    from market_data.integrity import airflow_metadata_dsn, run_integrity_checks
+    from market_data.airflow_rest import AirflowRest
+    from market_data.integrity import run_integrity_checks
     from market_data.policy.schema import Duration
     from market_data.records import utcnow
 
@@ -117,8 +118,10 @@ async def cmd_integrity(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"--since: {exc}", file=sys.stderr)
             return 2
-    airflow_dsn = None if args.no_airflow else (args.airflow_database_url or airflow_metadata_dsn())
     s = get_settings()
+    if args.airflow_url:
+        s = msgspec.structs.replace(s, airflow_api_url=args.airflow_url)
+    airflow = None if args.no_airflow else AirflowRest.from_settings(s)
     conn = await db.connect(args.database_url or s.database_url)
     try:
         pending = await db.pending_migrations(conn, s.sql_dir)
@@ -128,9 +131,11 @@ async def cmd_integrity(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        report = await run_integrity_checks(conn, airflow_dsn=airflow_dsn, since=since)
+        report = await run_integrity_checks(conn, airflow=airflow, since=since)
     finally:
         await conn.close()
+        if airflow is not None:
+            await airflow.aclose()
     print(msgspec.json.encode(report).decode() if args.json else report.text())
     return 0 if report.ok else 1
 
@@ -282,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--since", metavar="DURATION", help="check bar versions of the last DURATION (e.g. 7d)"
     )
     integrity.add_argument(
-        "--airflow-database-url",
-        help="Airflow's metadata database (default: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN)",
+        "--airflow-url",
+        help="Airflow's api-server, whose REST API the DLQ check reads (default: MD_AIRFLOW_API_URL)",
     )
     integrity.add_argument("--no-airflow", action="store_true", help="skip the DLQ-vs-Airflow check")
     backfill = sub.add_parser("backfill", help="backfill requests")

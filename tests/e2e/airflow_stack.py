@@ -53,12 +53,15 @@ class AirflowStack:
             check=False,
         )
 
-    def start(self) -> None:
-        for name, args in (
-            ("api-server", ["api-server", "--port", str(self.port)]),
-            ("scheduler", ["scheduler"]),
-            ("dag-processor", ["dag-processor"]),
-        ):
+    def start(self, components: tuple[str, ...] = ("api-server", "scheduler", "dag-processor")) -> None:
+        """Start the components (each in its own process group) and wait for the api-server."""
+        commands = {
+            "api-server": ["api-server", "--port", str(self.port)],
+            "scheduler": ["scheduler"],
+            "dag-processor": ["dag-processor"],
+        }
+        for name in components:
+            args = commands[name]
             log = (self.logs / f"{name}.log").open("wb")
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "airflow", *args],

@@ -161,9 +161,9 @@ def wait_until_probe_due(provider: str, timeout: float) -> None:
     raise TimeoutError(f"the breaker of {provider} did not let a probe through in {timeout} s")
 
 
-def task_logs(run_id: str) -> str:
-    """The run's task logs (for a failure message)."""
-    base = AIRFLOW_HOME / "logs" / "dag_id=md_backfill" / f"run_id={run_id}"
+def task_logs(run_id: str, dag_id: str = "md_backfill", events: tuple[str, ...] = ()) -> str:
+    """The run's task logs (for a failure message): errors, warnings and lines containing `events`."""
+    base = AIRFLOW_HOME / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
     out = []
     for path in sorted(base.rglob("*.log")) if base.exists() else []:
         if "report" in str(path):
@@ -175,6 +175,8 @@ def task_logs(run_id: str) -> str:
                 errors.append(f"{detail['exc_type']}: {detail['exc_value']}"[:600])
             elif '"level":"warning"' in ln and "GitWildMatch" not in ln:
                 errors.append(json.loads(ln)["event"][:300])
+            elif events and any(e in ln for e in events):
+                errors.append(json.loads(ln)["event"][:600])
         if errors:
             out.append(f"== {path.relative_to(base)}: " + " | ".join(errors))
     return "\n".join(out)[-12000:]

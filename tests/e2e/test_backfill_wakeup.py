@@ -32,7 +32,7 @@ from market_data.records import Interval, Tier
 from market_data.settings import get_settings
 from tests.conftest import AIRFLOW_HOME, TEST_ENV, truncate_data
 from tests.e2e.airflow_stack import AirflowStack
-from tests.e2e.test_backfill_scheduler import DEFAULT, ROOT, edit, settle_scheduled_runs, sql
+from tests.e2e.test_backfill_scheduler import DEFAULT, ROOT, edit, settle_scheduled_runs, sql, task_logs
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,15 @@ REQUEST = {
 
 
 def wakeup_policy() -> str:
-    """The default policy, with 1% of bars missing for good (so a sweep finds gaps to queue)."""
+    """The default policy, with 1% of bars missing for good from the one provider that serves
+    (so a sweep finds gaps to queue)."""
     doc = edit(
-        DEFAULT, [(r"^drop_rate = 0.0$", "drop_rate = 0.01"), (r'^drop_heal = "10m"$', 'drop_heal = "3650d"')]
+        DEFAULT,
+        [
+            (r"^drop_rate = 0.0$", "drop_rate = 0.01"),
+            (r'^drop_heal = "10m"$', 'drop_heal = "3650d"'),
+            (r'(\[providers\.synthetic_backup\]\nkind = "synthetic"\n)enabled = true', r"\1enabled = false"),
+        ],
     )
     assert parse_policy(doc).backfill.cadence.seconds == CADENCE
     return doc
@@ -178,7 +184,11 @@ def test_announced_jobs_start_in_seconds_and_unannounced_ones_at_the_next_cadenc
     stack.api("PATCH", "/dags/md_sweep_t0", {"is_paused": False})
     try:
         sweep_run = str(stack.api("POST", "/dags/md_sweep_t0/dagRuns", {"logical_date": None})["dag_run_id"])
-        gaps = claimed(md_dsn, "source = 'gap'", (), timeout=WAKEUP_BOUND * 4)
+        try:
+            gaps = claimed(md_dsn, "source = 'gap'", (), timeout=WAKEUP_BOUND * 4)
+        except TimeoutError as exc:
+            logs = task_logs(sweep_run, "md_sweep_t0", ("sweep batch [", "plan T0"))
+            raise AssertionError(f"{exc}\n{stack.run_state('md_sweep_t0', sweep_run)}\n{logs}") from exc
         sweep_seconds = min((j["claimed_at"] - j["created_at"]).total_seconds() for j in gaps)
         log.info("enqueue-to-running, sweep gap + asset event: %.1f s (%d jobs)", sweep_seconds, len(gaps))
         assert {run_type(stack, "md_backfill", j["run_id"]) for j in gaps} == {"asset_triggered"}
