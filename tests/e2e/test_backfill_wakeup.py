@@ -189,8 +189,14 @@ def test_announced_jobs_start_in_seconds_and_unannounced_ones_at_the_next_cadenc
         except TimeoutError as exc:
             logs = task_logs(sweep_run, "md_sweep_t0", ("sweep batch [", "plan T0"))
             raise AssertionError(f"{exc}\n{stack.run_state('md_sweep_t0', sweep_run)}\n{logs}") from exc
-        sweep_seconds = min((j["claimed_at"] - j["created_at"]).total_seconds() for j in gaps)
-        log.info("enqueue-to-running, sweep gap + asset event: %.1f s (%d jobs)", sweep_seconds, len(gaps))
+        waits = sorted((j["claimed_at"] - j["created_at"]).total_seconds() for j in gaps)
+        sweep_seconds = waits[-1]  # the job that waited longest
+        log.info(
+            "enqueue-to-running, sweep gaps + asset event: %.1f-%.1f s (%d jobs)",
+            waits[0],
+            waits[-1],
+            len(gaps),
+        )
         assert {run_type(stack, "md_backfill", j["run_id"]) for j in gaps} == {"asset_triggered"}
         assert sweep_seconds < WAKEUP_BOUND
         assert stack.wait_for_run("md_sweep_t0", sweep_run, {"success", "failed"}, timeout=300) == "success"
