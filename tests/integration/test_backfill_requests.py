@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from datetime import timedelta
 
 import asyncpg
@@ -19,7 +20,7 @@ from market_data.backfill.manual import ManualBackfill, QueuedRequest, submit_ma
 from market_data.backfill.requests import JobCounts, get_request, list_jobs, recent_requests, request_status
 from market_data.policy import LoadedPolicy
 from market_data.records import Interval, Tier
-from tests.conftest import ROOT, TEST_ENV
+from tests.conftest import TEST_ENV
 from tests.integration.test_backfill import MON, NOW, POLICY, registry, rng
 
 LOADED = LoadedPolicy(version=1, policy=POLICY, body="", source="test")
@@ -166,9 +167,11 @@ async def test_recent_requests_carry_their_job_counts(conn) -> None:
 
 
 def dev(*args: str) -> subprocess.CompletedProcess[str]:
-    """`./dev ARGS` against the run's database."""
+    """What `./dev ARGS` runs (`python -m market_data.cli ARGS`), against the run's database.
+
+    Not ./dev itself: it would reinstall the runtime requirements over the test venv's."""
     return subprocess.run(
-        [str(ROOT / "dev"), *args],
+        [sys.executable, "-m", "market_data.cli", *args],
         env={**os.environ, **TEST_ENV},
         capture_output=True,
         text=True,
