@@ -299,7 +299,7 @@ def test_the_cli_refuses_conf_beyond_the_active_policy_at_trigger_time_with_the_
 def manual_runs() -> list[str]:
     out = airflow_cli("dags", "list-runs", "md_backfill", "-o", "json")
     assert out.returncode == 0, out.stderr[-2000:]
-    return sorted(r["run_id"] for r in cli_json(out.stdout) if r["run_type"] == "manual")
+    return sorted(str(r["run_id"]) for r in cli_json(out.stdout) if str(r["run_id"]).startswith("manual__"))
 
 
 def cli_json(stdout: str) -> list[dict[str, object]]:
