@@ -225,6 +225,19 @@ def cmd_policy_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_generated(path: Path, current: str, fresh: str, *, check: bool, source: str, command: str) -> int:
+    """Write a generated file when it differs from what `source` gives (`check`: only compare)."""
+    if fresh == current:
+        print(f"{path}: up to date with {source}")
+        return 0
+    if check:
+        print(f"{path}: differs from {source}; run `python -m market_data.cli {command}`")
+        return 1
+    path.write_text(fresh)
+    print(f"{path}: rewritten from {source}")
+    return 0
+
+
 def cmd_statsd_mapping(args: argparse.Namespace) -> int:
     from market_data.metrics.statsd_mapping import MappingFileError, with_generated_part
 
@@ -239,15 +252,9 @@ def cmd_statsd_mapping(args: argparse.Namespace) -> int:
     except MappingFileError as exc:
         print(f"{path}: {exc}", file=sys.stderr)
         return 2
-    if fresh == text:
-        print(f"{path}: up to date with the metric catalog")
-        return 0
-    if args.check:
-        print(f"{path}: differs from the metric catalog; run `python -m market_data.cli statsd-mapping`")
-        return 1
-    path.write_text(fresh)
-    print(f"{path}: rewritten from the metric catalog")
-    return 0
+    return _write_generated(
+        path, text, fresh, check=args.check, source="the metric catalog", command="statsd-mapping"
+    )
 
 
 def cmd_alert_tests(args: argparse.Namespace) -> int:
@@ -255,17 +262,15 @@ def cmd_alert_tests(args: argparse.Namespace) -> int:
 
     folder = get_settings().include_dir / "prometheus"
     path = folder / RULE_TEST_FILE
-    fresh = rule_tests(folder)
     current = path.read_text() if path.exists() else ""
-    if fresh == current:
-        print(f"{path}: up to date with the exchange calendars")
-        return 0
-    if args.check:
-        print(f"{path}: differs from the exchange calendars; run `python -m market_data.cli alert-tests`")
-        return 1
-    path.write_text(fresh)
-    print(f"{path}: rewritten from the exchange calendars")
-    return 0
+    return _write_generated(
+        path,
+        current,
+        rule_tests(folder),
+        check=args.check,
+        source="the exchange calendars",
+        command="alert-tests",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,8 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -106,16 +108,21 @@ def max_overlap(spans: list[tuple[datetime, datetime]]) -> int:
     return peak
 
 
-@pytest.fixture
-def stack(airflow_db: str, md_dsn: str, tmp_path: Path):
+@contextmanager
+def running_stack(
+    md_dsn: str, policy: str, tmp_path: Path, *setup: tuple[str, ...]
+) -> Iterator[AirflowStack]:
+    """Empty data tables, `policy` active (and as the policy file), the pools and DAGs in place,
+    md_backfill unpaused, the `setup` CLI commands run, then a running Airflow; afterwards the
+    default policy is active again."""
     sql(md_dsn, lambda c: truncate_data(md_dsn))
     policy_file = tmp_path / "policy.toml"
-    policy_file.write_text(e2e_policy())
-    sql(md_dsn, lambda c: reload_policy(c, e2e_policy(), actor="e2e"))
+    policy_file.write_text(policy)
+    sql(md_dsn, lambda c: reload_policy(c, policy, actor="e2e"))
     s = AirflowStack({**TEST_ENV, "MARKET_DATA_POLICY_FILE": str(policy_file)}, AIRFLOW_HOME)
     for args in (
         ("pools", "import", str(ROOT / "include" / "pools.json")),
-        ("pools", "set", "provider_synthetic", str(POOL_SLOTS), "e2e: two batches at a time"),
+        *setup,
         ("dags", "reserialize"),
         ("dags", "unpause", "md_backfill"),
     ):
@@ -127,6 +134,17 @@ def stack(airflow_db: str, md_dsn: str, tmp_path: Path):
     finally:
         s.stop()
         sql(md_dsn, lambda c: reload_policy(c, DEFAULT, actor="e2e"))
+
+
+@pytest.fixture
+def stack(airflow_db: str, md_dsn: str, tmp_path: Path) -> Iterator[AirflowStack]:
+    with running_stack(
+        md_dsn,
+        e2e_policy(),
+        tmp_path,
+        ("pools", "set", "provider_synthetic", str(POOL_SLOTS), "e2e: two batches at a time"),
+    ) as s:
+        yield s
 
 
 def settle_scheduled_runs(stack: AirflowStack) -> None:

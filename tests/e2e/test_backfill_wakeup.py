@@ -15,6 +15,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,17 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from market_data.backfill.enqueue import BackfillRange, enqueue_backfills
 from market_data.policy import parse_policy
-from market_data.policy.store import reload_policy
 from market_data.records import Interval, Tier
 from market_data.settings import get_settings
-from tests.conftest import AIRFLOW_HOME, TEST_ENV, truncate_data
 from tests.e2e.airflow_stack import AirflowStack
-from tests.e2e.test_backfill_scheduler import DEFAULT, ROOT, edit, settle_scheduled_runs, sql, task_logs
+from tests.e2e.test_backfill_scheduler import (
+    DEFAULT,
+    edit,
+    running_stack,
+    settle_scheduled_runs,
+    sql,
+    task_logs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,25 +73,9 @@ def wakeup_policy() -> str:
 
 
 @pytest.fixture
-def stack(airflow_db: str, md_dsn: str, tmp_path: Path):
-    sql(md_dsn, lambda c: truncate_data(md_dsn))
-    policy_file = tmp_path / "policy.toml"
-    policy_file.write_text(wakeup_policy())
-    sql(md_dsn, lambda c: reload_policy(c, wakeup_policy(), actor="e2e"))
-    s = AirflowStack({**TEST_ENV, "MARKET_DATA_POLICY_FILE": str(policy_file)}, AIRFLOW_HOME)
-    for args in (
-        ("pools", "import", str(ROOT / "include" / "pools.json")),
-        ("dags", "reserialize"),
-        ("dags", "unpause", "md_backfill"),
-    ):
-        out = s.cli(*args)
-        assert out.returncode == 0, out.stderr[-2000:]
-    s.start()
-    try:
+def stack(airflow_db: str, md_dsn: str, tmp_path: Path) -> Iterator[AirflowStack]:
+    with running_stack(md_dsn, wakeup_policy(), tmp_path) as s:
         yield s
-    finally:
-        s.stop()
-        sql(md_dsn, lambda c: reload_policy(c, DEFAULT, actor="e2e"))
 
 
 def wait_for_quiet_window(stack: AirflowStack, needed: float = 180.0) -> None:

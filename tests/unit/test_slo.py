@@ -281,27 +281,33 @@ def test_assessment_against_the_policy_thresholds() -> None:
     assert assess(sample(interval="5m"), strict).gap_threshold_seconds == 900.0
 
 
-def test_gauges_sent_from_the_task() -> None:
+def sent_gauges(samples: list[SloSample], policy_version: int | None, count: int) -> set[str]:
+    """The statsd lines emit_slo_gauges sends for `samples` (`count` of them)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(2)
     metrics = TaskMetrics("127.0.0.1", sock.getsockname()[1], "market_data")
     try:
-        emit_slo_gauges(
-            [
-                sample(tier="T0", interval="1m", violation_rate=0.25, lag_seconds=120.0),
-                sample(tier="T1", interval="1m", violation_rate=0.0, lag_seconds=300.0),
-                sample(tier="T2", interval="1d", violation_rate=0.0, lag_seconds=None),
-            ],
-            metrics,
-            policy_version=3,
-        )
+        emit_slo_gauges(samples, metrics, policy_version=policy_version)
         lines: set[str] = set()
-        while len(lines) < 5:
+        while len(lines) < count:
             lines.update(sock.recv(65535).decode().splitlines())
     finally:
         metrics.close()
         sock.close()
+    return lines
+
+
+def test_gauges_sent_from_the_task() -> None:
+    lines = sent_gauges(
+        [
+            sample(tier="T0", interval="1m", violation_rate=0.25, lag_seconds=120.0),
+            sample(tier="T1", interval="1m", violation_rate=0.0, lag_seconds=300.0),
+            sample(tier="T2", interval="1d", violation_rate=0.0, lag_seconds=None),
+        ],
+        3,
+        5,
+    )
     assert lines == {
         "market_data.slo_gap_violation_rate.T0.1m:0.25|g",
         "market_data.slo_gap_violation_rate.T1.1m:0.0|g",
@@ -312,22 +318,9 @@ def test_gauges_sent_from_the_task() -> None:
 
 
 def test_coverage_gauges_are_sent_for_samples_that_measured_it() -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(2)
-    metrics = TaskMetrics("127.0.0.1", sock.getsockname()[1], "market_data")
-    try:
-        emit_slo_gauges(
-            [sample(tier="T0", interval="1m", expected_bars=450, missing_bars=3, confirmed_empty_bars=7)],
-            metrics,
-            policy_version=None,
-        )
-        lines: set[str] = set()
-        while len(lines) < 5:
-            lines.update(sock.recv(65535).decode().splitlines())
-    finally:
-        metrics.close()
-        sock.close()
+    lines = sent_gauges(
+        [sample(tier="T0", interval="1m", expected_bars=450, missing_bars=3, confirmed_empty_bars=7)], None, 5
+    )
     assert lines == {
         "market_data.slo_gap_violation_rate.T0.1m:0.005|g",
         "market_data.slo_expected_bars.T0.1m:450|g",
