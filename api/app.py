@@ -20,6 +20,7 @@ from api.ops.audit import OpsAuditMiddleware
 from api.ops.auth import require_ops_token
 from api.ops.backfill import BackfillOpsController
 from api.ops.policy import PolicyOpsController
+from api.ops.wakeup import BackfillWakeup
 from api.state import AppResources, lifespan
 from api.stats.cadence import CadenceController
 from api.stats.providers import ProvidersController
@@ -83,4 +84,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app.state.resources = resources
     app.state.api_metrics = metrics
+    app.state.backfill_wakeup = BackfillWakeup(resources, metrics.backfill_wakeups)
     return app

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.di import NamedDependency
 
+from market_data.airflow_rest import AirflowRest
 from market_data.policy import PolicyReader
 from market_data.policy.validation import load_known_pools
 from market_data.settings import Settings
@@ -52,6 +53,8 @@ class AppResources:
         self.redis: aioredis.Redis | None = None
         self.policy = PolicyReader(settings.policy_file, ttl=POLICY_TTL_SECONDS)
         self.known_pools = load_known_pools(settings.include_dir)
+        self.airflow: AirflowRest | None = None
+        """Airflow's REST API while the app runs (None when MD_AIRFLOW_API_URL is not set)."""
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -66,10 +69,14 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     res.pool = await asyncpg.create_pool(res.settings.database_url, **POOL_OPTIONS)
     res.redis = aioredis.from_url(res.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     await res.policy.listen(res.settings.database_url)
+    res.airflow = AirflowRest.from_settings(res.settings)
     try:
         yield
     finally:
         await res.policy.close()
+        if res.airflow is not None:
+            await res.airflow.aclose()
+            res.airflow = None
         await res.redis.aclose()
         await res.pool.close()
 

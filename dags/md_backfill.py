@@ -19,27 +19,36 @@ the `backfill_<provider>` task -> the failed map index -> Clear, or
 instance runs exactly the same jobs again; on success they leave the DLQ. Requeueing a job
 instead: `POST /ops/dlq/backfills/requeue/{job_id}` (ops token).
 
-**Manual backfill** (Trigger DAG w/ config, or the CLI):
+**Schedule**: the policy's `backfill.cadence` (5 minutes by default), or at once when queued
+jobs are announced by an event of the `md_backfill_queue` asset: a sweep batch that queued
+gaps emits one, and so does the API after `POST /ops/backfill`.
 
-    airflow dags trigger md_backfill --conf '{"symbols": ["AAPL", "MSFT"], "interval": "1m",
-        "start": "2026-11-20T14:30:00Z", "end": "2026-11-20T21:00:00Z"}'
+**Manual backfill** (Trigger DAG w/ config, or the CLI): the `request` Param.
 
-Malformed conf (symbol, interval, timestamp format) is refused at trigger time; a range
-beyond the policy's `backfill.max_range` / `backfill.max_age` or an unknown symbol fails the
-run's first task with every reason. Manual jobs get the top priority and run in that run.
+    airflow dags trigger md_backfill --conf '{"request": {"symbols": ["AAPL", "MSFT"],
+        "interval": "1m", "start": "2026-11-20T14:30:00Z", "end": "2026-11-20T21:00:00Z"}}'
+
+The request is checked when the run is created (the REST API, the UI form and the CLI alike):
+a malformed one, a range beyond the active policy's `backfill.max_range` / `backfill.max_age`
+or an unknown symbol is refused with `md_backfill conf refused: <every reason>` and no run is
+made. The run's first task queues it as a backfill request (its id in the task log and XCom:
+`GET /ops/backfills/{id}`, `./dev backfill status ID`); manual jobs get the top priority and run
+in that run.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, Param, dag, task
 
 from market_data.airflow import backfill_tasks
+from market_data.airflow.assets import BACKFILL_QUEUE
+from market_data.airflow.backfill_params import REQUEST_PARAM, request_description, request_schema
+from market_data.airflow.grid import MAP_INDEX_TEMPLATE
 from market_data.airflow.timetables import BackfillTimetable
 from market_data.backfill.claim import OTHER
-from market_data.backfill.manual import ISO_WITH_OFFSET, MAX_SYMBOLS
-from market_data.records import SYMBOL_PATTERN, Interval
+from market_data.policy import parse_time_policy
 
 GROUPS = backfill_tasks.task_groups()
 RETRIES, RETRY_DELAY = backfill_tasks.retry_settings()
@@ -47,7 +56,7 @@ RETRIES, RETRY_DELAY = backfill_tasks.retry_settings()
 
 @dag(
     dag_id="md_backfill",
-    schedule=BackfillTimetable.from_policy_file(),
+    schedule=AssetOrTimeSchedule(timetable=BackfillTimetable.from_policy_file(), assets=[BACKFILL_QUEUE]),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -60,37 +69,16 @@ RETRIES, RETRY_DELAY = backfill_tasks.retry_settings()
         "max_retry_delay": timedelta(minutes=10),
     },
     params={
-        "symbols": Param(
-            [],
-            type="array",
-            items={"type": "string", "pattern": SYMBOL_PATTERN},
-            maxItems=MAX_SYMBOLS,
-            description="Tickers to backfill; empty: just drain the queue",
-        ),
-        "interval": Param(
-            "1m", type="string", enum=[iv.value for iv in Interval], description="Bar interval"
-        ),
-        "start": Param(
-            None,
-            type=["null", "string"],
-            pattern=ISO_WITH_OFFSET,
-            format="date-time",
-            description="Inclusive start, ISO 8601 with offset (e.g. 2026-11-20T14:30:00Z)",
-        ),
-        "end": Param(
-            None,
-            type=["null", "string"],
-            pattern=ISO_WITH_OFFSET,
-            format="date-time",
-            description="Exclusive end, ISO 8601 with offset",
+        REQUEST_PARAM: Param(
+            None, description=request_description(parse_time_policy()), schema=request_schema()
         ),
     },
     doc_md=__doc__,
 )
 def md_backfill() -> None:
     @task
-    def enqueue_manual() -> list[int]:
-        return backfill_tasks.enqueue_from_params()
+    def enqueue_manual() -> dict | None:
+        return backfill_tasks.enqueue_request()
 
     @task
     def claim() -> dict[str, list[dict]]:
@@ -101,7 +89,7 @@ def md_backfill() -> None:
         # Airflow maps only over a task's whole return value: one small select per provider
         return claimed.get(group, [])
 
-    @task(on_failure_callback=backfill_tasks.on_batch_failure)
+    @task(on_failure_callback=backfill_tasks.on_batch_failure, map_index_template=MAP_INDEX_TEMPLATE)
     def run_batch(batch: dict) -> dict:
         return backfill_tasks.run_batch(batch)
 

@@ -15,9 +15,14 @@ Every 5 minutes, for each tier of the active policy and each of its bar interval
   the worst symbol and the 95th percentile.
 - **Backfill queue**: queued + running jobs of the tier and the age of the oldest.
 
+- **Coverage**: the sampled symbols' expected bars in the window (ended by the run's instant),
+  and of those the missing (neither stored nor confirmed empty) and the confirmed-empty ones.
+
 Each run stores one `slo_samples` row per (tier, interval) with the policy version it used,
-and sends `slo_gap_violation_rate{tier,interval}`, `ingestion_lag_seconds{interval}` (worst
-tier) and `policy_version_info{version}` over statsd. `GET /stats/slo` serves the rows.
+and sends `slo_gap_violation_rate{tier,interval}`, `slo_expected_bars`, `slo_missing_bars`,
+`slo_confirmed_empty_bars{tier,interval}` (the Data quality dashboard),
+`ingestion_lag_seconds{interval}` (worst tier) and `policy_version_info{version}` over statsd.
+`GET /stats/slo` serves the rows.
 
 The run measures at its data interval's end: re-running (Clear) a run measures the same
 instant again and replaces its rows. Definitions in detail: `market_data/slo.py`.

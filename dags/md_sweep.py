@@ -4,7 +4,12 @@
 Each run plans the tier's jobs (from the universe and the cursors, or from the RLC list when
 the policy says `jobs.mode = "rlc"`), fetches them in mapped batches through the provider
 registry, and stores bars and quotes point-in-time safe; cursors advance in the same
-transaction. Gaps against the exchange calendar become backfill jobs for `md_backfill`.
+transaction. Gaps against the exchange calendar become backfill jobs for `md_backfill`; a batch that queued
+any emits an event of the `md_backfill_queue` asset (through the `md_backfill_queued` alias),
+which starts md_backfill at once instead of at its next cadence run.
+
+**Grid**: each mapped batch is named after its provider, first and last symbol and size
+(`synthetic AAPL..MSFT (250)`; the tier until a provider answered).
 
 **Schedule**: the active policy's `bar_cadence` for the tier, only while the tier's markets
 trade (daily tiers: after each session close). A policy reload changes it from the next run.
@@ -22,6 +27,8 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 from market_data.airflow import sweep_tasks
+from market_data.airflow.assets import BACKFILL_QUEUED
+from market_data.airflow.grid import MAP_INDEX_TEMPLATE
 from market_data.airflow.timetables import SessionCadenceTimetable
 from market_data.records import Tier
 
@@ -43,7 +50,7 @@ def build_sweep_dag(tier: str):
         def plan() -> list[dict]:
             return sweep_tasks.plan(tier)
 
-        @task
+        @task(outlets=[BACKFILL_QUEUED], map_index_template=MAP_INDEX_TEMPLATE)
         def sweep(batch: dict) -> dict:
             return sweep_tasks.sweep(batch)
 

@@ -151,6 +151,8 @@ CLEAN_TABLES = (
     "ingestion_cursors",
     "confirmed_empty_ranges",
     "backfill_jobs",
+    "backfill_requests",
+    "backfill_request_jobs",
     "slo_samples",
     "rejected_jobs",
     "backfill_batch_runs",

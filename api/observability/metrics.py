@@ -18,6 +18,8 @@ from market_data.metrics import CATALOG
 from market_data.metrics.catalog import (
     BACKFILL_OLDEST_AGE_SECONDS,
     BACKFILL_QUEUE_DEPTH,
+    BACKFILL_WAKEUPS_TOTAL,
+    MARKET_OPEN,
     POLICY_VERSION_INFO,
     WS_CLIENTS_GAUGE,
     WS_DROPPED_MESSAGES_TOTAL,
@@ -40,6 +42,8 @@ class ScrapeValues(msgspec.Struct, frozen=True, kw_only=True):
     """Age of the oldest queued or running job per tier; tiers left out count as 0."""
     policy_version: int | None = None
     """The active policy version (None: no `policy_version_info` sample)."""
+    market_open: dict[str, bool] = {}
+    """Whether each exchange (MIC) of the active universe is in a trading session now."""
 
 
 ScrapeSource = Callable[[], Awaitable[ScrapeValues]]
@@ -71,7 +75,10 @@ class _ScrapeValuesCollector(Collector):
         policy = GaugeMetricFamily(
             POLICY_VERSION_INFO.name, POLICY_VERSION_INFO.help, labels=list(POLICY_VERSION_INFO.labels)
         )
+        market = GaugeMetricFamily(MARKET_OPEN.name, MARKET_OPEN.help, labels=list(MARKET_OPEN.labels))
         if values is not None:
+            for mic, is_open in sorted(values.market_open.items()):
+                market.add_metric([mic], 1.0 if is_open else 0.0)
             tiers = [t.value for t in Tier]
             extra = set(values.backfill_queue_depth) | set(values.backfill_oldest_age_seconds)
             tiers += sorted(extra - set(tiers))
@@ -80,15 +87,16 @@ class _ScrapeValuesCollector(Collector):
                 age.add_metric([tier], float(values.backfill_oldest_age_seconds.get(tier, 0.0)))
             if values.policy_version is not None:
                 policy.add_metric([str(values.policy_version)], 1.0)
-        return [depth, age, policy]
+        return [depth, age, policy, market]
 
 
 class ApiMetrics:
     """The API's metrics in their own CollectorRegistry (one per app: create_app may run twice).
 
-    The API updates `ws_clients`, `ws_publish_latency_ms`, `ws_dropped_messages` and
-    `http_request_duration_seconds` as things happen; the queue gauges and the active policy
-    version come from `source`, awaited by `render()` on each scrape.
+    The API updates `ws_clients`, `ws_publish_latency_ms`, `ws_dropped_messages`,
+    `backfill_wakeups` and `http_request_duration_seconds` as things happen; the queue gauges,
+    the active policy version and `market_open` come from `source`, awaited by `render()` on
+    each scrape.
     """
 
     def __init__(self, source: ScrapeSource | None = None, *, scrape_timeout: float = 2.0) -> None:
@@ -105,6 +113,12 @@ class ApiMetrics:
         )
         self.ws_dropped_messages = Counter(
             WS_DROPPED_MESSAGES_TOTAL.name, WS_DROPPED_MESSAGES_TOTAL.help, registry=self.registry
+        )
+        self.backfill_wakeups = Counter(
+            BACKFILL_WAKEUPS_TOTAL.name,
+            BACKFILL_WAKEUPS_TOTAL.help,
+            labelnames=BACKFILL_WAKEUPS_TOTAL.labels,
+            registry=self.registry,
         )
         self.http_request_duration_seconds = Histogram(
             HTTP_REQUEST_DURATION_SECONDS,

@@ -58,6 +58,12 @@ class SloRow(ResponseModel, kw_only=True):
     """Active symbols never ingested for the interval (not in the lag)."""
     policy_version: int | None
     """The policy version the sampling run used."""
+    expected_bars: int | None
+    """Expected bars of the sampled symbols' windows ended by sampled_at (coverage)."""
+    missing_bars: int | None
+    """Of those, neither stored nor confirmed empty."""
+    confirmed_empty_bars: int | None
+    """Of those, not stored and confirmed empty by a provider."""
     continuity_met: bool
     met: bool
     """Continuity met and the lag known and not critical."""
@@ -119,6 +125,9 @@ def _row(s: SloSample, slo: SloPolicy) -> SloRow:
         active_symbols=s.active_symbols,
         uncovered_symbols=s.uncovered_symbols,
         policy_version=s.policy_version,
+        expected_bars=s.expected_bars,
+        missing_bars=s.missing_bars,
+        confirmed_empty_bars=s.confirmed_empty_bars,
         continuity_met=verdict.continuity_met,
         met=verdict.met,
     )

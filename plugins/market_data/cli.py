@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from market_data import db
+from market_data.backfill.requests import BackfillRequestView
 from market_data.policy import PolicyError, load_policy_file
 from market_data.records import Tier
 from market_data.settings import get_settings
@@ -105,7 +106,8 @@ async def cmd_integrity(args: argparse.Namespace) -> int:
     """Run the integrity checks; exit 1 when one fails (skipped checks say why)."""
     import msgspec
 
-    from market_data.integrity import airflow_metadata_dsn, run_integrity_checks
+    from market_data.airflow_rest import AirflowRest
+    from market_data.integrity import run_integrity_checks
     from market_data.policy.schema import Duration
     from market_data.records import utcnow
 
@@ -116,8 +118,10 @@ async def cmd_integrity(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"--since: {exc}", file=sys.stderr)
             return 2
-    airflow_dsn = None if args.no_airflow else (args.airflow_database_url or airflow_metadata_dsn())
     s = get_settings()
+    if args.airflow_url:
+        s = msgspec.structs.replace(s, airflow_api_url=args.airflow_url)
+    airflow = None if args.no_airflow else AirflowRest.from_settings(s)
     conn = await db.connect(args.database_url or s.database_url)
     try:
         pending = await db.pending_migrations(conn, s.sql_dir)
@@ -127,11 +131,80 @@ async def cmd_integrity(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        report = await run_integrity_checks(conn, airflow_dsn=airflow_dsn, since=since)
+        report = await run_integrity_checks(conn, airflow=airflow, since=since)
     finally:
         await conn.close()
+        if airflow is not None:
+            await airflow.aclose()
     print(msgspec.json.encode(report).decode() if args.json else report.text())
     return 0 if report.ok else 1
+
+
+def _when(value: object) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if hasattr(value, "strftime") else "-"
+
+
+def request_text(view: BackfillRequestView) -> str:
+    """A backfill request as `./dev backfill status ID` prints it."""
+    c = view.job_counts
+    lines = [
+        f"backfill request {view.request_id}: {view.status}",
+        f"  asked     {_when(view.created_at)} by {view.actor} ({view.source}"
+        + (f", run {view.dag_run_id}" if view.dag_run_id else "")
+        + ")",
+        f"  range     {', '.join(view.symbols)} {view.interval} "
+        f"{view.start.isoformat()} .. {view.end.isoformat()}"
+        + (f" (policy version {view.policy_version})" if view.policy_version is not None else ""),
+        f"  jobs      {c.queued} queued, {c.running} running, {c.done} done, {c.dead} dead; "
+        f"{view.bars_written} bars written",
+    ]
+    if view.refused:
+        lines.append(f"  refused   {view.refused} (tier queues at their cap)")
+    for j in view.jobs:
+        where = f" {j.provider} {j.batch} of {j.run_id}" if j.run_id else ""
+        lines.append(
+            f"  job {j.id:<8} {j.symbol:<8} {j.status:<8} {j.start:%Y-%m-%d %H:%M}..{j.end:%Y-%m-%d %H:%M} "
+            f"bars {j.bars_inserted} tries {j.attempts}{where}"
+        )
+    lines.extend(f"  error     job {e.job_id} {e.symbol} ({e.status}): {e.error}" for e in view.errors)
+    return "\n".join(lines)
+
+
+def requests_table(views: list[BackfillRequestView]) -> str:
+    """Recent backfill requests, one line each (`./dev backfill status`)."""
+    if not views:
+        return "no backfill requests yet"
+    lines = [f"{'id':>6}  {'status':<8} {'asked':<20} {'jobs q/r/d/x':<13} {'bars':>8}  symbols"]
+    for v in views:
+        c = v.job_counts
+        symbols = ", ".join(v.symbols[:5]) + (f" (+{len(v.symbols) - 5})" if len(v.symbols) > 5 else "")
+        lines.append(
+            f"{v.request_id:>6}  {v.status:<8} {_when(v.created_at):<20} "
+            f"{f'{c.queued}/{c.running}/{c.done}/{c.dead}':<13} {v.bars_written:>8}  {symbols} {v.interval}"
+        )
+    return "\n".join(lines)
+
+
+async def cmd_backfill_status(args: argparse.Namespace) -> int:
+    """One request's progress, or the recent requests."""
+    import msgspec
+
+    from market_data.backfill.requests import get_request, recent_requests
+
+    conn = await db.connect(args.database_url or get_settings().database_url)
+    try:
+        if args.request_id is None:
+            views = await recent_requests(conn, limit=args.limit)
+            print(msgspec.json.encode(views).decode() if args.json else requests_table(views))
+            return 0
+        view = await get_request(conn, args.request_id)
+    finally:
+        await conn.close()
+    if view is None:
+        print(f"request_id: no backfill request {args.request_id}", file=sys.stderr)
+        return 1
+    print(msgspec.json.encode(view).decode() if args.json else request_text(view))
+    return 0
 
 
 def cmd_policy_validate(args: argparse.Namespace) -> int:
@@ -152,6 +225,19 @@ def cmd_policy_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_generated(path: Path, current: str, fresh: str, *, check: bool, source: str, command: str) -> int:
+    """Write a generated file when it differs from what `source` gives (`check`: only compare)."""
+    if fresh == current:
+        print(f"{path}: up to date with {source}")
+        return 0
+    if check:
+        print(f"{path}: differs from {source}; run `python -m market_data.cli {command}`")
+        return 1
+    path.write_text(fresh)
+    print(f"{path}: rewritten from {source}")
+    return 0
+
+
 def cmd_statsd_mapping(args: argparse.Namespace) -> int:
     from market_data.metrics.statsd_mapping import MappingFileError, with_generated_part
 
@@ -166,15 +252,25 @@ def cmd_statsd_mapping(args: argparse.Namespace) -> int:
     except MappingFileError as exc:
         print(f"{path}: {exc}", file=sys.stderr)
         return 2
-    if fresh == text:
-        print(f"{path}: up to date with the metric catalog")
-        return 0
-    if args.check:
-        print(f"{path}: differs from the metric catalog; run `python -m market_data.cli statsd-mapping`")
-        return 1
-    path.write_text(fresh)
-    print(f"{path}: rewritten from the metric catalog")
-    return 0
+    return _write_generated(
+        path, text, fresh, check=args.check, source="the metric catalog", command="statsd-mapping"
+    )
+
+
+def cmd_alert_tests(args: argparse.Namespace) -> int:
+    from market_data.metrics.alert_tests import RULE_TEST_FILE, rule_tests
+
+    folder = get_settings().include_dir / "prometheus"
+    path = folder / RULE_TEST_FILE
+    current = path.read_text() if path.exists() else ""
+    return _write_generated(
+        path,
+        current,
+        rule_tests(folder),
+        check=args.check,
+        source="the exchange calendars",
+        command="alert-tests",
+    )
 
 
 def cmd_celery_env(args: argparse.Namespace) -> int:
@@ -220,10 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--since", metavar="DURATION", help="check bar versions of the last DURATION (e.g. 7d)"
     )
     integrity.add_argument(
-        "--airflow-database-url",
-        help="Airflow's metadata database (default: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN)",
+        "--airflow-url",
+        help="Airflow's api-server, whose REST API the DLQ check reads (default: MD_AIRFLOW_API_URL)",
     )
     integrity.add_argument("--no-airflow", action="store_true", help="skip the DLQ-vs-Airflow check")
+    backfill = sub.add_parser("backfill", help="backfill requests")
+    bsub = backfill.add_subparsers(dest="backfill_command", required=True)
+    status = bsub.add_parser(
+        "status", help="a backfill request's progress (jobs, bars, errors), or the recent requests"
+    )
+    status.add_argument("request_id", nargs="?", type=int, help="the id POST /ops/backfill or a trigger gave")
+    status.add_argument("--limit", type=int, default=20, help="recent requests to list (default 20)")
+    status.add_argument("--json", action="store_true", help="print JSON")
     policy = sub.add_parser("policy", help="policy tools")
     psub = policy.add_subparsers(dest="policy_command", required=True)
     validate = psub.add_parser("validate", help="validate a policy file; print every problem")
@@ -241,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     celery.add_argument("--workers", type=int, default=1, help="workers sharing [core] parallelism (1)")
     celery.add_argument("--concurrency", type=int, default=0, help="task slots per worker (default: shared)")
+    alert_tests = sub.add_parser(
+        "alert-tests",
+        help="write include/prometheus/alerts_calendar_test.yml from the exchange calendars "
+        "(--check: only compare)",
+    )
+    alert_tests.add_argument(
+        "--check", action="store_true", help="exit 1 when the file differs; write nothing"
+    )
     return parser
 
 
@@ -253,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_statsd_mapping(args)
         if args.command == "celery-env":
             return cmd_celery_env(args)
+        if args.command == "alert-tests":
+            return cmd_alert_tests(args)
         handler = {
             "init": cmd_init,
             "migrate": cmd_migrate,
@@ -260,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": cmd_seed,
             "check": cmd_check,
             "integrity": cmd_integrity,
+            "backfill": cmd_backfill_status,
         }
         return asyncio.run(handler[args.command](args))
     except (db.MigrationError, PolicyError) as exc:

@@ -13,20 +13,22 @@ anything; they only read.
 - done_ranges_not_requeued: no gap job was queued, after a backfill finished, for a range
   that finished job covers (the same work both done and queued again).
 - dlq_matches_airflow: every dead job of a batch belongs to a mapped `backfill_<group>` task
-  instance that failed in Airflow's metadata database, and no failed batch still holds a
-  running job. Skipped (with the reason) when that database is not reachable.
+  instance that failed in Airflow, and no failed batch still holds a running job. Airflow is
+  asked through its public REST API v2 (`market_data.airflow_rest`, the service's own Airflow
+  user); skipped, saying why, when it is not configured or not reachable.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
 import msgspec
+
+from market_data.airflow_rest import AirflowRest, AirflowUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ EXAMPLES = 5
 BACKFILL_DAG = "md_backfill"
 TASK_PREFIX = "backfill_"
 IN_PROGRESS = (
+    None,  # cleared, waiting for the scheduler
     "scheduled",
     "queued",
     "running",
@@ -44,6 +47,8 @@ IN_PROGRESS = (
     "deferred",
 )
 """Task instance states of a batch that is being run again (a cleared DLQ batch)."""
+RUNS_PER_CALL = 50
+"""Run ids per task-instance listing (the request body stays small)."""
 
 Status = Literal["ok", "failed", "skipped"]
 
@@ -235,119 +240,95 @@ async def check_done_not_requeued(conn: asyncpg.Connection) -> CheckResult:
     )
 
 
-def airflow_metadata_dsn(environ: dict[str, str] | None = None) -> str | None:
-    """asyncpg DSN of Airflow's metadata database from AIRFLOW__DATABASE__SQL_ALCHEMY_CONN."""
-    env = os.environ if environ is None else environ
-    url = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").strip()
-    if not url:
-        return None
-    scheme, sep, rest = url.partition("://")
-    if not sep or not scheme.startswith("postgres"):
-        return None
-    return f"postgresql://{rest}"
+async def _failed_batches(airflow: AirflowRest) -> list[tuple[str, str, int]]:
+    """(run_id, task_id, map_index) of md_backfill's mapped batch task instances that failed."""
+    return [
+        (ti["dag_run_id"], ti["task_id"], int(ti["map_index"]))
+        for ti in await airflow.task_instances(BACKFILL_DAG, states=["failed"])
+        if ti["task_id"].startswith(TASK_PREFIX) and int(ti["map_index"]) >= 0
+    ]
 
 
-def _describe(dsn: str) -> str:
-    """Host, port and database of a DSN, without credentials."""
-    return dsn.rpartition("@")[2]
+async def _batch_states(
+    airflow: AirflowRest, keys: list[tuple[str, str, int]]
+) -> dict[tuple[str, str, int], str | None]:
+    """The state of each (run_id, task_id, map_index) task instance Airflow knows."""
+    states: dict[tuple[str, str, int], str | None] = {}
+    runs = sorted({k[0] for k in keys})
+    tasks = sorted({k[1] for k in keys})
+    for i in range(0, len(runs), RUNS_PER_CALL):
+        for ti in await airflow.task_instances(
+            BACKFILL_DAG, run_ids=runs[i : i + RUNS_PER_CALL], task_ids=tasks
+        ):
+            states[(ti["dag_run_id"], ti["task_id"], int(ti["map_index"]))] = ti["state"]
+    return states
 
 
-async def check_dlq(conn: asyncpg.Connection, airflow_dsn: str | None) -> CheckResult:
+async def check_dlq(conn: asyncpg.Connection, airflow: AirflowRest | None) -> CheckResult:
     name = "dlq_matches_airflow"
     description = (
         "dead jobs belong to failed backfill task instances in Airflow, and no failed batch still holds "
         "a running job"
     )
-    if airflow_dsn is None:
+    if airflow is None:
         return CheckResult(
             name=name,
             status="skipped",
             description=description,
-            detail="no Postgres metadata database configured (AIRFLOW__DATABASE__SQL_ALCHEMY_CONN)",
+            detail="Airflow's REST API is not configured (MD_AIRFLOW_API_URL)",
         )
     try:
-        af = await asyncpg.connect(airflow_dsn, timeout=5)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        return CheckResult(
-            name=name,
-            status="skipped",
-            description=description,
-            detail=f"Airflow's metadata database ({_describe(airflow_dsn)}) is not reachable: "
-            f"{type(exc).__name__}: {exc}",
-        )
-    try:
-        try:
-            failed = await af.fetch(
-                """SELECT run_id, task_id, map_index FROM task_instance
-                   WHERE dag_id = $1 AND state = 'failed' AND map_index >= 0
-                     AND starts_with(task_id, $2)""",
-                BACKFILL_DAG,
-                TASK_PREFIX,
-            )
-        except asyncpg.UndefinedTableError:
-            return CheckResult(
-                name=name,
-                status="skipped",
-                description=description,
-                detail=f"{_describe(airflow_dsn)} holds no task_instance table (not migrated?)",
-            )
+        failed = await _failed_batches(airflow)
         dead = await conn.fetch(
             """SELECT run_id, batch, count(*) AS jobs, min(id) AS first_id FROM backfill_jobs
                WHERE status = 'dead' AND run_id IS NOT NULL AND batch IS NOT NULL
                GROUP BY run_id, batch ORDER BY run_id, batch"""
         )
-        untied = await conn.fetchval(
-            "SELECT count(*) FROM backfill_jobs WHERE status = 'dead' AND (run_id IS NULL OR batch IS NULL)"
-        )
         keys = []
         for r in dead:
             group, _, index = r["batch"].rpartition(":")
             keys.append((r["run_id"], TASK_PREFIX + group, int(index) if index.isdigit() else -2))
-        states: dict[tuple[str, str, int], str | None] = {}
-        if keys:
-            for row in await af.fetch(
-                """SELECT t.run_id, t.task_id, t.map_index, t.state FROM task_instance t
-                   JOIN unnest($2::text[], $3::text[], $4::int[]) AS k(run_id, task_id, map_index)
-                     ON t.run_id = k.run_id AND t.task_id = k.task_id AND t.map_index = k.map_index
-                   WHERE t.dag_id = $1""",
-                BACKFILL_DAG,
-                [k[0] for k in keys],
-                [k[1] for k in keys],
-                [k[2] for k in keys],
-            ):
-                states[(row["run_id"], row["task_id"], row["map_index"])] = row["state"]
-        bad: list[dict[str, Any]] = []
-        rerunning = 0
-        for r, key in zip(dead, keys, strict=True):
-            state = states.get(key, "missing")
-            if state == "failed":
-                continue
-            if state in IN_PROGRESS:
-                rerunning += 1  # cleared in the UI: its jobs leave the DLQ when it runs
-                continue
-            bad.append(
-                {
-                    "problem": "dead jobs whose task instance did not fail",
-                    "run_id": r["run_id"],
-                    "batch": r["batch"],
-                    "dead_jobs": r["jobs"],
-                    "task_instance_state": state,
-                }
-            )
-        stuck: list[asyncpg.Record] = []
-        if failed:
-            stuck = await conn.fetch(
-                """SELECT j.run_id, j.batch, count(*) AS running_jobs FROM backfill_jobs j
-                   JOIN unnest($1::text[], $2::text[]) AS f(run_id, batch)
-                     ON j.run_id = f.run_id AND j.batch = f.batch
-                   WHERE j.status = 'running'
-                   GROUP BY j.run_id, j.batch""",
-                [f["run_id"] for f in failed],
-                [f"{f['task_id'].removeprefix(TASK_PREFIX)}:{f['map_index']}" for f in failed],
-            )
-        bad.extend({"problem": "failed batch still holds running jobs", **dict(s)} for s in stuck)
-    finally:
-        await af.close()
+        states = await _batch_states(airflow, keys) if keys else {}
+    except AirflowUnavailable as exc:
+        return CheckResult(
+            name=name,
+            status="skipped",
+            description=description,
+            detail=f"Airflow's REST API ({airflow.describe()}) cannot be used: {exc}",
+        )
+    untied = await conn.fetchval(
+        "SELECT count(*) FROM backfill_jobs WHERE status = 'dead' AND (run_id IS NULL OR batch IS NULL)"
+    )
+    bad: list[dict[str, Any]] = []
+    rerunning = 0
+    for r, key in zip(dead, keys, strict=True):
+        state = states.get(key, "missing")
+        if state == "failed":
+            continue
+        if state in IN_PROGRESS:
+            rerunning += 1  # cleared in the UI: its jobs leave the DLQ when it runs
+            continue
+        bad.append(
+            {
+                "problem": "dead jobs whose task instance did not fail",
+                "run_id": r["run_id"],
+                "batch": r["batch"],
+                "dead_jobs": r["jobs"],
+                "task_instance_state": state,
+            }
+        )
+    stuck: list[asyncpg.Record] = []
+    if failed:
+        stuck = await conn.fetch(
+            """SELECT j.run_id, j.batch, count(*) AS running_jobs FROM backfill_jobs j
+               JOIN unnest($1::text[], $2::text[]) AS f(run_id, batch)
+                 ON j.run_id = f.run_id AND j.batch = f.batch
+               WHERE j.status = 'running'
+               GROUP BY j.run_id, j.batch""",
+            [f[0] for f in failed],
+            [f"{f[1].removeprefix(TASK_PREFIX)}:{f[2]}" for f in failed],
+        )
+    bad.extend({"problem": "failed batch still holds running jobs", **dict(s)} for s in stuck)
     result = _result(name, description, len(dead) + len(failed), bad, len(bad))
     notes = []
     if rerunning:
@@ -361,13 +342,13 @@ async def check_dlq(conn: asyncpg.Connection, airflow_dsn: str | None) -> CheckR
 async def run_integrity_checks(
     conn: asyncpg.Connection,
     *,
-    airflow_dsn: str | None = None,
+    airflow: AirflowRest | None = None,
     since: datetime | None = None,
 ) -> IntegrityReport:
     """Every check, in a read-only transaction (one consistent snapshot of the store).
 
     Args:
-        airflow_dsn: Airflow's metadata database (see `airflow_metadata_dsn`); None skips the DLQ check.
+        airflow: Airflow's REST API (`AirflowRest.from_settings`); None skips the DLQ check.
         since: check bar versions with ts >= since only (the full table can be large).
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -376,7 +357,7 @@ async def run_integrity_checks(
             await check_cursors(conn),
             await check_job_states(conn),
             await check_done_not_requeued(conn),
-            await check_dlq(conn, airflow_dsn),
+            await check_dlq(conn, airflow),
         ]
     for c in checks:
         if c.status == "failed":

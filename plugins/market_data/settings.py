@@ -44,6 +44,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cache_dir: Path | None = None
     """MARKET_DATA_CACHE_DIR: files processes share to start faster (exchange session tables);
     default `$XDG_CACHE_HOME/market_data` (`~/.cache/market_data`); `off` disables it."""
+    airflow_api_url: str = ""
+    """MD_AIRFLOW_API_URL: Airflow's api-server (e.g. http://localhost:8080), whose REST API the
+    API wakes md_backfill through and `./dev integrity` reads; empty: not used."""
+    airflow_api_user: str = "market_data_api"
+    """MD_AIRFLOW_API_USER: the Airflow user the service acts as (role `op`: it posts asset events)."""
+    airflow_api_password: str = ""
+    """MD_AIRFLOW_API_PASSWORD: that user's password; empty: read it from the credentials file."""
+    airflow_api_credentials_file: Path | None = None
+    """MD_AIRFLOW_API_CREDENTIALS_FILE: a JSON object user -> password, e.g. the simple auth
+    manager's generated `simple_auth_manager_passwords.json.generated`."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -60,7 +70,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             statsd_port=int(_env("STATSD_PORT", "8125")),
             statsd_prefix=_env("STATSD_PREFIX", "market_data"),
             cache_dir=_cache_dir(),
+            airflow_api_url=_env("MD_AIRFLOW_API_URL", ""),
+            airflow_api_user=_env("MD_AIRFLOW_API_USER", "market_data_api"),
+            airflow_api_password=os.environ.get("MD_AIRFLOW_API_PASSWORD", ""),
+            airflow_api_credentials_file=_optional_path("MD_AIRFLOW_API_CREDENTIALS_FILE"),
         )
+
+
+def _optional_path(name: str) -> Path | None:
+    raw = _env(name, "")
+    return Path(raw) if raw else None
 
 
 def _cache_dir() -> Path | None:

@@ -51,6 +51,10 @@ are not taken out of the lag (they come from backfills of older ranges).
 **Backfill queue** per tier: jobs `queued` or `running`, and the age of the oldest one
 (`now - created_at`, 0 when none); the same values on every interval row of the tier.
 
+**Coverage** of the sampled symbols (the data-quality dashboard): every expected bar of their
+windows that has ended by `now` (the whole window, the not-yet-ingested tail included), split
+by `gaps.count_coverage` into stored, confirmed empty and missing; summed over the sample.
+
 A run stores one `slo_samples` row per (tier, interval) of the policy, at `sampled_at =
 now`, replacing rows stored earlier for the same instant (re-running a run rewrites it).
 """
@@ -70,9 +74,11 @@ import numpy as np
 
 from market_data import calendar
 from market_data.gaps import (
+    Coverage,
     EmptyRanges,
     NsArray,
     confirmed_empty_ranges,
+    count_coverage,
     longest_run,
     missing_runs,
     stored_bar_starts,
@@ -92,8 +98,11 @@ _WINDOW_LOOKBACK = timedelta(days=14)
 _NS = 1_000_000_000
 
 
+NO_COVERAGE = Coverage(expected=0, stored=0, confirmed_empty=0, missing=0)
+
+
 class GapStat(msgspec.Struct, frozen=True, kw_only=True):
-    """The largest gap of one symbol in one window."""
+    """The largest gap of one symbol in one window, and the window's coverage."""
 
     bars: int
     """Missing bars in the longest run."""
@@ -101,6 +110,8 @@ class GapStat(msgspec.Struct, frozen=True, kw_only=True):
     """bars x interval seconds."""
     start_ns: int | None = None
     """Start of the first missing bar of that run (None without a gap)."""
+    coverage: Coverage = NO_COVERAGE
+    """Every expected bar of the window ended by now: stored, confirmed empty or missing."""
 
 
 NO_GAP = GapStat(bars=0, seconds=0.0)
@@ -156,7 +167,10 @@ def gaps_by_symbol(
             per_mic[mic] = (start, expected_complete_ns(mic, interval, start, now_ns))
         start, expected = per_mic[mic]
         stored = present.get(symbol, none)
-        out[symbol] = _largest_gap(expected, stored[stored >= start], interval, (empty or {}).get(symbol, ()))
+        stored = stored[stored >= start]
+        ranges = (empty or {}).get(symbol, ())
+        gap = _largest_gap(expected, stored, interval, ranges)
+        out[symbol] = msgspec.structs.replace(gap, coverage=count_coverage(expected, stored, ranges))
     return out
 
 
@@ -309,6 +323,7 @@ async def sample_slo(
             threshold = gap_threshold_seconds(interval, slo.gap_threshold_multiplier)
             violating, sampled, rate = violation_count((g.seconds for g in gaps.values()), threshold)
             lag, lag_p95, laggard = _tier_lag(exchanges, cursors[interval], interval, now_ns)
+            covered = [g.coverage for g in gaps.values()]
             sample = SloSample(
                 sampled_at=now,
                 tier=tier.value,
@@ -324,6 +339,9 @@ async def sample_slo(
                 active_symbols=len(exchanges),
                 uncovered_symbols=len(exchanges) - len(cursors[interval]),
                 policy_version=policy_version,
+                expected_bars=sum(c.expected for c in covered),
+                missing_bars=sum(c.missing for c in covered),
+                confirmed_empty_bars=sum(c.confirmed_empty for c in covered),
             )
             samples.append(sample)
             _log_sample(sample, gaps, threshold, laggard)

@@ -37,6 +37,12 @@ class SloSample(msgspec.Struct, frozen=True, kw_only=True):
     uncovered_symbols: int | None
     """Active symbols without a cursor for the interval (left out of the lag)."""
     policy_version: int | None
+    expected_bars: int | None = None
+    """Expected bars of the sampled symbols' windows ended by the sample's instant (coverage)."""
+    missing_bars: int | None = None
+    """Of those, neither stored nor confirmed empty."""
+    confirmed_empty_bars: int | None = None
+    """Of those, not stored and confirmed empty by a provider (minutes without trades)."""
     id: int | None = None
 
 
@@ -97,6 +103,9 @@ _COLUMNS = (
     "active_symbols",
     "uncovered_symbols",
     "policy_version",
+    "expected_bars",
+    "missing_bars",
+    "confirmed_empty_bars",
 )
 
 _INSERT = f"""
@@ -131,14 +140,19 @@ async def store_samples(conn: asyncpg.Connection, sampled_at: datetime, samples:
 def emit_slo_gauges(
     samples: Sequence[SloSample], metrics: TaskMetrics, *, policy_version: int | None
 ) -> None:
-    """Send the run's gauges: the violation rate per (tier, interval), the lag per interval.
+    """Send the run's gauges: the violation rate and coverage per (tier, interval), the lag per interval.
 
     `ingestion_lag_seconds{interval}` takes the worst tier's value; an interval whose tiers
     have no cursor at all is not sent. The queue gauges are the API's (read at scrape time).
     """
     worst_lag: dict[str, float] = {}
     for s in samples:
-        metrics.gauge("slo_gap_violation_rate", {"tier": s.tier, "interval": s.interval}, s.violation_rate)
+        pair = {"tier": s.tier, "interval": s.interval}
+        metrics.gauge("slo_gap_violation_rate", pair, s.violation_rate)
+        if s.expected_bars is not None:
+            metrics.gauge("slo_expected_bars", pair, s.expected_bars)
+            metrics.gauge("slo_missing_bars", pair, s.missing_bars or 0)
+            metrics.gauge("slo_confirmed_empty_bars", pair, s.confirmed_empty_bars or 0)
         if s.lag_seconds is not None:
             worst_lag[s.interval] = max(worst_lag.get(s.interval, 0.0), s.lag_seconds)
     for interval, lag in worst_lag.items():

@@ -63,6 +63,13 @@ def active_exchanges_blocking(dsn: str) -> dict[str, tuple[str, ...]]:
         return {tier: tuple(sorted(mics)) for tier, mics in cur.fetchall()}
 
 
+def active_universe_blocking(dsn: str) -> dict[str, str]:
+    """symbol -> tier of the active universe, for callers that cannot await (trigger-time checks)."""
+    with db.connect_blocking(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT symbol, tier FROM symbol_universe WHERE active")
+        return dict(cur.fetchall())
+
+
 def generated_entries(
     count: int, tier: Tier, exchange_mic: str = "XNYS", prefix: str = "GEN"
 ) -> list[UniverseEntry]:

@@ -72,6 +72,29 @@ async def test_queue_gauges_and_policy_version_are_read_from_postgres(client: As
     assert got[("backfill_queue_depth", (("tier", "T0"),))] == 0
 
 
+async def test_market_open_is_exposed_for_every_exchange_of_the_active_universe(
+    client: AsyncTestClient, conn
+) -> None:
+    from market_data import calendar
+    from market_data.records import utcnow
+
+    before = utcnow()
+    got = samples((await client.get("/metrics")).text)
+    after = utcnow()
+    opened = {dict(labels)["mic"]: value for (name, labels), value in got.items() if name == "market_open"}
+    mics = sorted(r[0] for r in await conn.fetch("SELECT DISTINCT exchange_mic FROM symbol_universe"))
+    assert sorted(opened) == mics == ["ARCX", "XLON", "XNAS", "XNYS", "XTKS"]
+    for mic, value in opened.items():
+        if calendar.is_open_at(mic, before) == calendar.is_open_at(mic, after):  # no session edge meanwhile
+            assert value == float(calendar.is_open_at(mic, after)), mic
+    try:
+        await conn.execute("UPDATE symbol_universe SET active = false WHERE exchange_mic = 'XTKS'")
+        got = samples((await client.get("/metrics")).text)
+        assert ("market_open", (("mic", "XTKS"),)) not in got  # only exchanges of the active universe
+    finally:
+        await conn.execute("UPDATE symbol_universe SET active = true WHERE exchange_mic = 'XTKS'")
+
+
 async def test_request_latency_is_labelled_by_route_template_not_raw_path(client: AsyncTestClient) -> None:
     for symbol in ("AAPL", "MSFT", "NOSUCH", "bad symbol!"):
         await client.get(f"/stocks/{symbol}/price")

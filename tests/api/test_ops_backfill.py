@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -31,6 +32,9 @@ BODY = {
     "method,path",
     [
         ("POST", "/ops/backfill"),
+        ("GET", "/ops/backfills"),
+        ("GET", "/ops/backfills/1"),
+        ("GET", "/ops/backfills/999999"),
         ("GET", "/ops/dlq/backfills"),
         ("POST", "/ops/dlq/backfills/requeue/1"),
         ("POST", "/ops/dlq/backfills/requeue/999999"),
@@ -53,14 +57,76 @@ async def test_manual_backfill_round_trip(client: AsyncTestClient, conn) -> None
         "start": "2026-11-23T14:30:00Z",
         "end": "2026-11-23T21:00:00Z",
     }
-    r = await client.post("/ops/backfill", json=body, headers=auth())
+    r = await client.post("/ops/backfill", json=body, headers={**auth(), "X-Ops-Actor": "alice"})
     assert r.status_code == 202, r.text
     out = r.json()
     assert out["inserted"] == 2 and len(out["job_ids"]) == 2 and out["refused"] == {}
+    assert r.headers["location"] == f"/ops/backfills/{out['request_id']}"
     rows = await conn.fetch("SELECT symbol, source, priority, status FROM backfill_jobs ORDER BY symbol")
     assert [tuple(r) for r in rows] == [("AAPL", "api", 0, "queued"), ("MSFT", "api", 0, "queued")]
     audit = await conn.fetchrow("SELECT path, status, detail FROM ops_audit ORDER BY id DESC LIMIT 1")
     assert (audit["path"], audit["status"]) == ("/ops/backfill", 202)
+    assert json.loads(audit["detail"])["request_id"] == out["request_id"]
+
+    progress = await client.get(r.headers["location"], headers=auth())
+    assert progress.status_code == 200, progress.text
+    view = progress.json()
+    assert view["request_id"] == out["request_id"] and view["status"] == "queued"
+    assert view["job_counts"] == {"queued": 2, "running": 0, "done": 0, "dead": 0}
+    assert (view["bars_written"], view["errors"], view["source"]) == (0, [], "api")
+    assert view["actor"].startswith("alice (token:") and view["symbols"] == ["AAPL", "MSFT"]
+    assert sorted(j["id"] for j in view["jobs"]) == sorted(out["job_ids"])
+    assert all(j["request_ids"] == [out["request_id"]] for j in view["jobs"])
+    await conn.execute("UPDATE backfill_jobs SET status = 'done', bars_inserted = 78 WHERE symbol = 'AAPL'")
+    await conn.execute(
+        "UPDATE backfill_jobs SET status = 'dead', last_error = 'ServerError: boom' WHERE symbol = 'MSFT'"
+    )
+    view = (await client.get(r.headers["location"], headers=auth())).json()
+    assert view["status"] == "failed" and view["bars_written"] == 78
+    assert view["errors"] == [
+        {"job_id": view["jobs"][1]["id"], "symbol": "MSFT", "status": "dead", "error": "ServerError: boom"}
+    ]
+
+
+async def test_an_unknown_request_is_a_404_naming_it(client: AsyncTestClient) -> None:
+    r = await client.get("/ops/backfills/999999", headers=auth())
+    assert r.status_code == 404 and r.json()["parameter"] == "request_id"
+    assert (await client.get("/ops/backfills/0", headers=auth())).json()["parameter"] == "request_id"
+
+
+async def test_jobs_are_listed_by_status_and_symbol_in_pages(client: AsyncTestClient, conn) -> None:
+    for symbols in (["AAPL"], ["MSFT", "NVDA"]):
+        r = await client.post("/ops/backfill", json={**BODY, "symbols": symbols}, headers=auth())
+        assert r.status_code == 202
+    await conn.execute("UPDATE backfill_jobs SET status = 'done' WHERE symbol = 'NVDA'")
+    page = (await client.get("/ops/backfills", params={"limit": 2}, headers=auth())).json()
+    assert [j["symbol"] for j in page["jobs"]] == ["NVDA", "MSFT"] and page["next_before_id"]
+    rest = (
+        await client.get("/ops/backfills", params={"before_id": page["next_before_id"]}, headers=auth())
+    ).json()
+    assert [j["symbol"] for j in rest["jobs"]] == ["AAPL"] and rest["next_before_id"] is None
+    queued = (await client.get("/ops/backfills", params={"status": "queued"}, headers=auth())).json()
+    assert [j["symbol"] for j in queued["jobs"]] == ["MSFT", "AAPL"]
+    mine = (await client.get("/ops/backfills", params={"symbol": "aapl"}, headers=auth())).json()
+    assert [(j["symbol"], j["source"], j["status"]) for j in mine["jobs"]] == [("AAPL", "api", "queued")]
+
+
+@pytest.mark.parametrize(
+    "params,parameter",
+    [
+        ({"status": "lost"}, "status"),
+        ({"symbol": "AA$"}, "symbol"),
+        ({"limit": 501}, "limit"),
+        ({"limit": 0}, "limit"),
+        ({"before_id": -1}, "before_id"),
+    ],
+)
+async def test_a_bad_job_listing_parameter_is_a_400_naming_it(
+    client: AsyncTestClient, params, parameter
+) -> None:
+    r = await client.get("/ops/backfills", params=params, headers=auth())
+    assert r.status_code == 400, r.text
+    assert r.json()["parameter"] == parameter
 
 
 @pytest.mark.parametrize(

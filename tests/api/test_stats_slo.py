@@ -72,6 +72,9 @@ async def test_latest_per_pair_history_and_verdicts(slo_client: AsyncTestClient,
         max_gap_seconds=300.0,
         queue_depth=4,
         oldest_age_seconds=1200.0,
+        expected_bars=12000,
+        missing_bars=30,
+        confirmed_empty_bars=4,
     )
     await store_samples(conn, later, [bad_t0, row(later, "T1", "5m", lag_seconds=600.0)])
 
@@ -87,6 +90,8 @@ async def test_latest_per_pair_history_and_verdicts(slo_client: AsyncTestClient,
         False,
     )
     assert (t0["queue_depth"], t0["oldest_age_seconds"], t0["lag_status"]) == (4, 1200.0, "ok")
+    assert (t0["expected_bars"], t0["missing_bars"], t0["confirmed_empty_bars"]) == (12000, 30, 4)
+    assert t1["expected_bars"] is None  # a sample stored before coverage was measured
     assert (t1["gap_threshold_seconds"], t1["lag_status"], t1["met"]) == (600.0, "warn", True)
     assert (t2["lag_status"], t2["met"], t2["gap_threshold_seconds"]) == ("unknown", False, 172800.0)
 

@@ -129,3 +129,70 @@ def test_sweep_t2_stores_daily_bars_on_every_exchange(dagbag, md_dsn: str) -> No
     assert got["MRK"] == (20, datetime(2026, 11, 23, tzinfo=UTC))
     assert got["VOD.L"][1] == datetime(2026, 11, 23, tzinfo=UTC)
     assert got["7203.T"][1] == datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def backfill_queue_events(run_id: str) -> list[dict]:
+    """Events of the backfill-queue asset that a run's task instances emitted (metadata database)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from market_data.airflow_rest import BACKFILL_QUEUE_ASSET
+
+    with create_session() as session:
+        events = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == BACKFILL_QUEUE_ASSET, AssetEvent.source_run_id == run_id)
+        ).all()
+        return [
+            {"task_id": e.source_task_id, "map_index": e.source_map_index, "extra": e.extra} for e in events
+        ]
+
+
+def test_a_sweep_batch_that_queues_gaps_emits_a_backfill_queue_event_and_one_that_does_not_emits_none(
+    dagbag, md_dsn: str, restore_default_policy
+) -> None:
+    import re
+    from pathlib import Path
+
+    from market_data.policy.store import reload_policy
+
+    default = (Path(__file__).resolve().parents[2] / "include" / "policy.toml").read_text()
+    dropping = re.sub(r"^drop_rate = 0.0$", "drop_rate = 0.01", default, count=1, flags=re.M)
+    dropping = re.sub(r'^drop_heal = "10m"$', 'drop_heal = "3650d"', dropping, count=1, flags=re.M)
+    dropping = re.sub(  # only the provider that drops bars serves the tier
+        r'(\[providers\.synthetic_backup\]\nkind = "synthetic"\n)enabled = true',
+        r"\1enabled = false",
+        dropping,
+    )
+    assert dropping.count("0.01") > default.count("0.01") and "enabled = false\npriority = 20" in dropping
+
+    async def reload(body: str) -> None:
+        c = await db.connect(md_dsn)
+        try:
+            await reload_policy(c, body, actor="tests")
+        finally:
+            await c.close()
+
+    async def gap_jobs() -> int:
+        c = await db.connect(md_dsn)
+        try:
+            return int(await c.fetchval("SELECT count(*) FROM backfill_jobs WHERE source = 'gap'"))
+        finally:
+            await c.close()
+
+    dag = dagbag.get_dag("md_sweep_t0")
+    asyncio.run(truncate_data(md_dsn))
+    quiet = dag.test(logical_date=LOGICAL)  # every bar delivered: no gap, no event
+    assert quiet.state == "success" and asyncio.run(gap_jobs()) == 0
+    assert backfill_queue_events(quiet.run_id) == []
+
+    asyncio.run(truncate_data(md_dsn))
+    asyncio.run(reload(dropping))
+    run = dag.test(logical_date=LOGICAL)
+    assert run.state == "success"
+    assert asyncio.run(gap_jobs()) > 0
+    events = backfill_queue_events(run.run_id)
+    assert [(e["task_id"], e["map_index"]) for e in events] == [("sweep", 0)]
+    assert events[0]["extra"]["tier"] == "T0" and events[0]["extra"]["ranges"] > 0

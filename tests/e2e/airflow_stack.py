@@ -45,7 +45,8 @@ class AirflowStack:
             "AIRFLOW__API__BASE_URL": f"http://localhost:{self.port}",
             "AIRFLOW__CORE__PARALLELISM": "8",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            # as ./dev: the UI's admin, and the service's own user (asset events, integrity)
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,market_data_api:op",
             # the scheduler (LocalExecutor) or the first worker serves task logs: not on 8793,
             # which a `./dev up` on this machine may hold
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
@@ -90,13 +91,16 @@ class AirflowStack:
             start_new_session=True,
         )
 
-    def start(self) -> None:
-        for name, args in (
-            ("api-server", ["api-server", "--port", str(self.port)]),
-            ("scheduler", ["scheduler"]),
-            ("dag-processor", ["dag-processor"]),
-        ):
-            self._spawn(name, args)
+    def start(self, components: tuple[str, ...] = ("api-server", "scheduler", "dag-processor")) -> None:
+        """Start the components and the Celery workers (each in its own process group) and wait
+        for the api-server and the workers."""
+        commands = {
+            "api-server": ["api-server", "--port", str(self.port)],
+            "scheduler": ["scheduler"],
+            "dag-processor": ["dag-processor"],
+        }
+        for name in components:
+            self._spawn(name, commands[name])
         for i, name in enumerate(self.workers, start=1):
             self._spawn(name, worker_args(i, serve_logs=i == 1), {**self.env, "MD_WORKER_NAME": name})
         deadline = time.monotonic() + 180
@@ -150,6 +154,15 @@ class AirflowStack:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
         stop_sessions(sessions, stopping_at)
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    @property
+    def credentials_file(self) -> Path:
+        """The simple auth manager's generated passwords (admin and market_data_api)."""
+        return self.home / "simple_auth_manager_passwords.json.generated"
 
     def token(self) -> str:
         if self._token is None:

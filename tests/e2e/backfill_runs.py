@@ -30,18 +30,18 @@ def e2e_policy(
     """Small batches, one fast retry, slow calls (so batches overlap), only the synthetic provider;
     optionally an outage window (wall clock) of that provider. `max_concurrency` 1 runs a batch's
     jobs one after the other."""
-    doc = DEFAULT
-    for pattern, repl in [
-        (r"^batch_size = 20$", f"batch_size = {batch_size}"),
-        (r"^retries = 3$", "retries = 1"),
-        (r'^retry_delay = "30s"$', 'retry_delay = "2s"'),
-        (r'^cadence = "5m"$', 'cadence = "1d"'),  # one scheduled run at unpause, none during the test
-        (r'(\[providers\.synthetic_backup\]\nkind = "synthetic"\n)enabled = true', r"\1enabled = false"),
-        (r"^latency_ms = 0$", f"latency_ms = {latency_ms}"),
-        (r"^max_concurrency = 8$", f"max_concurrency = {max_concurrency}"),
-    ]:
-        doc, n = re.subn(pattern, repl, doc, count=1, flags=re.M)
-        assert n == 1, pattern
+    doc = edit(
+        DEFAULT,
+        [
+            (r"^batch_size = 20$", f"batch_size = {batch_size}"),
+            (r"^retries = 3$", "retries = 1"),
+            (r'^retry_delay = "30s"$', 'retry_delay = "2s"'),
+            (r'^cadence = "5m"$', 'cadence = "1d"'),  # one scheduled run at unpause, none during the test
+            (r'(\[providers\.synthetic_backup\]\nkind = "synthetic"\n)enabled = true', r"\1enabled = false"),
+            (r"^latency_ms = 0$", f"latency_ms = {latency_ms}"),
+            (r"^max_concurrency = 8$", f"max_concurrency = {max_concurrency}"),
+        ],
+    )
     if outage is not None:
         window = f"outages = [{{start = {outage[0].isoformat()}, end = {outage[1].isoformat()}}}]"
         doc, n = re.subn(r"^outages = \[\]$", window, doc, count=1, flags=re.M)
@@ -50,11 +50,24 @@ def e2e_policy(
     return doc
 
 
-def prepare(stack: AirflowStack) -> None:
-    """Pools (the synthetic provider's: POOL_SLOTS), the DAGs serialized, md_backfill unpaused."""
+POOL_SET = ("pools", "set", "provider_synthetic", str(POOL_SLOTS), "e2e: two batches at a time")
+"""The CLI command that gives the synthetic provider's pool POOL_SLOTS slots."""
+
+
+def edit(doc: str, changes: list[tuple[str, str]]) -> str:
+    """The policy text with each (pattern, replacement) applied once (each must match)."""
+    for pattern, repl in changes:
+        doc, n = re.subn(pattern, repl, doc, count=1, flags=re.M)
+        assert n == 1, pattern
+    return doc
+
+
+def prepare(stack: AirflowStack, *setup: tuple[str, ...]) -> None:
+    """The pools of include/pools.json, the `setup` CLI commands (e.g. POOL_SET), the DAGs
+    serialized, md_backfill unpaused."""
     for args in (
         ("pools", "import", str(ROOT / "include" / "pools.json")),
-        ("pools", "set", "provider_synthetic", str(POOL_SLOTS), "e2e: two batches at a time"),
+        *setup,
         ("dags", "reserialize"),
         ("dags", "unpause", "md_backfill"),
     ):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from tests.conftest import AIRFLOW_HOME, TEST_ENV, truncate_data
 from tests.e2e.airflow_stack import AirflowStack
 from tests.e2e.backfill_runs import (
     DEFAULT,
+    POOL_SET,
     POOL_SLOTS,
     e2e_policy,
     enqueue,
@@ -33,20 +36,31 @@ log = logging.getLogger(__name__)
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def stack(airflow_db: str, md_dsn: str, tmp_path: Path):
+@contextmanager
+def running_stack(
+    md_dsn: str, policy: str, tmp_path: Path, *setup: tuple[str, ...]
+) -> Iterator[AirflowStack]:
+    """Empty data tables, `policy` active (and as the policy file), the pools and DAGs in place,
+    md_backfill unpaused, the `setup` CLI commands run, then a running Airflow; afterwards the
+    default policy is active again."""
     sql(md_dsn, lambda c: truncate_data(md_dsn))
     policy_file = tmp_path / "policy.toml"
-    policy_file.write_text(e2e_policy())
-    sql(md_dsn, lambda c: reload_policy(c, e2e_policy(), actor="e2e"))
+    policy_file.write_text(policy)
+    sql(md_dsn, lambda c: reload_policy(c, policy, actor="e2e"))
     s = AirflowStack({**TEST_ENV, "MARKET_DATA_POLICY_FILE": str(policy_file)}, AIRFLOW_HOME)
-    prepare(s)
+    prepare(s, *setup)
     s.start()
     try:
         yield s
     finally:
         s.stop()
         sql(md_dsn, lambda c: reload_policy(c, DEFAULT, actor="e2e"))
+
+
+@pytest.fixture
+def stack(airflow_db: str, md_dsn: str, tmp_path: Path) -> Iterator[AirflowStack]:
+    with running_stack(md_dsn, e2e_policy(), tmp_path, POOL_SET) as s:
+        yield s
 
 
 def wait_until_probe_due(provider: str, timeout: float) -> None:
@@ -71,9 +85,9 @@ def wait_until_probe_due(provider: str, timeout: float) -> None:
     raise TimeoutError(f"the breaker of {provider} did not let a probe through in {timeout} s")
 
 
-def task_logs(run_id: str) -> str:
-    """The run's task logs (for a failure message)."""
-    base = AIRFLOW_HOME / "logs" / "dag_id=md_backfill" / f"run_id={run_id}"
+def task_logs(run_id: str, dag_id: str = "md_backfill", events: tuple[str, ...] = ()) -> str:
+    """The run's task logs (for a failure message): errors, warnings and lines containing `events`."""
+    base = AIRFLOW_HOME / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
     out = []
     for path in sorted(base.rglob("*.log")) if base.exists() else []:
         if "report" in str(path):
@@ -85,6 +99,8 @@ def task_logs(run_id: str) -> str:
                 errors.append(f"{detail['exc_type']}: {detail['exc_value']}"[:600])
             elif '"level":"warning"' in ln and "GitWildMatch" not in ln:
                 errors.append(json.loads(ln)["event"][:300])
+            elif events and any(e in ln for e in events):
+                errors.append(json.loads(ln)["event"][:600])
         if errors:
             out.append(f"== {path.relative_to(base)}: " + " | ".join(errors))
     return "\n".join(out)[-12000:]

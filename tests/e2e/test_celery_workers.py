@@ -32,6 +32,7 @@ from tests.e2e.airflow_stack import AirflowStack
 from tests.e2e.backfill_runs import (
     DEFAULT,
     MON,
+    POOL_SET,
     POOL_SLOTS,
     e2e_policy,
     enqueue,
@@ -65,7 +66,7 @@ def celery_stack(airflow_db: str, md_dsn: str, tmp_path_factory: pytest.TempPath
     }
     # 4 slots per worker: the workers could run 8 batches at once, the pool allows POOL_SLOTS
     s = AirflowStack(env, AIRFLOW_HOME, celery_workers=WORKERS, worker_concurrency=4)
-    prepare(s)
+    prepare(s, POOL_SET)
     s.start()
     try:
         yield s

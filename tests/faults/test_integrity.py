@@ -2,7 +2,8 @@
 
 Every fault test ends with it; here each check is shown to fail on the damage it exists for
 (planted by hand), to pass on the clean store, and the DLQ check is run against a real
-Airflow metadata database after md_backfill sent a batch to the DLQ under `dag.test()`.
+Airflow api-server (its REST API v2) after md_backfill sent a batch to the DLQ under
+`dag.test()`; the task instance states it then sees are changed through the same REST API.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ import asyncpg
 import pytest
 
 from market_data import db
+from market_data.airflow_rest import AirflowRest
 from market_data.backfill.enqueue import BackfillRange, enqueue_backfills
 from market_data.ingest.pit_write import write_bars
-from market_data.integrity import airflow_metadata_dsn, run_integrity_checks
+from market_data.integrity import run_integrity_checks
 from market_data.policy import parse_policy
 from market_data.policy.store import reload_policy
 from market_data.providers.synthetic import SyntheticProvider
 from market_data.records import Interval, Tier
-from tests.conftest import AF_DSN, truncate_data
+from tests.conftest import AIRFLOW_HOME, TEST_ENV, truncate_data
+from tests.e2e.airflow_stack import AirflowStack
 from tests.faults.conftest import DEFAULT_POLICY, NOW, market_dsn
 from tests.faults.servers import free_port
 
@@ -117,15 +120,23 @@ async def test_the_cli_reports_and_exits_non_zero_on_damage(pg) -> None:
         await seed_clean(conn)
     finally:
         await conn.close()
-    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/airflow"
+    unreachable = f"http://127.0.0.1:{free_port()}"
     ok = await asyncio.to_thread(
-        run_cli, "--database-url", dsn, "integrity", "--airflow-database-url", unreachable
+        run_cli,
+        "--database-url",
+        dsn,
+        "integrity",
+        "--airflow-url",
+        unreachable,
+        env={"MD_AIRFLOW_API_PASSWORD": "not-used"},
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "integrity: OK" in ok.stdout
     assert re.search(
-        r"skipped dlq_matches_airflow: Airflow's metadata database .* is not reachable", ok.stdout
-    )
+        rf"skipped dlq_matches_airflow: Airflow's REST API \({unreachable} as market_data_api\) cannot be "
+        rf"used: Airflow at {unreachable} is not reachable",
+        ok.stdout,
+    ), ok.stdout
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(DAMAGE["cursors_not_ahead"])
@@ -139,14 +150,30 @@ async def test_the_cli_reports_and_exits_non_zero_on_damage(pg) -> None:
     assert report["checks"][1]["examples"][0]["symbol"] == "MSFT"
 
 
-def test_airflow_metadata_dsn_comes_from_the_sqlalchemy_url() -> None:
-    env = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://u:p@h:5/af"}
-    assert airflow_metadata_dsn(env) == "postgresql://u:p@h:5/af"
-    assert airflow_metadata_dsn({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////tmp/af.db"}) is None
-    assert airflow_metadata_dsn({}) is None
+async def test_without_an_airflow_url_the_dlq_check_is_skipped_saying_why(pg) -> None:
+    dsn = market_dsn(pg)
+    out = await asyncio.to_thread(
+        run_cli, "--database-url", dsn, "integrity", "--json", env={"MD_AIRFLOW_API_URL": ""}
+    )
+    dlq = next(c for c in json.loads(out.stdout)["checks"] if c["name"] == "dlq_matches_airflow")
+    assert (dlq["status"], dlq["detail"]) == (
+        "skipped",
+        "Airflow's REST API is not configured (MD_AIRFLOW_API_URL)",
+    )
 
 
-# -- the DLQ against a real Airflow metadata database -------------------------------------------
+# -- the DLQ against a real Airflow (its REST API) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def airflow_api(airflow_db: str):
+    """An Airflow api-server on the run's metadata database, as the service's own user sees it."""
+    stack = AirflowStack(dict(TEST_ENV), AIRFLOW_HOME)
+    stack.start(components=("api-server",))
+    try:
+        yield stack
+    finally:
+        stack.stop()
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +206,9 @@ async def _with(dsn: str, fn):
         await c.close()
 
 
-def test_the_dlq_matches_the_failed_task_instances_of_airflow(backfill_dag, md_dsn, redis_client) -> None:
+def test_the_dlq_matches_the_failed_task_instances_of_airflow(
+    backfill_dag, airflow_api, md_dsn, redis_client
+) -> None:
     run = asyncio.run
     run(truncate_data(md_dsn))
     ranges = [
@@ -195,10 +224,15 @@ def test_the_dlq_matches_the_failed_task_instances_of_airflow(backfill_dag, md_d
     finally:
         run(_with(md_dsn, lambda c: reload_policy(c, DEFAULT_POLICY, actor="tests")))
     assert result.state == "failed"
-    af = AF_DSN
 
     async def report():
-        return await _with(md_dsn, lambda c: run_integrity_checks(c, airflow_dsn=af))
+        client = AirflowRest(
+            airflow_api.url, "market_data_api", credentials_file=airflow_api.credentials_file
+        )
+        try:
+            return await _with(md_dsn, lambda c: run_integrity_checks(c, airflow=client))
+        finally:
+            await client.aclose()
 
     dead = run(
         _with(md_dsn, lambda c: c.fetch("SELECT run_id, batch FROM backfill_jobs WHERE status = 'dead'"))
@@ -211,27 +245,26 @@ def test_the_dlq_matches_the_failed_task_instances_of_airflow(backfill_dag, md_d
     ok = run(report()).check("dlq_matches_airflow")
     assert ok.status == "ok" and ok.checked >= 2 and ok.violations == 0, ok
 
-    async def set_ti_state(state: str) -> None:
-        await _with(
-            af,
-            lambda c: c.execute(
-                "UPDATE task_instance SET state = $4 WHERE run_id = $1 AND task_id = $2 AND map_index = $3",
-                *ti,
-                state,
-            ),
+    def set_ti_state(state: str) -> None:  # as an operator would, through the REST API
+        airflow_api.api(
+            "PATCH", f"/dags/md_backfill/dagRuns/{ti[0]}/taskInstances/{ti[1]}/{ti[2]}", {"new_state": state}
         )
 
     # a dead batch whose task instance Airflow says succeeded: inconsistent
-    run(set_ti_state("success"))
+    set_ti_state("success")
     bad = run(report()).check("dlq_matches_airflow")
     assert bad.status == "failed" and bad.examples[0]["task_instance_state"] == "success"
     assert bad.examples[0]["batch"] == batch
-    # cleared in the UI and running again: not a violation (its jobs leave the DLQ when it runs)
-    run(set_ti_state("running"))
+    # cleared in the UI (waiting for the scheduler): not a violation (its jobs leave the DLQ when it runs)
+    airflow_api.api(
+        "POST",
+        "/dags/md_backfill/clearTaskInstances",
+        {"dry_run": False, "dag_run_id": ti[0], "task_ids": [[ti[1], ti[2]]], "only_failed": False},
+    )
     rerun = run(report()).check("dlq_matches_airflow")
-    assert rerun.status == "ok" and "being run again" in rerun.detail
+    assert rerun.status == "ok" and "being run again" in rerun.detail, rerun
     # a failed batch that still holds a running job (its failure callback never ran)
-    run(set_ti_state("failed"))
+    set_ti_state("failed")
     run(
         _with(
             md_dsn,

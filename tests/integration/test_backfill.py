@@ -304,18 +304,21 @@ async def test_a_manual_request_is_queued_once_per_symbol_or_refused_whole(conn)
         loaded,
         now,
         source="api",
+        actor="tests",
     )
     assert isinstance(refused, ManualBackfillRefused) and [p.path for p in refused.problems] == ["symbols"]
     assert "NOPE" in str(refused)
     assert await conn.fetchval("SELECT count(*) FROM backfill_jobs") == 0
+    assert await conn.fetchval("SELECT count(*) FROM backfill_requests") == 0
     queued = await submit_manual_backfill(
         conn,
         ManualBackfill(symbols=["AAPL", "MSFT", "AAPL"], interval=Interval.M5, start=MON, end=end),
         loaded,
         now,
         source="manual",
+        actor="tests",
     )
-    assert not isinstance(queued, ManualBackfillRefused) and queued.inserted == 2
+    assert not isinstance(queued, ManualBackfillRefused) and queued.enqueued.inserted == 2
     rows = await conn.fetch(
         "SELECT symbol, source, priority, policy_version FROM backfill_jobs ORDER BY symbol"
     )

@@ -38,6 +38,7 @@ BAD_AUTH: list[str | None] = [
 ]
 PARAMS = {
     "job_id": ["1", "999999", "abc", "-1", "0"],
+    "request_id": ["1", "999999", "abc", "-1", "0"],
     "version": ["1", "9999", "x"],
     "symbol": ["AAPL", "NOPE", "a b"],
     "interval": ["1m", "7m"],

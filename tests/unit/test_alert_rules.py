@@ -1,7 +1,8 @@
-"""Prometheus config and alert rules: promtool checks, promtool unit tests, runbook links.
+"""Prometheus config and alert rules: promtool checks, promtool unit tests, runbook links, the
+calendar behind `market_open`, and the Alertmanager configuration.
 
-promtool comes from Debian's `prometheus` package; `./dev test` installs it when missing.
-These tests fail (never skip) without it.
+promtool (and amtool) come from Debian's `prometheus` (and `prometheus-alertmanager`) packages;
+`./dev test` installs them when missing. These tests fail (never skip) without them.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import json
 import re
 import shutil
 import subprocess
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -23,9 +23,9 @@ from tests.unit.test_grafana_dashboards import DASHBOARDS, dashboard_queries, pr
 
 PROM_DIR = PROJECT_ROOT / "include" / "prometheus"
 RULES = PROM_DIR / "alerts.yml"
-RULE_TESTS = ["alerts_test.yml", "alerts_rth_test.yml"]
+RULE_TESTS = ["alerts_test.yml", "alerts_calendar_test.yml"]
 README = PROJECT_ROOT / "README.md"
-NEW_YORK = ZoneInfo("America/New_York")
+ALERTMANAGER = PROJECT_ROOT / "include" / "alertmanager" / "alertmanager.yml"
 
 REQUIRED_ALERTS = {
     # the predecessor's four SLO alerts
@@ -86,7 +86,7 @@ def test_promtool_unit_tests_pass(promtool: str) -> None:
     assert out.count("SUCCESS") == len(RULE_TESTS), out
 
 
-def test_prometheus_scrapes_every_api_replica_and_the_exporter() -> None:
+def test_prometheus_scrapes_every_api_replica_and_the_exporter_and_alerts_through_alertmanager() -> None:
     cfg = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in cfg["scrape_configs"]}
     # every replica of the compose `api` service: Docker's DNS answers its name with all of them
@@ -96,15 +96,42 @@ def test_prometheus_scrapes_every_api_replica_and_the_exporter() -> None:
     targets = [t for sc in jobs["statsd-exporter"]["static_configs"] for t in sc["targets"]]
     assert targets == ["statsd-exporter:9102"]
     assert cfg["rule_files"] == ["alerts.yml"]
+    managers = [
+        t for m in cfg["alerting"]["alertmanagers"] for sc in m["static_configs"] for t in sc["targets"]
+    ]
+    assert managers == ["alertmanager:9093"]
+    compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yaml").read_text())["services"]
+    assert "9093:9093" in compose["alertmanager"]["ports"]
+    assert "./include/alertmanager:/etc/alertmanager:ro" in compose["alertmanager"]["volumes"]
+    assert "alertmanager" in compose["prometheus"]["depends_on"]
 
 
-def test_required_alerts_exist_with_severity_and_runbook() -> None:
+def runbook_base_url() -> str:
+    cfg = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
+    return str(cfg["global"]["external_labels"]["runbook_base_url"])
+
+
+def test_required_alerts_exist_with_severity_and_an_absolute_runbook_link() -> None:
     alerts = alert_rules()
     assert set(alerts) == REQUIRED_ALERTS
     for name, rule in alerts.items():
         assert rule["labels"]["severity"] in {"critical", "warning"}, name
-        assert rule["annotations"]["runbook_url"] == f"README.md#runbook-{name.lower()}"
+        assert rule["annotations"]["runbook_url"] == (
+            "{{ $externalLabels.runbook_base_url }}#runbook-" + name.lower()
+        )
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+    assert re.fullmatch(r"https?://[^\s#]+/README\.md", runbook_base_url())
+
+
+def test_every_rule_test_group_renders_the_runbook_links_with_the_servers_external_label() -> None:
+    base = runbook_base_url()
+    for name in RULE_TESTS:
+        for group in yaml.safe_load((PROM_DIR / name).read_text())["tests"]:
+            assert group["external_labels"] == {"runbook_base_url": base}, (name, group["name"])
+            for case in group.get("alert_rule_test", []):
+                for alert in case.get("exp_alerts", []):
+                    url = alert["exp_annotations"]["runbook_url"]
+                    assert url == f"{base}#runbook-{case['alertname'].lower()}", (name, url)
 
 
 def github_anchor(heading: str) -> str:
@@ -146,59 +173,98 @@ def test_every_alert_has_a_firing_case_and_a_must_not_fire_case() -> None:
     assert silent == REQUIRED_ALERTS
 
 
-# --- trading hours against New York time ------------------------------------------------------
-_CLOCK_FUNCTIONS = ("month", "day_of_month", "day_of_week", "hour", "minute")
+# --- the calendar behind market_open ---------------------------------------------------------
+def test_the_calendar_rule_tests_are_what_the_exchange_calendars_give() -> None:
+    """alerts_calendar_test.yml is generated (python -m market_data.cli alert-tests)."""
+    from market_data.metrics.alert_tests import RULE_TEST_FILE, rule_tests
 
-
-def clock_expression(ts: int) -> str:
-    """market:nyse_regular_hours:bool as one expression with the clock fixed at `ts`."""
-    rules = {r["record"]: r["expr"] for r in load_rules() if "record" in r}
-    expr = rules["market:nyse_regular_hours:bool"].replace(
-        "market:us_eastern_dst:bool", f"({rules['market:us_eastern_dst:bool'].strip()})"
+    assert (PROM_DIR / RULE_TEST_FILE).read_text() == rule_tests(PROM_DIR), (
+        "regenerate it: python -m market_data.cli alert-tests"
     )
-    for fn in _CLOCK_FUNCTIONS:
-        expr = expr.replace(f"{fn}()", f"{fn}(vector({ts}))")
-    assert "()" not in expr.replace("vector(1)", "").replace("on()", ""), expr
-    return expr
 
 
-def regular_hours(ts: datetime) -> bool:
-    local = ts.astimezone(NEW_YORK)
-    minutes = local.hour * 60 + local.minute
-    return local.weekday() < 5 and 9 * 60 + 30 <= minutes < 16 * 60
+def test_the_calendar_rule_tests_cover_a_holiday_an_early_close_and_a_normal_session() -> None:
+    from market_data.metrics.alert_tests import ALERT
 
-
-def sample_times() -> list[datetime]:
-    """The minutes either side of open and close in both UTC offsets, plus night and midday,
-    on days around DST changes (weekends included), in summer and in winter."""
-    days: list[datetime] = []
-    for first in ["2026-03-06", "2026-06-29", "2026-10-30", "2026-12-28", "2027-03-12", "2027-11-05"]:
-        start = datetime.fromisoformat(first).replace(tzinfo=UTC)
-        days += [start + timedelta(days=i) for i in range(4)]
-    minutes = [(3, 0), (13, 29), (13, 30), (14, 29), (14, 30), (17, 0), (19, 59), (20, 0), (20, 59), (21, 0)]
-    return [day.replace(hour=h, minute=m) for day in days for h, m in minutes]
-
-
-def test_trading_hours_rule_follows_new_york_time(promtool: str, tmp_path: Path) -> None:
-    times = sample_times()
-    tests = [
-        {
-            "expr": clock_expression(int(t.timestamp())),
-            "eval_time": "0s",
-            "exp_samples": [{"labels": "{}", "value": 1 if regular_hours(t) else 0}],
-        }
-        for t in times
-    ]
-    assert 50 < sum(1 for t in times if regular_hours(t)) < len(times) - 50  # both outcomes
-    doc = {
-        "rule_files": [],
-        "evaluation_interval": "1m",
-        "tests": [{"input_series": [], "promql_expr_test": tests}],
+    groups = {
+        g["name"].split(",")[0]: g
+        for g in yaml.safe_load((PROM_DIR / "alerts_calendar_test.yml").read_text())["tests"]
     }
-    path = tmp_path / "clock_test.yml"
-    path.write_text(yaml.safe_dump(doc, width=10_000))
-    out = run(promtool, "test", "rules", str(path), cwd=tmp_path)
-    assert "SUCCESS" in out
+
+    def firing(day: str, clients: bool = False) -> list[str]:
+        group = next(
+            g
+            for g in yaml.safe_load((PROM_DIR / "alerts_calendar_test.yml").read_text())["tests"]
+            if g["name"].startswith(day) and ("client connected" in g["name"]) == clients
+        )
+        assert all(case["alertname"] == ALERT for case in group["alert_rule_test"])
+        return [case["eval_time"] for case in group["alert_rule_test"] if case["exp_alerts"]]
+
+    assert set(groups) == {"2026-11-24", "2026-11-26", "2026-11-27"}
+    assert firing("2026-11-26") == []  # Thanksgiving
+    black_friday = firing("2026-11-27")  # closes 13:00 New York time = 18:00 UTC
+    assert black_friday[0] == "14h40m" and black_friday[-1] == "17h55m"
+    tuesday = firing("2026-11-24")  # 09:30-16:00 New York time = 14:30-21:00 UTC
+    assert tuesday[0] == "14h40m" and tuesday[-1] == "20h55m" and "20h0m" in tuesday
+    assert firing("2026-11-24", clients=True) == []
+
+
+@pytest.mark.parametrize(
+    "mic,at,is_open",
+    [
+        ("XNYS", "2026-11-26T15:00:00Z", False),  # Thanksgiving
+        ("XLON", "2026-11-26T15:00:00Z", True),  # London trades on US Thanksgiving
+        ("XNYS", "2026-11-27T17:59:00Z", True),  # day after Thanksgiving, 12:59 New York
+        ("XNYS", "2026-11-27T18:00:00Z", False),  # ... closed from 13:00
+        ("XNYS", "2026-11-24T14:29:00Z", False),  # 09:29 EST
+        ("XNYS", "2026-11-24T14:30:00Z", True),  # 09:30 EST
+        ("XNYS", "2026-11-24T20:59:00Z", True),
+        ("XNYS", "2026-11-24T21:00:00Z", False),  # 16:00 EST
+        ("XNYS", "2026-03-09T13:30:00Z", True),  # 09:30 EDT, the day after the DST change
+        ("XNYS", "2026-03-06T13:30:00Z", False),  # 08:30 EST, the Friday before
+        ("XNYS", "2026-11-28T15:00:00Z", False),  # Saturday
+        ("XTKS", "2026-11-24T02:29:00Z", True),  # 11:29 Tokyo
+        ("XTKS", "2026-11-24T02:30:00Z", False),  # lunch break 11:30-12:30 Tokyo
+        ("XTKS", "2026-11-24T03:30:00Z", True),  # 12:30 Tokyo
+        ("XLON", "2026-12-25T12:00:00Z", False),  # Christmas
+        ("24/7", "2026-11-29T03:00:00Z", True),  # a 24/7 market on a Sunday night
+    ],
+)
+def test_market_open_follows_the_exchange_calendar(mic: str, at: str, is_open: bool) -> None:
+    from api.observability.scrape import markets_open
+
+    assert markets_open([mic], datetime.fromisoformat(at)) == {mic: is_open}
+
+
+def test_an_unknown_exchange_is_left_out_of_market_open() -> None:
+    from api.observability.scrape import markets_open
+
+    assert markets_open(["XNYS", "NOPE"], datetime(2026, 11, 24, 15, tzinfo=UTC)) == {"XNYS": True}
+
+
+# --- Alertmanager ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def amtool() -> str:
+    path = shutil.which("amtool")
+    if path is None:
+        pytest.fail(
+            "amtool not found. It ships in Debian's `prometheus-alertmanager` package: `./dev test` "
+            "installs it (as root on Debian), or run `apt-get install prometheus-alertmanager`."
+        )
+    return path
+
+
+def test_alertmanager_config_is_valid_and_routes_to_the_documented_receiver(amtool: str) -> None:
+    proc = subprocess.run(
+        [amtool, "check-config", str(ALERTMANAGER)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+    cfg = yaml.safe_load(ALERTMANAGER.read_text())
+    receivers = {r["name"] for r in cfg["receivers"]}
+    assert cfg["route"]["receiver"] in receivers
+    readme = README.read_text()
+    for name in receivers:
+        assert f"`{name}`" in readme, f"README.md does not document the receiver {name}"
 
 
 def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> None:

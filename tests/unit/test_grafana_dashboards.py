@@ -77,7 +77,13 @@ def test_promql_metric_names_extraction() -> None:
 
 def test_dashboards_exist_and_are_valid_grafana_json() -> None:
     files = sorted(p.name for p in DASHBOARDS.glob("*.json"))
-    assert files == ["ingestion-quality.json", "performance.json", "provider-health.json", "websocket.json"]
+    assert files == [
+        "data-quality.json",
+        "ingestion-quality.json",
+        "performance.json",
+        "provider-health.json",
+        "websocket.json",
+    ]
     uids = set()
     for path in DASHBOARDS.glob("*.json"):
         d = json.loads(path.read_text())

@@ -23,7 +23,7 @@ from market_data.metrics import (
 )
 from market_data.settings import Settings
 
-# name -> (type, labels, emitted from): the seed's 16 metrics plus our three.
+# name -> (type, labels, emitted from): the seed's 16 metrics, our three, and five for operating it.
 EXPECTED = {
     "provider_selected_total": ("counter", ("capability", "provider"), "task"),
     "provider_errors_total": ("counter", ("provider", "endpoint", "code"), "task"),
@@ -45,12 +45,18 @@ EXPECTED = {
     "provider_health_score": ("gauge", ("provider",), "task"),
     "jobs_rejected_total": ("counter", ("reason",), "task"),
     "policy_version_info": ("gauge", ("version",), "both"),
+    # alerts that know the calendar, md_backfill woken by the API, the data-quality dashboard
+    "market_open": ("gauge", ("mic",), "api"),
+    "backfill_wakeups_total": ("counter", ("outcome",), "api"),
+    "slo_expected_bars": ("gauge", ("tier", "interval"), "task"),
+    "slo_missing_bars": ("gauge", ("tier", "interval"), "task"),
+    "slo_confirmed_empty_bars": ("gauge", ("tier", "interval"), "task"),
 }
 
 
 # --- the catalog ------------------------------------------------------------------------------
-def test_catalog_has_the_19_metrics_with_their_types_labels_and_sources() -> None:
-    assert len(CATALOG) == 19
+def test_catalog_has_the_24_metrics_with_their_types_labels_and_sources() -> None:
+    assert len(CATALOG) == 24
     assert {name: (m.type, m.labels, m.emitted_from) for name, m in CATALOG.items()} == EXPECTED
 
 

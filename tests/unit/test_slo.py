@@ -31,6 +31,7 @@ from market_data.slo import (
 from market_data.slo_samples import SloSample, assess, emit_slo_gauges
 
 HOUR = timedelta(hours=1)
+NS = 1_000_000_000
 
 
 def ns(text: str) -> int:
@@ -280,27 +281,33 @@ def test_assessment_against_the_policy_thresholds() -> None:
     assert assess(sample(interval="5m"), strict).gap_threshold_seconds == 900.0
 
 
-def test_gauges_sent_from_the_task() -> None:
+def sent_gauges(samples: list[SloSample], policy_version: int | None, count: int) -> set[str]:
+    """The statsd lines emit_slo_gauges sends for `samples` (`count` of them)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(2)
     metrics = TaskMetrics("127.0.0.1", sock.getsockname()[1], "market_data")
     try:
-        emit_slo_gauges(
-            [
-                sample(tier="T0", interval="1m", violation_rate=0.25, lag_seconds=120.0),
-                sample(tier="T1", interval="1m", violation_rate=0.0, lag_seconds=300.0),
-                sample(tier="T2", interval="1d", violation_rate=0.0, lag_seconds=None),
-            ],
-            metrics,
-            policy_version=3,
-        )
+        emit_slo_gauges(samples, metrics, policy_version=policy_version)
         lines: set[str] = set()
-        while len(lines) < 5:
+        while len(lines) < count:
             lines.update(sock.recv(65535).decode().splitlines())
     finally:
         metrics.close()
         sock.close()
+    return lines
+
+
+def test_gauges_sent_from_the_task() -> None:
+    lines = sent_gauges(
+        [
+            sample(tier="T0", interval="1m", violation_rate=0.25, lag_seconds=120.0),
+            sample(tier="T1", interval="1m", violation_rate=0.0, lag_seconds=300.0),
+            sample(tier="T2", interval="1d", violation_rate=0.0, lag_seconds=None),
+        ],
+        3,
+        5,
+    )
     assert lines == {
         "market_data.slo_gap_violation_rate.T0.1m:0.25|g",
         "market_data.slo_gap_violation_rate.T1.1m:0.0|g",
@@ -308,6 +315,39 @@ def test_gauges_sent_from_the_task() -> None:
         "market_data.ingestion_lag_seconds.1m:300.0|g",  # the worst tier's lag; 1d has none
         "market_data.policy_version_info.3:1.0|g",
     }
+
+
+def test_coverage_gauges_are_sent_for_samples_that_measured_it() -> None:
+    lines = sent_gauges(
+        [sample(tier="T0", interval="1m", expected_bars=450, missing_bars=3, confirmed_empty_bars=7)], None, 5
+    )
+    assert lines == {
+        "market_data.slo_gap_violation_rate.T0.1m:0.005|g",
+        "market_data.slo_expected_bars.T0.1m:450|g",
+        "market_data.slo_missing_bars.T0.1m:3|g",
+        "market_data.slo_confirmed_empty_bars.T0.1m:7|g",
+        "market_data.ingestion_lag_seconds.1m:60.0|g",
+    }
+
+
+def test_coverage_counts_the_whole_window_stored_confirmed_empty_and_missing() -> None:
+    """gaps_by_symbol's coverage: every expected bar ended by now, the unfetched tail included."""
+    now = calendar.to_ns(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
+    expected = calendar.expected_bar_starts_ns("XNYS", Interval.M1, now - 30 * 60 * NS, now)
+    stored = np.concatenate([expected[:10], expected[13:25]])  # 3 missing, then a 5-bar tail not fetched
+    empty = [(int(expected[10]), int(expected[11]))]  # one of the three confirmed empty
+    gaps = gaps_by_symbol(
+        {"AAPL": "XNYS"},
+        Interval.M1,
+        {"AAPL": stored},
+        now_ns=now,
+        window=timedelta(hours=1),
+        multiplier=2.0,
+        empty={"AAPL": empty},
+    )
+    c = gaps["AAPL"].coverage
+    assert (c.expected, c.stored, c.confirmed_empty, c.missing) == (30, 22, 1, 7)
+    assert gaps["AAPL"].bars == 2  # the largest gap is judged up to the newest stored bar
 
 
 @pytest.mark.parametrize("multiplier,bars", [(1.0, 20), (2.0, 20), (15.0, 32)])

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import msgspec
 
+from market_data.airflow.backfill_params import REQUEST_PARAM
 from market_data.airflow.connections import market_data_dsn, redis_url
+from market_data.airflow.grid import batch_label, set_label
 from market_data.backfill.claim import (
     OTHER,
     BackfillBatch,
@@ -21,7 +24,12 @@ from market_data.backfill.claim import (
 )
 from market_data.backfill.dlq import mark_batch_dead
 from market_data.backfill.execute import BatchOutcome, limit_wait, run_backfill_batch
-from market_data.backfill.manual import ManualBackfill, ManualBackfillRefused, submit_manual_backfill
+from market_data.backfill.manual import (
+    ManualBackfill,
+    ManualBackfillRefused,
+    submit_manual_backfill,
+    trigger_refusal,
+)
 from market_data.db import connect
 from market_data.policy import LoadedPolicy, load_active_policy, load_policy_version, parse_time_policy
 from market_data.records import utcnow
@@ -70,33 +78,50 @@ def _run_id(ctx: Any) -> str:
     return str(getattr(dag_run, "run_id", None) or ctx.get("run_id"))
 
 
-def enqueue_from_params() -> list[int]:
-    """A manual trigger's conf (`symbols`, `interval`, `start`, `end`): checked and queued first.
+def enqueue_request() -> dict[str, Any] | None:
+    """A manual trigger's `request` (symbols, interval, start, end): queued first, as a backfill request.
 
-    The trigger form's JSON schema already refused malformed values; the policy's bounds
-    (range length, age, known symbols) are checked here and fail the run with every reason.
+    The Param's schema refused malformed requests and ones the active policy refused when the
+    run was created (market_data.airflow.backfill_params); the policy is checked again here, as
+    it may have changed since, and a refusal fails the run with the same message.
     """
-    params = dict(_context().get("params") or {})
-    if not params.get("symbols"):
-        return []
+    started = time.monotonic()
+    ctx = _context()
+    request = (ctx.get("params") or {}).get(REQUEST_PARAM)
+    if not request:
+        log.info(
+            "enqueue_manual: no manual request (the run drains the queue), %.2f s", time.monotonic() - started
+        )
+        return None
     try:
-        req = msgspec.convert(params, ManualBackfill, strict=False)
+        req = msgspec.convert(request, ManualBackfill, strict=False)
     except msgspec.ValidationError as exc:
-        raise _refuse(f"md_backfill conf refused: {exc}") from exc
+        raise _refuse(trigger_refusal(exc)) from exc
+    run_id = _run_id(ctx)
 
-    async def go() -> list[int]:
+    async def go() -> dict[str, Any]:
         conn = await connect(market_data_dsn())
         try:
             loaded = await load_active_policy(conn, get_settings().policy_file)
-            result = await submit_manual_backfill(conn, req, loaded, utcnow(), source="manual")
-            if isinstance(result, ManualBackfillRefused):
-                raise _refuse(f"md_backfill conf refused: {result}")
-            log.info(
-                "manual backfill: %d job(s) queued (%d merged into queued ones)",
-                result.inserted,
-                result.merged,
+            result = await submit_manual_backfill(
+                conn, req, loaded, utcnow(), source="manual", actor=f"airflow:{run_id}", dag_run_id=run_id
             )
-            return result.job_ids
+            if isinstance(result, ManualBackfillRefused):
+                raise _refuse(trigger_refusal(result))
+            queued = result.enqueued
+            log.info(
+                "enqueue_manual: backfill request %d (GET /ops/backfills/%d): %d job(s) queued, %d range(s) "
+                "merged into queued ones, %d refused at a tier cap; symbols %s, policy version %d, %.2f s",
+                result.request_id,
+                result.request_id,
+                queued.inserted,
+                queued.merged,
+                queued.refused_total,
+                batch_label(str(req.interval.value), list(req.symbols)),
+                loaded.version,
+                time.monotonic() - started,
+            )
+            return {"request_id": result.request_id, "job_ids": queued.job_ids}
         finally:
             await conn.close()
 
@@ -105,6 +130,7 @@ def enqueue_from_params() -> list[int]:
 
 def claim() -> dict[str, list[dict[str, Any]]]:
     """Release expired leases, claim the run's jobs and split them into per-provider batches."""
+    started = time.monotonic()
     ctx = _context()
     run_id = _run_id(ctx)
     groups = [name for name, _ in task_groups()]
@@ -134,9 +160,11 @@ def claim() -> dict[str, list[dict[str, Any]]]:
             finally:
                 await registry.aclose()
             log.info(
-                "claimed %d job(s): %s",
+                "claim: %d job(s) in %d batch(es), per provider %s, %.2f s",
                 len(jobs),
+                sum(len(b) for b in batches.values()),
                 {g: len(b) for g, b in batches.items() if b} or "nothing queued",
+                time.monotonic() - started,
             )
             return batches
         finally:
@@ -149,7 +177,10 @@ def claim() -> dict[str, list[dict[str, Any]]]:
 def run_batch(batch: dict[str, Any]) -> dict[str, Any]:
     """Fetch, store and finish one batch (retried by Airflow; the DLQ after the last try)."""
     b = msgspec.convert(batch, BackfillBatch)
-    ti = _context().get("ti")
+    ctx = _context()
+    label = batch_label(b.provider, [j.symbol for j in b.jobs])
+    set_label(ctx, label)
+    ti = ctx.get("ti")
     try_number = int(getattr(ti, "try_number", 1) or 1)
 
     async def go() -> BatchOutcome:
@@ -172,7 +203,21 @@ def run_batch(batch: dict[str, Any]) -> dict[str, Any]:
             await pool.close()
 
     outcome = asyncio.run(go())
-    log.info("backfill batch %s: %s", b.batch, msgspec.json.encode(outcome).decode())
+    log.info(
+        "backfill batch %s [%s]: %d job(s) (%d done, %d deferred, %d skipped), %d bars received "
+        "(%d new), %d empty range(s), provider %s, %.2f s",
+        b.batch,
+        label,
+        outcome.jobs,
+        outcome.done,
+        outcome.deferred,
+        outcome.skipped,
+        outcome.bars_received,
+        outcome.bars_inserted,
+        outcome.empty_ranges,
+        ", ".join(f"{p} ({n} calls)" for p, n in sorted(outcome.providers.items())) or b.provider,
+        outcome.seconds,
+    )
     return msgspec.to_builtins(outcome)
 
 
@@ -222,7 +267,16 @@ def report(
     totals: dict[str, Any] = {"batches": planned, "succeeded": len(done)}
     for key in ("jobs", "done", "skipped", "bars_received", "bars_inserted", "empty_ranges"):
         totals[key] = sum(r.get(key, 0) for r in done)
-    log.info("backfill totals: %s", totals)
+    log.info(
+        "report: %d of %d batch(es) succeeded, %d job(s) (%d done), %d bars received (%d new): %s",
+        totals["succeeded"],
+        planned,
+        totals["jobs"],
+        totals["done"],
+        totals["bars_received"],
+        totals["bars_inserted"],
+        totals,
+    )
     if len(done) < planned:
         raise BackfillIncomplete(
             f"{planned - len(done)} of {planned} batches failed; their jobs are in the DLQ. Clear the failed "

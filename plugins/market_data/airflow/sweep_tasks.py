@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
 import redis.asyncio as aioredis
 
+from market_data.airflow.assets import BACKFILL_QUEUE, BACKFILL_QUEUED
 from market_data.airflow.connections import market_data_dsn, redis_url
+from market_data.airflow.grid import batch_label, providers_text, set_label
 from market_data.db import connect
 from market_data.ingest.rlc import finish_rlc_run
 from market_data.ingest.sweep import SweepBatch, SweepResult, plan_sweep, run_sweep_batch
@@ -108,6 +111,7 @@ def _run_id(ctx: Any) -> str:
 
 def plan(tier: str) -> list[dict[str, Any]]:
     """Read the active policy once for this run and split the tier's jobs into batches."""
+    started = time.monotonic()
     ctx = _context()
     now = run_instant(ctx.get("data_interval_end") or ctx.get("logical_date"))
 
@@ -123,7 +127,15 @@ def plan(tier: str) -> list[dict[str, Any]]:
             await redis.aclose()
             await conn.close()
 
-    return [msgspec.to_builtins(batch_to_wire(b)) for b in asyncio.run(go())]
+    batches = asyncio.run(go())
+    log.info(
+        "plan %s: %d job(s) in %d batch(es), %.2f s",
+        tier,
+        sum(len(b.jobs) for b in batches),
+        len(batches),
+        time.monotonic() - started,
+    )
+    return [msgspec.to_builtins(batch_to_wire(b)) for b in batches]
 
 
 def _batch(batch: dict[str, Any]) -> SweepBatch:
@@ -134,8 +146,15 @@ def _batch(batch: dict[str, Any]) -> SweepBatch:
 
 
 def sweep(batch: dict[str, Any]) -> dict[str, Any]:
-    """Fetch and store one batch with the policy version its run started with."""
+    """Fetch and store one batch with the policy version its run started with.
+
+    When it queued backfill jobs it emits an event of the backfill-queue asset (through its
+    AssetAlias outlet), which starts md_backfill at once.
+    """
     b = _batch(batch)
+    ctx = _context()
+    symbols = [j.symbol for j in b.jobs]
+    set_label(ctx, batch_label(b.tier.value, symbols))  # the provider is known once it answered
 
     async def go() -> SweepResult:
         conn = await connect(market_data_dsn())
@@ -153,9 +172,32 @@ def sweep(batch: dict[str, Any]) -> dict[str, Any]:
             await conn.close()
 
     result = asyncio.run(go())
-    log.info("sweep batch done: %s", msgspec.json.encode(result).decode())
-    for label, error in result.failed.items():
-        log.warning("not fetched: %s: %s", label, error)
+    providers = providers_text(result.providers, b.tier.value)
+    label = batch_label(providers, symbols)
+    set_label(ctx, label)
+    for name, error in result.failed.items():
+        log.warning("not fetched: %s: %s", name, error)
+    if result.backfills_queued:
+        ctx["outlet_events"][BACKFILL_QUEUED].add(
+            BACKFILL_QUEUE, extra={"tier": b.tier.value, "ranges": result.backfills_queued}
+        )
+    log.info(
+        "sweep batch [%s]: %d job(s), %d request(s) (%d failed), %d bars received (%d new), %d quotes new, "
+        "%d gap(s) (%d bars), %d backfill range(s) queued%s, provider %s, %.2f s",
+        label,
+        result.jobs,
+        result.requests,
+        len(result.failed),
+        result.bars_received,
+        result.bars_inserted,
+        result.quotes_inserted,
+        result.gaps_found,
+        result.gap_bars,
+        result.backfills_queued,
+        " (md_backfill woken)" if result.backfills_queued else "",
+        providers,
+        result.seconds,
+    )
     return msgspec.to_builtins(result)
 
 

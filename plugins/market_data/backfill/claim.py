@@ -67,7 +67,8 @@ async def claim_jobs(conn: asyncpg.Connection, run_id: str, limit: int, lease: t
                LIMIT $1
                FOR UPDATE SKIP LOCKED)
            UPDATE backfill_jobs j
-              SET status = 'running', run_id = $2, lease_until = now() + $3::interval, updated_at = now()
+              SET status = 'running', run_id = $2, lease_until = now() + $3::interval, updated_at = now(),
+                  claimed_at = now()
              FROM picked
             WHERE j.id = picked.id
            RETURNING j.id, j.symbol, j.interval, j.start_ts, j.end_ts, j.tier, j.source, j.priority,

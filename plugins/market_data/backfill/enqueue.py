@@ -16,6 +16,7 @@ from typing import Literal
 import asyncpg
 import msgspec
 
+from market_data.backfill.requests import hand_over_links
 from market_data.metrics import task_metrics
 from market_data.policy.schema import Policy
 from market_data.records import Interval, Tier
@@ -114,7 +115,8 @@ async def enqueue_backfills(
         accepted: dict[str, int] = defaultdict(int)
         """Ranges queued (new jobs or merged into queued ones) per tier."""
         updates: list[tuple[int, datetime, datetime, int]] = []
-        deletes: list[int] = []
+        absorbed_by: dict[int, int] = {}
+        """Queued jobs merged into another one: id -> the id that absorbs them."""
         inserts: list[tuple[object, ...]] = []
         for key, items in spans.items():
             for group in _coalesce(sorted(items, key=lambda s: (s[0], s[1]))):
@@ -127,7 +129,7 @@ async def enqueue_backfills(
                 if rows:
                     keep, *absorbed = sorted(rows, key=lambda r: r["id"])
                     updates.append((keep["id"], start, end, priority))
-                    deletes.extend(r["id"] for r in absorbed)
+                    absorbed_by.update((r["id"], keep["id"]) for r in absorbed)
                     result.merged += len(new)
                     result.job_ids.append(keep["id"])
                     accepted[tiers[key].value] += len(new)
@@ -148,8 +150,9 @@ async def enqueue_backfills(
                        updated_at = now() WHERE id = $1""",
                 updates,
             )
-        if deletes:
-            await conn.execute("DELETE FROM backfill_jobs WHERE id = ANY($1::bigint[])", deletes)
+        if absorbed_by:
+            await hand_over_links(conn, absorbed_by)  # the requests they served follow the merge
+            await conn.execute("DELETE FROM backfill_jobs WHERE id = ANY($1::bigint[])", list(absorbed_by))
         if inserts:
             ids = await conn.fetch(
                 """INSERT INTO backfill_jobs (symbol, interval, start_ts, end_ts, tier, priority, source,

@@ -180,18 +180,22 @@ async def run_backfill_batch(
                         await conn.execute(
                             """UPDATE backfill_jobs SET status = 'queued', start_ts = $2, lease_until = NULL,
                                       run_id = NULL, batch = NULL, updated_at = now(),
+                                      bars_inserted = bars_inserted + $4,
                                       last_error = 'the provider had no data yet for ' || $3
                                WHERE id = $1 AND status = 'running'""",
                             job.id,
                             min(g.start for g in unsettled),
                             ", ".join(f"{g.start:%Y-%m-%d %H:%M}..{g.end:%H:%M}" for g in unsettled[:3]),
+                            written.inserted,
                         )
                     else:
                         await conn.execute(
                             """UPDATE backfill_jobs SET status = 'done', finished_at = now(),
-                                      lease_until = NULL, last_error = NULL, updated_at = now()
+                                      lease_until = NULL, last_error = NULL, updated_at = now(),
+                                      bars_inserted = bars_inserted + $2
                                WHERE id = $1 AND status = 'running'""",
                             job.id,
+                            written.inserted,
                         )
             outcome.bars_received += written.received
             outcome.bars_inserted += written.inserted

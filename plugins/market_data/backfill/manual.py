@@ -1,4 +1,5 @@
-"""Manual backfills (a DAG trigger's conf, or POST /ops/backfill): checked against the policy, queued."""
+"""Manual backfills (a DAG trigger's conf, or POST /ops/backfill): checked against the policy, queued
+as a backfill request (`market_data.backfill.requests`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Annotated
 import asyncpg
 import msgspec
 
-from market_data.backfill.enqueue import BackfillRange, EnqueueResult, Source, enqueue_backfills
+from market_data.backfill.enqueue import BackfillRange, EnqueueResult, enqueue_backfills
+from market_data.backfill.requests import RequestSource, create_request
 from market_data.policy.loader import LoadedPolicy, Problem
 from market_data.policy.schema import Policy
 from market_data.records import Interval, Symbol, Tier
@@ -61,19 +63,37 @@ class ManualBackfillRefused(msgspec.Struct, frozen=True):
         return "; ".join(str(p) for p in self.problems)
 
 
+TRIGGER_REFUSAL = "md_backfill conf refused"
+
+
+def trigger_refusal(reason: object) -> str:
+    """The message of a refused md_backfill trigger: the same at trigger time and in the task log."""
+    return f"{TRIGGER_REFUSAL}: {reason}"
+
+
+class QueuedRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """An accepted manual request: its id (GET /ops/backfills/{id}) and what enqueue did."""
+
+    request_id: int
+    enqueued: EnqueueResult
+
+
 async def submit_manual_backfill(
     conn: asyncpg.Connection,
     req: ManualBackfill,
     loaded: LoadedPolicy,
     now: datetime,
     *,
-    source: Source,
-) -> EnqueueResult | ManualBackfillRefused:
+    source: RequestSource,
+    actor: str,
+    dag_run_id: str | None = None,
+) -> QueuedRequest | ManualBackfillRefused:
     """Check a manual request against the active policy and universe, then queue it.
 
     The one path of a DAG trigger's conf and of POST /ops/backfill: each caller only turns a
-    refusal into its own form (a failed run, a 422). Queued with the manual (most urgent)
-    priority, one range per distinct symbol.
+    refusal into its own form (a refused trigger, a 422). Queued with the manual (most
+    urgent) priority, one range per distinct symbol, and recorded as a backfill request
+    linked to the jobs that now cover it, in one transaction.
     """
     known = await active_universe(conn)
     problems = check_manual(req, loaded.policy, now, known)
@@ -85,7 +105,21 @@ async def submit_manual_backfill(
         )
         for s in dict.fromkeys(req.symbols)
     ]
-    return await enqueue_backfills(conn, ranges, loaded.policy, policy_version=loaded.version)
+    async with conn.transaction():
+        enqueued = await enqueue_backfills(conn, ranges, loaded.policy, policy_version=loaded.version)
+        request_id = await create_request(
+            conn,
+            symbols=list(dict.fromkeys(req.symbols)),
+            interval=req.interval,
+            start=req.start,
+            end=req.end,
+            source=source,
+            actor=actor,
+            dag_run_id=dag_run_id,
+            policy_version=loaded.version,
+            enqueued=enqueued,
+        )
+    return QueuedRequest(request_id=request_id, enqueued=enqueued)
 
 
 async def active_universe(conn: asyncpg.Connection) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """The metric catalog: every metric the service emits, with its type, labels, help and source.
 
-`CATALOG` holds the 19 metrics of the service, `OPERATIONAL` the service's own plumbing. Each
-entry says where it comes from:
+`CATALOG` holds the 24 metrics of the service (the predecessor's 16, three of our own, and
+five for operating it: the market calendar, md_backfill wake-ups, SLO-window coverage),
+`OPERATIONAL` the service's own plumbing. Each entry says where it comes from:
 
 - "task": Airflow task processes send it over statsd (`market_data.metrics.statsd`), which
   statsd_exporter turns back into the Prometheus name and labels with
@@ -238,6 +239,49 @@ POLICY_VERSION_INFO: Final = Metric(
     statsd_ttl="1h",  # a version no task reports for an hour disappears (T2 sweeps run at least hourly)
 )
 
+# --- operating it: the calendar, md_backfill wake-ups, coverage ----------------------------------
+MARKET_OPEN: Final = Metric(
+    name="market_open",
+    type="gauge",
+    labels=("mic",),
+    help="Whether the exchange (MIC) is in a trading session now, by exchange-calendars: 1 open, 0 closed "
+    "(holidays, early closes and lunch breaks are closed; a 24/7 calendar is always open); one series per "
+    "exchange of the active universe (computed at scrape time).",
+    emitted_from="api",
+)
+BACKFILL_WAKEUPS_TOTAL: Final = Metric(
+    name="backfill_wakeups_total",
+    type="counter",
+    labels=("outcome",),
+    help="Asset events the API posted to Airflow to start md_backfill after queuing jobs; outcome ok "
+    "or failed (Airflow not reachable or refusing: the jobs wait for the next cadence run).",
+    emitted_from="api",
+)
+SLO_EXPECTED_BARS: Final = Metric(
+    name="slo_expected_bars",
+    type="gauge",
+    labels=("tier", "interval"),
+    help="Bars the exchange calendars expect, complete, in the SLO window of the sampled symbols "
+    "(md_slo), per tier and interval.",
+    emitted_from="task",
+)
+SLO_MISSING_BARS: Final = Metric(
+    name="slo_missing_bars",
+    type="gauge",
+    labels=("tier", "interval"),
+    help="Of slo_expected_bars, those neither stored nor confirmed empty (md_slo, the gap module's "
+    "count), per tier and interval.",
+    emitted_from="task",
+)
+SLO_CONFIRMED_EMPTY_BARS: Final = Metric(
+    name="slo_confirmed_empty_bars",
+    type="gauge",
+    labels=("tier", "interval"),
+    help="Of slo_expected_bars, those not stored that a provider confirmed empty (minutes without "
+    "trades), per tier and interval.",
+    emitted_from="task",
+)
+
 CATALOG: Final[Mapping[str, Metric]] = MappingProxyType(
     {
         m.name: m
@@ -261,6 +305,11 @@ CATALOG: Final[Mapping[str, Metric]] = MappingProxyType(
             PROVIDER_HEALTH_SCORE,
             JOBS_REJECTED_TOTAL,
             POLICY_VERSION_INFO,
+            MARKET_OPEN,
+            BACKFILL_WAKEUPS_TOTAL,
+            SLO_EXPECTED_BARS,
+            SLO_MISSING_BARS,
+            SLO_CONFIRMED_EMPTY_BARS,
         )
     }
 )
@@ -276,7 +325,7 @@ REGISTRY_SHARED_STATE: Final = Metric(
 )
 
 OPERATIONAL: Final[Mapping[str, Metric]] = MappingProxyType({m.name: m for m in (REGISTRY_SHARED_STATE,)})
-"""Operational metrics beyond the 19 of the catalog (the service's own plumbing)."""
+"""Operational metrics beyond the catalog (the service's own plumbing)."""
 
 CIRCUIT_STATE_VALUES: Final[Mapping[str, float]] = MappingProxyType(
     {"closed": 0.0, "half_open": 1.0, "open": 2.0}
