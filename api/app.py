@@ -13,7 +13,7 @@ from api.errors import EXCEPTION_HANDLERS, AcceptHeaderGuard
 from api.instants import refuse_numeric_instants
 from api.observability.controller import MetricsController
 from api.observability.http import RequestLatencyMiddleware
-from api.observability.metrics import build_api_metrics
+from api.observability.metrics import build_api_metrics, metrics_lifespan
 from api.observability.scrape import scrape_source
 from api.openapi import StrictStructSchemaPlugin
 from api.ops.audit import OpsAuditMiddleware
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[RequestLatencyMiddleware(metrics), AcceptHeaderGuard()],
         before_request=refuse_numeric_instants,
         dependencies={"resources": Provide(provide_resources, sync_to_thread=False)},
-        lifespan=[lifespan],
+        lifespan=[lifespan, metrics_lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
             title="Market data API",

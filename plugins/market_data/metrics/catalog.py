@@ -187,7 +187,7 @@ WS_CLIENTS_GAUGE: Final = Metric(
     name="ws_clients_gauge",
     type="gauge",
     labels=(),
-    help="WebSocket clients connected to this API process.",
+    help="WebSocket clients connected to the API (the sum over its live processes).",
     emitted_from="api",
 )
 WS_PUBLISH_LATENCY_MS: Final = Metric(
