@@ -46,6 +46,10 @@ from market_data.metrics import CATALOG
 from market_data.metrics.catalog import (
     BACKFILL_OLDEST_AGE_SECONDS,
     BACKFILL_QUEUE_DEPTH,
+    DATABASE_REPLICA_LAG_BYTES,
+    DATABASE_REPLICA_LAG_SECONDS,
+    DATABASE_REPLICA_SERVING_READS,
+    DATABASE_REPLICA_UP,
     POLICY_VERSION_INFO,
     WS_CLIENTS_GAUGE,
     WS_DROPPED_MESSAGES_TOTAL,
@@ -57,6 +61,8 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from litestar import Litestar
+
+    from api.replica import ReplicaMonitor, ReplicaStatus
 
 HTTP_REQUEST_DURATION_SECONDS: Final = "http_request_duration_seconds"
 """API-only helper histogram (not in the catalog): request latency by method, route, status."""
@@ -143,6 +149,43 @@ class _ScrapeValuesCollector(Collector):
             if values.policy_version is not None:
                 policy.add_metric([str(values.policy_version)], 1.0)
         return [depth, age, policy]
+
+
+class ReplicaCollector(Collector):
+    """The read replica as the process answering the scrape last measured it (`api/replica.py`).
+
+    Every API process measures the same standby every second, so one process's view is the
+    API's; reported at scrape time, not from the multiprocess files, so never summed.
+    """
+
+    def __init__(self, monitor: ReplicaMonitor) -> None:
+        self.monitor = monitor
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return self._families(None)
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        return self._families(self.monitor.status)
+
+    @staticmethod
+    def _families(status: ReplicaStatus | None) -> list[GaugeMetricFamily]:
+        up, serving, lag_s, lag_b = (
+            GaugeMetricFamily(m.name, m.help)
+            for m in (
+                DATABASE_REPLICA_UP,
+                DATABASE_REPLICA_SERVING_READS,
+                DATABASE_REPLICA_LAG_SECONDS,
+                DATABASE_REPLICA_LAG_BYTES,
+            )
+        )
+        if status is not None:
+            up.add_metric([], 1.0 if status.state in ("ok", "behind", "primary_unreachable") else 0.0)
+            serving.add_metric([], 1.0 if status.serving_reads else 0.0)
+            if status.lag_seconds is not None:
+                lag_s.add_metric([], status.lag_seconds)
+            if status.lag_bytes is not None:
+                lag_b.add_metric([], float(status.lag_bytes))
+        return [up, serving, lag_s, lag_b]
 
 
 class ApiMetrics:
@@ -262,6 +305,7 @@ def api_metric_names() -> list[str]:
 __all__ = [
     "HTTP_REQUEST_DURATION_SECONDS",
     "ApiMetrics",
+    "ReplicaCollector",
     "ScrapeSource",
     "ScrapeValues",
     "api_metric_names",

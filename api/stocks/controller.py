@@ -25,6 +25,7 @@ from api.stocks.params import (
     SymbolPath,
     SymbolsQuery,
     TsQuery,
+    instant,
 )
 from api.stocks.price import latest_price
 from api.stocks.schemas import (
@@ -64,7 +65,8 @@ class StocksController(Controller):
     )
     async def price(self, resources: Resources, symbol: SymbolPath) -> PriceResponse:
         sym, mic = await require_symbol(resources, symbol)
-        return await latest_price(resources.db, sym, mic, utcnow())
+        now = utcnow()
+        return await resources.reads.run(lambda db: latest_price(db, sym, mic, now))
 
     @get(
         "/{symbol:str}/history",
@@ -96,6 +98,7 @@ class StocksController(Controller):
         format: FormatQuery = None,  # the public name of the query parameter
     ) -> HistoryResponse | csv_export.CsvStream:
         sym, _ = await require_symbol(resources, symbol)
+        now = utcnow()
         window = history_window(
             symbol=sym,
             interval=interval,
@@ -104,11 +107,14 @@ class StocksController(Controller):
             end=end,
             as_of=as_of,
             page_token=page_token,
-            now=utcnow(),
+            now=now,
+            as_of_default=resources.reads.newest_complete(now),
         )
         if csv_export.wants_csv(request, format):
-            return await csv_export.csv_response(resources.db, window)
-        return await history_page(resources.db, window, limit)
+            return await resources.reads.run(
+                lambda db: csv_export.csv_response(db, window), as_of=window.as_of
+            )
+        return await resources.reads.run(lambda db: history_page(db, window, limit), as_of=window.as_of)
 
     @get(
         "/{symbol:str}/intraday",
@@ -124,7 +130,7 @@ class StocksController(Controller):
         self, resources: Resources, symbol: SymbolPath, interval: IntradayIntervalQuery = IntradayInterval.M1
     ) -> IntradayResponse:
         sym, mic = await require_symbol(resources, symbol)
-        return await intraday_session(resources.db, sym, mic, interval)
+        return await resources.reads.run(lambda db: intraday_session(db, sym, mic, interval))
 
     @get(
         "/{symbol:str}/versions",
@@ -144,7 +150,7 @@ class StocksController(Controller):
         interval: IntervalQuery = Interval.M1,
     ) -> VersionsResponse:
         sym, _ = await require_symbol(resources, symbol)
-        return await bar_versions(resources.db, sym, interval, ts)
+        return await resources.reads.run(lambda db: bar_versions(db, sym, interval, ts))
 
     @get(
         "/bars",
@@ -168,15 +174,13 @@ class StocksController(Controller):
         as_of: AsOfQuery = None,
     ) -> MultiBarsResponse:
         exchanges = await require_symbols(resources, symbols)
-        return await multi.multi_bars(
-            resources.db,
-            list(exchanges),
-            interval=interval,
-            start=start,
-            end=end,
-            as_of=as_of,
-            limit=limit,
-            now=utcnow(),
+        now = utcnow()
+        at = instant(as_of, "as_of") if as_of is not None else resources.reads.newest_complete(now)
+        return await resources.reads.run(
+            lambda db: multi.multi_bars(
+                db, list(exchanges), interval=interval, start=start, end=end, as_of=at, limit=limit, now=now
+            ),
+            as_of=at,
         )
 
     @get(
@@ -190,4 +194,6 @@ class StocksController(Controller):
         responses=MANY_ERRORS,
     )
     async def snapshots(self, resources: Resources, symbols: SymbolsQuery) -> SnapshotsResponse:
-        return await multi.snapshots(resources.db, await require_symbols(resources, symbols), utcnow())
+        exchanges = await require_symbols(resources, symbols)
+        now = utcnow()
+        return await resources.reads.run(lambda db: multi.snapshots(db, exchanges, now))

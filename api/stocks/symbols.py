@@ -11,9 +11,8 @@ from __future__ import annotations
 import time
 import weakref
 
-import asyncpg
-
 from api.errors import BadParameter, NotFound
+from api.replica import Reads
 from api.state import AppResources
 from api.stocks import queries
 from api.stocks.params import MAX_SYMBOLS
@@ -53,7 +52,7 @@ class _Directory:
     def __init__(self) -> None:
         self._known: dict[str, tuple[str, float]] = {}
 
-    async def exchanges(self, db: asyncpg.Pool, symbols: list[str]) -> dict[str, str]:
+    async def exchanges(self, reads: Reads, symbols: list[str]) -> dict[str, str]:
         now = time.monotonic()
         found: dict[str, str] = {}
         missing: list[str] = []
@@ -64,7 +63,7 @@ class _Directory:
             else:
                 missing.append(s)
         if missing:
-            for row in await queries.exchanges_of(db, missing):
+            for row in await reads.run(lambda db: queries.exchanges_of(db, missing)):
                 found[row["symbol"]] = row["exchange_mic"]
                 self._known[row["symbol"]] = (row["exchange_mic"], now + KNOWN_TTL_SECONDS)
         return found
@@ -83,7 +82,7 @@ def _directory(resources: AppResources) -> _Directory:
 async def require_symbol(resources: AppResources, symbol: str) -> tuple[str, str]:
     """(symbol, exchange_mic) of a symbol in the universe; 404 otherwise."""
     s = normalize_symbol(symbol)
-    mic = (await _directory(resources).exchanges(resources.db, [s])).get(s)
+    mic = (await _directory(resources).exchanges(resources.reads, [s])).get(s)
     if mic is None:
         raise NotFound(f"symbol: {s} is not in the universe", parameter="symbol")
     return s, mic
@@ -92,7 +91,7 @@ async def require_symbol(resources: AppResources, symbol: str) -> tuple[str, str
 async def require_symbols(resources: AppResources, raw: str | None) -> dict[str, str]:
     """symbol -> exchange_mic of a comma-separated list, in request order; 404 naming unknowns."""
     symbols = parse_symbols(raw)
-    found = await _directory(resources).exchanges(resources.db, symbols)
+    found = await _directory(resources).exchanges(resources.reads, symbols)
     unknown = [s for s in symbols if s not in found]
     if unknown:
         raise NotFound(f"symbols: not in the universe: {', '.join(unknown)}", parameter="symbols")
