@@ -13,6 +13,10 @@ from market_data.policy.schema import Policy
 log = logging.getLogger(__name__)
 
 
+_ENSURE_MONTH = """
+SELECT md_ensure_month_partitions($1, (date_trunc('month', now()) + make_interval(months => $2))::date, 1)"""
+
+
 class MaintenanceResult(msgspec.Struct, kw_only=True):
     dead_jobs_purged: int = 0
     done_jobs_purged: int = 0
@@ -52,16 +56,20 @@ async def run_maintenance(conn: asyncpg.Connection, policy: Policy) -> Maintenan
             )
         ).split()[-1]
     )
-    for table in ("bars", "quotes"):
-        try:
-            out.partitions_created[table] = await conn.fetchval(
-                "SELECT md_ensure_month_partitions($1, date_trunc('month', now())::date, $2)",
-                table,
-                r.partitions_ahead + 1,
-            )
-        except asyncpg.PostgresError as exc:
-            # e.g. rows for a future month already sit in the default partition
-            out.partition_errors[table] = str(exc)
-            log.error("could not create %s partitions ahead: %s", table, exc)
+    # bars: every month a backfill may still write (backfill.max_age back) and partitions_ahead
+    # months ahead, so no bar lands in the unpruned default partition; quotes: ahead only (a
+    # quote older than retention.quotes is purged anyway). One month per statement: a month
+    # whose rows already sit in the default partition fails alone.
+    months_back = {"bars": int(policy.backfill.max_age.seconds // (31 * 86_400)) + 1, "quotes": 0}
+    for table, back in months_back.items():
+        created = 0
+        for offset in range(-back, r.partitions_ahead + 1):
+            try:
+                created += await conn.fetchval(_ENSURE_MONTH, table, offset)
+            except asyncpg.PostgresError as exc:
+                # e.g. rows of that month already sit in the default partition
+                out.partition_errors[f"{table}:{offset:+d}"] = str(exc)
+                log.error("could not create the %s partition %+d months from now: %s", table, offset, exc)
+        out.partitions_created[table] = created
     log.info("maintenance: %s", msgspec.json.encode(out).decode())
     return out

@@ -30,6 +30,8 @@ BENCHMARKS = {
     "api": "tests.benchmarks.bench_api",
     "ws": "tests.benchmarks.bench_ws",
     "backfill": "tests.benchmarks.bench_backfill",
+    "api_procs": "tests.benchmarks.bench_api_procs",
+    "storage": "tests.benchmarks.bench_storage",
 }
 
 
@@ -73,6 +75,15 @@ def parser() -> argparse.ArgumentParser:
         help="synthetic calls/min in the backfill bench (60: Finnhub free)",
     )
     p.add_argument("--backfill-max-runs", type=int, default=5, help="md_backfill runs at most to drain (5)")
+    p.add_argument(
+        "--storage-sizes",
+        default="1M,10M,100M",
+        help="sizes `bars` is grown to, smallest first (1M,10M,100M; the largest only if the disk has room)",
+    )
+    p.add_argument(
+        "--storage-symbols", type=int, default=500, help="symbols the stored bars spread over (500)"
+    )
+    p.add_argument("--storage-reads", type=int, default=2000, help="one-day reads timed at each size (2000)")
     return p
 
 
