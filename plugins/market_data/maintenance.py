@@ -1,4 +1,4 @@
-"""Housekeeping by the policy's retention: purge old rows, create partitions ahead of time."""
+"""Housekeeping by the policy's retention: purge old rows; create and compact partitions (`partitions`)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,10 @@ import asyncpg
 import msgspec
 
 from market_data.backfill.dlq import purge_dead
+from market_data.partitions import PartitionReport, compact_due, ensure_partitions
 from market_data.policy.schema import Policy
 
 log = logging.getLogger(__name__)
-
-
-_ENSURE_MONTH = """
-SELECT md_ensure_month_partitions($1, (date_trunc('month', now()) + make_interval(months => $2))::date, 1)"""
 
 
 class MaintenanceResult(msgspec.Struct, kw_only=True):
@@ -24,6 +21,8 @@ class MaintenanceResult(msgspec.Struct, kw_only=True):
     slo_samples_purged: int = 0
     rejected_jobs_purged: int = 0
     partitions_created: dict[str, int] = {}
+    partitions_compacted: dict[str, int] = {}
+    """Bar partitions rewritten in primary-key order (market_data.partitions), with their rows."""
     partition_errors: dict[str, str] = {}
 
 
@@ -56,20 +55,11 @@ async def run_maintenance(conn: asyncpg.Connection, policy: Policy) -> Maintenan
             )
         ).split()[-1]
     )
-    # bars: every month a backfill may still write (backfill.max_age back) and partitions_ahead
-    # months ahead, so no bar lands in the unpruned default partition; quotes: ahead only (a
-    # quote older than retention.quotes is purged anyway). One month per statement: a month
-    # whose rows already sit in the default partition fails alone.
-    months_back = {"bars": int(policy.backfill.max_age.seconds // (31 * 86_400)) + 1, "quotes": 0}
-    for table, back in months_back.items():
-        created = 0
-        for offset in range(-back, r.partitions_ahead + 1):
-            try:
-                created += await conn.fetchval(_ENSURE_MONTH, table, offset)
-            except asyncpg.PostgresError as exc:
-                # e.g. rows of that month already sit in the default partition
-                out.partition_errors[f"{table}:{offset:+d}"] = str(exc)
-                log.error("could not create the %s partition %+d months from now: %s", table, offset, exc)
-        out.partitions_created[table] = created
+    partitions = PartitionReport()
+    await ensure_partitions(conn, policy, partitions)
+    await compact_due(conn, partitions)
+    out.partitions_created = partitions.created
+    out.partitions_compacted = partitions.compacted
+    out.partition_errors = partitions.errors
     log.info("maintenance: %s", msgspec.json.encode(out).decode())
     return out

@@ -1,6 +1,7 @@
 """`./dev bench [NAME...]`: run the benchmarks, print one table, write bench-results/*.json.
 
-    python -m tests.benchmarks.run                 # every benchmark (about 15-20 minutes)
+    python -m tests.benchmarks.run                 # every benchmark (about 40 minutes: storage grows
+                                                   # a table to 100M bars)
     python -m tests.benchmarks.run ingest gaps     # some of them
     python -m tests.benchmarks.run --list
 
