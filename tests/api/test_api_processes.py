@@ -21,27 +21,18 @@ import psutil
 import pytest
 import websockets
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
-from prometheus_client.parser import text_string_to_metric_families
 
 from market_data.ingest.pit_write import write_quotes
 from market_data.metrics.catalog import WS_DROPPED_MESSAGES_TOTAL
 from market_data.records import Quote, utcnow
 from tests.api.processes import ApiProcesses, api_processes
-from tests.api.ws_harness import notify_bar, recv, subscribe
+from tests.api.ws_harness import metric_samples, notify_bar, recv, subscribe
 from tests.conftest import ROOT
 
 PRICE_ROUTE = "/stocks/{symbol}/price"
 JOB = """
 INSERT INTO backfill_jobs (symbol, interval, start_ts, end_ts, tier, priority, source, status)
 VALUES ($1, '1m', now() - interval '2 hours', now() - interval '1 hour', 'T0', 1, 'gap', 'queued')"""
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 def get(api: ApiProcesses, path: str) -> tuple[int, bytes, int | None]:
@@ -95,7 +86,7 @@ async def scrape_until(api: ApiProcesses, check: object, within: float = 10.0) -
     while True:
         status, body, _ = get(api, "/metrics")
         assert status == 200
-        got = samples(body.decode())
+        got = metric_samples(body.decode())
         if check(got):  # type: ignore[operator]
             return got
         if time.monotonic() > deadline:
@@ -151,7 +142,7 @@ async def test_metrics_of_any_process_add_up_every_process_and_read_postgres_onc
         scrapes = from_every_process(api, "/metrics")
         assert len(scrapes) == 2
         for pid, body in scrapes.items():
-            got = samples(body.decode())
+            got = metric_samples(body.decode())
             price = {
                 labels: v
                 for (name, labels), v in got.items()
@@ -186,7 +177,7 @@ async def test_a_killed_process_is_replaced_and_only_live_processes_count_client
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while not (len(api.workers()) == 2 and victim not in api.workers()):
-            assert time.monotonic() < deadline, f"process {victim} was not replaced:\n{api.tail()}"
+            assert time.monotonic() < deadline, f"process {victim} was not replaced:\n{api.proc.tail()}"
             await asyncio.sleep(0.2)
         # the survivor's clients are the API's clients now; the dead process's requests still count
         got = await scrape_until(
@@ -224,7 +215,7 @@ def test_the_metrics_directory_is_emptied_at_start_and_at_exit(md_dsn: str, tmp_
     stale = _plant_stale_counter(folder, 1000.0)
     with api_processes(2, env={"PROMETHEUS_MULTIPROC_DIR": str(folder)}) as api:
         assert not stale.exists()
-        got = samples(from_every_process(api, "/metrics").popitem()[1].decode())
+        got = metric_samples(from_every_process(api, "/metrics").popitem()[1].decode())
         assert got[("ws_dropped_messages_total", ())] == 0
         assert any(folder.iterdir())  # the processes' own files
     assert list(folder.iterdir()) == []

@@ -18,8 +18,6 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
-
 from tests.benchmarks.bench_api import (
     CONNECTIONS,
     MIC,
@@ -39,6 +37,7 @@ from tests.benchmarks.harness import (
     Proc,
     Row,
     api_env,
+    api_workers,
     bench_db,
     free_port,
     log,
@@ -72,12 +71,7 @@ def serve_args(port: int) -> list[str]:
 
 
 def workers_of(proc: Proc) -> list[int]:
-    try:
-        return sorted(
-            c.pid for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())
-        )
-    except psutil.Error:
-        return []
+    return api_workers(proc.pid)
 
 
 @contextlib.contextmanager
@@ -100,12 +94,18 @@ def apis(dsn: str, log_dir: Path, probe: str) -> Iterator[dict[str, tuple[Proc, 
             proc.stop()
 
 
+def server_cores(cores: dict[str, float]) -> float:
+    """Cores of the API: its one process, or the sum of its processes."""
+    return cores.get("server", sum(v for k, v in cores.items() if k.startswith("process ")))
+
+
 def row_from(runs: list[WrkRun], shape: str) -> Row:
     one = [r for r in runs if r.server == "one"]
     two = [r for r in runs if r.server == "two"]
     ratios = [b.rps / a.rps for a, b in zip(one, two, strict=True)]
     ratio = median(ratios)
     cores = {k: median([r.cores.get(k, 0.0) for r in two]) for k in sorted({k for r in two for k in r.cores})}
+    cores["server"] = median([server_cores(r.cores) for r in two])
     one_rps, two_rps = median([r.rps for r in one]), median([r.rps for r in two])
     # CPU one request costs the machine (API, Postgres, wrk): what the cores allow at most
     per_request_us = 1e6 * sum(cores.get(k, 0.0) for k in ("server", "postgres", "wrk")) / max(two_rps, 1e-9)
@@ -118,7 +118,7 @@ def row_from(runs: list[WrkRun], shape: str) -> Row:
             f"({', '.join(f'{k} {v:.2f}' for k, v in workers.items())}), Postgres "
             f"{cores.get('postgres', 0):.2f}, wrk {cores.get('wrk', 0):.2f}, everything else "
             f"{cores.get('others', 0):.2f}, of {cores.get('available', 0):g}; with 1 process the API used "
-            f"{median([r.cores.get('server', 0.0) for r in one]):.2f} and Postgres "
+            f"{median([server_cores(r.cores) for r in one]):.2f} and Postgres "
             f"{median([r.cores.get('postgres', 0.0) for r in one]):.2f}. A request costs "
             f"{per_request_us:.0f} us of CPU (API + Postgres + wrk), so {cores.get('available', 0):g} cores "
             f"serve at most {ceiling_rps:,.0f} req/s: {ceiling_rps / max(one_rps, 1e-9):.2f}x the 1-process "
@@ -165,10 +165,12 @@ async def run(args: argparse.Namespace) -> list[Row]:
                     urls = {name: url for name, (_, url) in started.items()}
 
                     def meter(server: str) -> CpuMeter:
+                        # each worker on its own (the meter adds every label up: no tree of them all)
                         proc = started[server][0]
-                        processes = {"server": lambda: [proc.pid]}
-                        for i, pid in enumerate(workers_of(proc)):
-                            processes[f"process {i + 1}"] = lambda pid=pid: [pid]  # type: ignore[misc]
+                        workers = workers_of(proc)
+                        processes = {f"process {i + 1}": (lambda p=pid: [p]) for i, pid in enumerate(workers)}
+                        if not workers:  # one process: uvicorn serves in the process it started
+                            processes = {"server": lambda: [proc.pid]}
                         return CpuMeter(processes=processes, database=d.name, waited_label="wrk")
 
                     log("api_procs: warming up both")

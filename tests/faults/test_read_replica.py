@@ -18,13 +18,12 @@ import httpx
 import msgspec
 import pytest
 import websockets
-from prometheus_client.parser import text_string_to_metric_families
 
 from market_data.ingest.pit_write import write_bars, write_quotes
-from market_data.records import Quote, utcnow
+from market_data.records import Bar, Quote, utcnow
 from market_data.settings import Settings, get_settings
 from tests.api.stocks_data import session_bars
-from tests.api.ws_harness import LiveServer, live_server, subscribe
+from tests.api.ws_harness import LiveServer, live_server, metric_samples, subscribe
 from tests.conftest import CLEAN_TABLES
 from tests.faults.conftest import DEFAULT_POLICY, _prepare_database
 from tests.faults.servers import PrivatePostgres, PrivateStandby
@@ -119,6 +118,19 @@ async def store_quote(primary: PrivatePostgres, last: float) -> None:
         await conn.close()
 
 
+async def seed(primary: PrivatePostgres, standby: PrivatePostgres, last: float = 100.0) -> list[Bar]:
+    """Three AAPL bars (cursors advanced: a recent sweep) and a quote, replayed by the standby."""
+    bars = session_bars("AAPL", minutes=3)
+    conn = await asyncpg.connect(primary.dsn("market_data"))
+    try:
+        await write_bars(conn, bars, policy_version=1, advance_cursors=True)
+    finally:
+        await conn.close()
+    await store_quote(primary, last)
+    await caught_up(primary, standby)
+    return bars
+
+
 async def ready(http: httpx.AsyncClient, api: LiveServer) -> tuple[int, dict[str, Any]]:
     r = await http.get(api.http("/ready"))
     return r.status_code, r.json()
@@ -142,18 +154,15 @@ async def price(http: httpx.AsyncClient, api: LiveServer) -> float:
 
 
 def gauges(text: str) -> dict[str, float]:
-    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+    return {name: value for (name, labels), value in metric_samples(text).items() if not labels}
 
 
 # ------------------------------------------------------------------------------------------------
 async def test_reads_go_to_the_standby_and_ops_and_snapshots_to_the_primary(servers) -> None:
     primary, standby = servers
-    bars = session_bars("AAPL", minutes=3)
+    bars = await seed(primary, standby)
     conn = await asyncpg.connect(primary.dsn("market_data"))
     try:
-        await write_bars(conn, bars, policy_version=1, advance_cursors=True)
-        await store_quote(primary, 100.0)
-        await caught_up(primary, standby)
         async with (
             live_server(settings=api_settings(primary, standby, max_lag=60)) as api,
             httpx.AsyncClient(timeout=10) as http,
@@ -220,13 +229,7 @@ async def test_reads_go_to_the_standby_and_ops_and_snapshots_to_the_primary(serv
 
 async def test_a_standby_behind_by_more_than_the_limit_leaves_reads_to_the_primary(servers) -> None:
     primary, standby = servers
-    conn = await asyncpg.connect(primary.dsn("market_data"))
-    try:  # bars and cursors: a recent sweep, so /ready has nothing but the replica to judge
-        await write_bars(conn, session_bars("AAPL", minutes=3), policy_version=1, advance_cursors=True)
-    finally:
-        await conn.close()
-    await store_quote(primary, 100.0)
-    await caught_up(primary, standby)
+    await seed(primary, standby)  # with a recent sweep: /ready has nothing but the replica to judge
     async with (
         live_server(settings=api_settings(primary, standby, max_lag=1.5)) as api,
         httpx.AsyncClient(timeout=10) as http,
@@ -252,14 +255,7 @@ async def test_a_standby_behind_by_more_than_the_limit_leaves_reads_to_the_prima
 
 async def test_the_api_keeps_answering_from_the_primary_when_the_standby_is_killed(servers) -> None:
     primary, standby = servers
-    bars = session_bars("AAPL", minutes=3)
-    conn = await asyncpg.connect(primary.dsn("market_data"))
-    try:
-        await write_bars(conn, bars, policy_version=1, advance_cursors=True)
-    finally:
-        await conn.close()
-    await store_quote(primary, 100.0)
-    await caught_up(primary, standby)
+    await seed(primary, standby)
     async with (
         live_server(settings=api_settings(primary, standby, max_lag=60)) as api,
         httpx.AsyncClient(timeout=10) as http,
