@@ -25,6 +25,7 @@ from litestar.utils.scope.state import ScopeState
 
 from api.ops.auth import REFUSAL, has_ops_token, is_ops_path
 from api.schemas import ValidationReport
+from market_data.bar_reads import ReadRefused
 from market_data.policy import Problem
 
 log = logging.getLogger("api.errors")
@@ -74,6 +75,11 @@ def api_error_handler(_: Request, exc: ApiError) -> Response:
         status_code=exc.status_code,
         media_type=MediaType.JSON,
     )
+
+
+def read_refused_handler(_: Request, exc: ReadRefused) -> Response:
+    """A bar read the service cannot answer as asked (a timeframe no stored interval builds, ...)."""
+    return Response(_body(400, exc.detail, exc.parameter), status_code=400, media_type=MediaType.JSON)
 
 
 def refused_handler(_: Request, exc: Refused) -> Response:
@@ -148,6 +154,7 @@ def internal_handler(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {
     ApiError: api_error_handler,
+    ReadRefused: read_refused_handler,
     Refused: refused_handler,
     ValidationException: validation_handler,
     HTTPException: http_handler,

@@ -105,6 +105,12 @@ def parser() -> argparse.ArgumentParser:
     port = os.environ.get("MD_API_PORT") or "8001"
     p.add_argument("--port", type=int, default=port, help="port (MD_API_PORT, 8001)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        help="proxies whose X-Forwarded-For gives the client's address (uvicorn's; default "
+        "$FORWARDED_ALLOW_IPS, else 127.0.0.1)",
+    )
     return p
 
 
@@ -128,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             workers=workers,
             log_level=args.log_level,
             access_log=False,
+            proxy_headers=True,
+            forwarded_allow_ips=args.forwarded_allow_ips,
             # compressing every small message for every client costs more than it saves
             # (README, WebSockets: p99 ~60 ms with deflate vs ~20 ms without)
             ws_per_message_deflate=False,

@@ -14,7 +14,7 @@ from api.ops.audit import audit_detail, audited_refusal
 from api.ops.schemas import OPS_ERRORS
 from api.schemas import JSON_INT_MAX, REFUSED, TOO_LARGE, ErrorBody, ResponseModel, documented
 from api.state import Resources
-from api.stocks.params import IntervalQuery, SymbolPath
+from api.stocks.params import StoredIntervalQuery, SymbolPath
 from market_data.backfill.dlq import DeadJob, list_dead, purge_dead, requeue_dead
 from market_data.backfill.manual import ManualBackfill, ManualBackfillRefused, submit_manual_backfill
 from market_data.records import utcnow
@@ -155,7 +155,7 @@ class BackfillOpsController(Controller):
         self,
         resources: Resources,
         symbol: SymbolPath,
-        interval: IntervalQuery,
+        interval: StoredIntervalQuery,
         source: Annotated[str, Parameter(description="Provider name")],
     ) -> CursorOut:
         sym = symbol.upper()

@@ -1,4 +1,4 @@
-"""/stocks/*: price, history (JSON pages or CSV), intraday, versions, multi-symbol bars, snapshots."""
+"""/stocks/*: price, history (JSON or CSV), intraday, coverage, versions, multi-symbol bars, snapshots."""
 
 from __future__ import annotations
 
@@ -7,25 +7,28 @@ from litestar import Controller, Request, get
 from api.schemas import ErrorBody, documented
 from api.state import Resources
 from api.stocks import csv_export, multi
-from api.stocks.history import bar_versions, history_page, intraday_session
-from api.stocks.pagination import history_window
+from api.stocks.coverage import CoverageResponse, coverage_report
+from api.stocks.history import HistoryQuery, bar_versions, history, intraday_session
 from api.stocks.params import (
     ERRORS,
+    MAX_FILE_LIMIT,
+    AlignQuery,
     AsOfQuery,
+    CoverageIntervalQuery,
     EndQuery,
     FormatQuery,
     IntervalQuery,
-    IntradayInterval,
     IntradayIntervalQuery,
+    JsonLimitQuery,
     LimitQuery,
     PageTokenQuery,
     SortOrder,
     SortQuery,
     StartQuery,
+    StoredIntervalQuery,
     SymbolPath,
     SymbolsQuery,
     TsQuery,
-    instant,
 )
 from api.stocks.price import latest_price
 from api.stocks.schemas import (
@@ -36,8 +39,9 @@ from api.stocks.schemas import (
     SnapshotsResponse,
     VersionsResponse,
 )
-from api.stocks.symbols import require_symbol, require_symbols
+from api.stocks.symbols import require_listed, require_listed_many, require_symbol, require_symbols
 from market_data.records import Interval, utcnow
+from market_data.timeframes import Align
 
 MANY_ERRORS = {
     400: ERRORS[400],
@@ -71,14 +75,19 @@ class StocksController(Controller):
     @get(
         "/{symbol:str}/history",
         operation_id="getHistory",
-        summary="Historical bars (JSON pages or CSV)",
+        summary="Historical bars of any timeframe (JSON pages or CSV)",
         description=(
-            "Bars in [start, end) (at most the interval's maximum span). With `start` and `sort=asc`: "
-            "oldest first from `start`. Without `start`: the latest `limit` bars before `end` (oldest "
-            "first), and each next page the `limit` bars before those. `sort=desc`: newest first. "
-            "`next_page_token` continues the read (null on the last page) at the `as_of` of the first "
-            "page. With `Accept: text/csv` or `format=csv` the whole range streams as CSV "
-            f"(at most {csv_export.MAX_CSV_ROWS} bars): `pd.read_csv(url, parse_dates=['ts'])`."
+            "Bars whose start is in [start, end) (at most the timeframe's maximum span). A timeframe "
+            "stored for the symbol is read as stored; any other (e.g. 1h or 1d of a symbol that stores "
+            "1m bars) is built from the finest stored interval that divides it: session-aligned, one "
+            "session's regular hours per 1d bar, each built bar marked `complete` or not with the "
+            "number of `base_bars` it was made of (see the README's Timeframes section). With `start` "
+            "and `sort=asc`: oldest first from `start`. Without `start`: the latest `limit` bars before "
+            "`end` (oldest first), and each next page the `limit` bars before those. `sort=desc`: newest "
+            "first. `next_page_token` continues the read (null on the last page) at the `as_of` of the "
+            "first page. With `Accept: text/csv` or `format=csv` the same page comes as CSV "
+            f"(`limit` up to {MAX_FILE_LIMIT}; the next token in the `X-Next-Page-Token` header): "
+            "`pd.read_csv(url, parse_dates=['ts', 'as_of'])`."
         ),
         responses={**ERRORS, 200: documented(HistoryResponse, description="A page of bars, or CSV")},
         operation_class=csv_export.HistoryOperation,
@@ -88,7 +97,8 @@ class StocksController(Controller):
         request: Request,
         resources: Resources,
         symbol: SymbolPath,
-        interval: IntervalQuery = Interval.M1,
+        interval: IntervalQuery = "1m",
+        align: AlignQuery = Align.SESSION,
         start: StartQuery = None,
         end: EndQuery = None,
         limit: LimitQuery = 1000,
@@ -97,24 +107,21 @@ class StocksController(Controller):
         page_token: PageTokenQuery = None,
         format: FormatQuery = None,  # the public name of the query parameter
     ) -> HistoryResponse | csv_export.CsvStream:
-        sym, _ = await require_symbol(resources, symbol)
-        now = utcnow()
-        window = history_window(
-            symbol=sym,
+        listed = await require_listed(resources, symbol)
+        as_file = csv_export.wants_csv(request, format)
+        query = HistoryQuery(
             interval=interval,
-            sort=sort,
+            align=align,
             start=start,
             end=end,
+            limit=limit,
             as_of=as_of,
+            sort=sort,
             page_token=page_token,
-            now=now,
-            as_of_default=resources.reads.newest_complete(now),
+            as_file=as_file,
         )
-        if csv_export.wants_csv(request, format):
-            return await resources.reads.run(
-                lambda db: csv_export.csv_response(db, window), as_of=window.as_of
-            )
-        return await resources.reads.run(lambda db: history_page(db, window, limit), as_of=window.as_of)
+        page = await history(resources, listed, query)
+        return csv_export.csv_response(page) if as_file else page.response()
 
     @get(
         "/{symbol:str}/intraday",
@@ -122,15 +129,45 @@ class StocksController(Controller):
         summary="Bars of the current or last session",
         description=(
             "The bars of today's session when the symbol's market is open or has traded today, else "
-            "of the last session; with the session's open and close and whether the market is open now."
+            "of the last session; with the session's open and close and whether the market is open now. "
+            "Any intraday timeframe (1m-59m, 1h-23h): one not stored is built as on /history, the "
+            "running bar marked incomplete."
         ),
         responses=ERRORS,
     )
     async def intraday(
-        self, resources: Resources, symbol: SymbolPath, interval: IntradayIntervalQuery = IntradayInterval.M1
+        self,
+        resources: Resources,
+        symbol: SymbolPath,
+        interval: IntradayIntervalQuery = "1m",
+        align: AlignQuery = Align.SESSION,
     ) -> IntradayResponse:
-        sym, mic = await require_symbol(resources, symbol)
-        return await resources.reads.run(lambda db: intraday_session(db, sym, mic, interval))
+        return await intraday_session(resources, await require_listed(resources, symbol), interval, align)
+
+    @get(
+        "/{symbol:str}/coverage",
+        operation_id="getCoverage",
+        summary="Stored, confirmed-empty, missing and queued bars per session",
+        description=(
+            "Per session in [start, end) (default: the 7 days before now; at most 93 days of intraday "
+            "bars, 366 of daily): the bars the exchange calendar expects, how many are stored, "
+            "confirmed empty (the provider reported no trades), missing, and missing but queued for "
+            "backfill (inside a queued or running job), counted by the same gap code as the sweeps. "
+            "`interval` defaults to the symbol's finest stored interval; a timeframe that is built "
+            "counts the stored interval it is built from (`counted`)."
+        ),
+        responses=ERRORS,
+    )
+    async def coverage(
+        self,
+        resources: Resources,
+        symbol: SymbolPath,
+        interval: CoverageIntervalQuery = None,
+        start: StartQuery = None,
+        end: EndQuery = None,
+    ) -> CoverageResponse:
+        listed = await require_listed(resources, symbol)
+        return await coverage_report(resources, listed, interval, start, end, utcnow())
 
     @get(
         "/{symbol:str}/versions",
@@ -147,7 +184,7 @@ class StocksController(Controller):
         resources: Resources,
         symbol: SymbolPath,
         ts: TsQuery,
-        interval: IntervalQuery = Interval.M1,
+        interval: StoredIntervalQuery = Interval.M1,
     ) -> VersionsResponse:
         sym, _ = await require_symbol(resources, symbol)
         return await resources.reads.run(lambda db: bar_versions(db, sym, interval, ts))
@@ -159,7 +196,9 @@ class StocksController(Controller):
         description=(
             "Per symbol: the first `limit` bars from `start`, or without `start` the latest `limit` "
             "before `end`; oldest first. `truncated` lists the symbols with more bars in the range. "
-            "Unknown symbols make the whole request a 404 that lists them."
+            "Any timeframe, each symbol's bars read or built from its own stored intervals as on "
+            "/history (`built_from` says which); a symbol that cannot be read at `interval` makes the "
+            "request a 400 naming it. Unknown symbols make the whole request a 404 that lists them."
         ),
         responses=MANY_ERRORS,
     )
@@ -167,20 +206,23 @@ class StocksController(Controller):
         self,
         resources: Resources,
         symbols: SymbolsQuery,
-        interval: IntervalQuery = Interval.M1,
+        interval: IntervalQuery = "1m",
+        align: AlignQuery = Align.SESSION,
         start: StartQuery = None,
         end: EndQuery = None,
-        limit: LimitQuery = 1000,
+        limit: JsonLimitQuery = 1000,
         as_of: AsOfQuery = None,
     ) -> MultiBarsResponse:
-        exchanges = await require_symbols(resources, symbols)
-        now = utcnow()
-        at = instant(as_of, "as_of") if as_of is not None else resources.reads.newest_complete(now)
-        return await resources.reads.run(
-            lambda db: multi.multi_bars(
-                db, list(exchanges), interval=interval, start=start, end=end, as_of=at, limit=limit, now=now
-            ),
-            as_of=at,
+        return await multi.multi_bars(
+            resources,
+            await require_listed_many(resources, symbols),
+            interval=interval,
+            align=align,
+            start=start,
+            end=end,
+            as_of=as_of,
+            limit=limit,
+            now=utcnow(),
         )
 
     @get(

@@ -1,38 +1,35 @@
-"""/history as CSV: the whole range streamed in keyset chunks, for pandas and spreadsheets.
+"""/history as CSV: the same page of bars as the JSON body, for pandas and spreadsheets.
 
-`pd.read_csv(url, parse_dates=["ts"])` gives one row per bar: ISO 8601 UTC timestamps
-(`Z`), empty cells for missing vwap/trade_count. The range is counted first (capped), so a
-range that is too big is a clear 400 before any byte is sent; then each chunk is one
-index range scan after the previous one, all at the same `as_of`.
+Every parameter applies as it does to JSON (`limit`, `sort`, `page_token`, `as_of`, `interval`,
+`align`), so a CSV page holds the rows of the JSON page of the same request; `limit` may go up
+to MAX_FILE_LIMIT. `pd.read_csv(url, parse_dates=["ts", "as_of"])` gives one row per bar: ISO
+8601 UTC timestamps (`Z`), empty cells for a missing vwap or trade_count and for `base_bars`
+of a bar read as stored, `complete` as true/false. The next page's token is the
+`X-Next-Page-Token` header (absent on the last page); `X-As-Of` is the read's `as_of`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-import asyncpg
-import msgspec
+import numpy as np
 from litestar import Request
 from litestar.enums import MediaType
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.response import Stream
 
-from api.errors import BadParameter
-from api.stocks import queries
-from api.stocks.history import read_page
-from api.stocks.pagination import HistoryWindow
-from api.stocks.params import OutputFormat, SortOrder
+from api.stocks.history import HistoryPage
+from api.stocks.params import OutputFormat
+from api.stocks.schemas import BAR_FIELDS, field_columns
+from market_data.aggregate import Bars
 
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
-MAX_CSV_ROWS = 200_000
-"""Most bars one CSV download streams."""
 CHUNK_ROWS = 5_000
-CSV_COLUMNS = ("ts", "open", "high", "low", "close", "volume", "vwap", "trade_count", "provider", "as_of")
+CSV_COLUMNS = BAR_FIELDS
 
 
 @dataclass
@@ -75,51 +72,37 @@ def wants_csv(request: Request, fmt: OutputFormat | None) -> bool:
     return best == "text/csv"
 
 
-def _iso(ts: datetime) -> str:
-    return ts.isoformat().replace("+00:00", "Z")
+def _iso(ns: np.ndarray, unit: Literal["s", "us"]) -> list[str]:
+    as_datetimes: np.ndarray[Any, np.dtype[np.datetime64]] = ns.astype("datetime64[ns]")
+    return np.datetime_as_string(as_datetimes, unit=unit, timezone="UTC").tolist()
 
 
-def _iso_us(ts: datetime) -> str:
-    return ts.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def csv_lines(rows: Sequence[asyncpg.Record]) -> str:
-    """CSV lines of rows selected as `queries.BAR_COLUMNS`."""
+def csv_lines(bars: Bars) -> str:
+    """CSV lines of `bars` (no header), in their order."""
+    whole_seconds = not (bars.ts % 1_000_000_000).any()
+    columns = field_columns(bars, _iso(bars.ts, "s" if whole_seconds else "us"), _iso(bars.as_of, "us"))
+    complete = BAR_FIELDS.index("complete")
+    columns[complete] = ["true" if c else "false" for c in columns[complete]]
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(
-        (_iso(ts), o, h, lo, c, v, vw, n, p, _iso_us(a)) for ts, o, h, lo, c, v, vw, n, p, a in rows
-    )
+    csv.writer(buf, lineterminator="\n").writerows(zip(*columns, strict=True))
     return buf.getvalue()
 
 
-async def _chunks(db: asyncpg.Pool, window: HistoryWindow) -> AsyncIterator[str]:
+async def _chunks(bars: Bars) -> AsyncIterator[str]:
     yield ",".join(CSV_COLUMNS) + "\n"
-    w: HistoryWindow | None = window
-    while w is not None:
-        rows, w = await read_page(db, w, CHUNK_ROWS)
-        if rows:
-            yield csv_lines(rows)
+    for i in range(0, len(bars), CHUNK_ROWS):
+        yield csv_lines(bars.take(slice(i, i + CHUNK_ROWS)))
 
 
-async def csv_response(db: asyncpg.Pool, window: HistoryWindow) -> CsvStream:
-    """Every bar of the window not served yet (all of it without a page token), in `sort` order.
-
-    Raises:
-        BadParameter: the range holds more than MAX_CSV_ROWS bars.
-    """
-    lo, hi = window.remaining()
-    # Stream oldest first for `asc`: a JSON tail read walks back, a download need not.
-    w = msgspec.structs.replace(window, start=lo, end=hi, cursor=None, backward=window.sort is SortOrder.DESC)
-    n = await queries.count_bars(db, w.symbol, w.interval, lo, hi, w.as_of, MAX_CSV_ROWS + 1)
-    if n > MAX_CSV_ROWS:
-        raise BadParameter(
-            f"start: [{lo.isoformat()}, {hi.isoformat()}) holds more than {MAX_CSV_ROWS} "
-            f"{w.interval.value} bars, the most one CSV download streams; request shorter ranges",
-            parameter="start",
-        )
-    filename = f"{w.symbol}_{w.interval.value}_{lo:%Y%m%dT%H%M%SZ}_{hi:%Y%m%dT%H%M%SZ}.csv"
-    return CsvStream(
-        _chunks(db, w),
-        media_type=CSV_MEDIA_TYPE,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+def csv_response(page: HistoryPage) -> CsvStream:
+    """The page as text/csv, streamed in chunks of CHUNK_ROWS bars."""
+    w = page.window
+    lo, hi = w.remaining()
+    filename = f"{w.symbol}_{w.timeframe}_{lo:%Y%m%dT%H%M%SZ}_{hi:%Y%m%dT%H%M%SZ}.csv"
+    headers = {
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "X-As-Of": w.as_of.isoformat().replace("+00:00", "Z"),
+    }
+    if page.next_page_token is not None:
+        headers["X-Next-Page-Token"] = page.next_page_token
+    return CsvStream(_chunks(page.bars), media_type=CSV_MEDIA_TYPE, headers=headers)

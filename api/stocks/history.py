@@ -1,77 +1,160 @@
-"""Reads of one symbol's bars: /history pages, the intraday session, the versions of a bar."""
+"""Reads of one symbol's bars: /history pages, the intraday session, the versions of a bar.
+
+Every bar read goes through `market_data.bar_reads.read_bars` (fetch at `as_of`, adjust,
+aggregate, completeness); this module only turns request parameters into a read and the
+page it returns into a response body, which the JSON and CSV encoders share.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 import msgspec
 
-from api.errors import NotFound
+from api.errors import BadParameter, NotFound
+from api.state import AppResources
 from api.stocks import queries
-from api.stocks.pagination import HistoryWindow, encode_token
-from api.stocks.params import IntradayInterval, SortOrder, instant
-from api.stocks.schemas import (
-    BarVersion,
-    HistoryResponse,
-    IntradayResponse,
-    VersionsResponse,
-    bars_out,
-)
+from api.stocks.pagination import HistoryWindow, encode_token, history_window
+from api.stocks.params import LATEST, SortOrder, check_limit, instant, parse_interval
+from api.stocks.schemas import BarVersion, HistoryResponse, IntradayResponse, VersionsResponse, bars_out
+from api.stocks.symbols import Listed, stored_intervals
 from market_data import calendar
+from market_data.aggregate import Bars
+from market_data.bar_reads import BarRead, read_bars, resolve_base
 from market_data.records import Interval, utcnow
+from market_data.timeframes import Align, parse_timeframe
 
 MAX_SESSION_BARS = 2_000
 """More than the 1m bars of any session (24 h = 1,440)."""
 MAX_VERSIONS = 1_000
 
 
-async def read_page(
-    db: asyncpg.Pool, window: HistoryWindow, limit: int
-) -> tuple[list[asyncpg.Record], HistoryWindow | None]:
-    """The next `limit` bars of a window in walk order, and the window of the page after."""
-    lo, hi = window.remaining()
-    w = window
-    rows = await queries.bar_page(
-        db, w.symbol, w.interval, lo, hi, w.as_of, limit + 1, newest_first=w.backward
-    )
-    if len(rows) <= limit:
-        return rows, None
-    del rows[limit:]
-    return rows, msgspec.structs.replace(window, cursor=rows[-1][0])
+class HistoryQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """The parameters of one /history request, as given."""
+
+    interval: str
+    align: Align
+    start: datetime | None
+    end: datetime | None
+    limit: int
+    as_of: datetime | None
+    sort: SortOrder
+    page_token: str | None
+    as_file: bool
+    """The response is a file (CSV): `limit` may be larger than a JSON page's."""
 
 
-async def history_page(db: asyncpg.Pool, window: HistoryWindow, limit: int) -> HistoryResponse:
-    rows, after = await read_page(db, window, limit)
+@dataclass(frozen=True)
+class HistoryPage:
+    """One page of /history, whatever its encoding."""
+
+    window: HistoryWindow
+    bars: Bars
+    """In display order: oldest first for `sort=asc`, newest first for `desc`."""
+    next_page_token: str | None
+
+    @property
+    def built_from(self) -> str | None:
+        return self.window.base.value if self.window.base.value != self.window.timeframe else None
+
+    @property
+    def align(self) -> str | None:
+        intraday = parse_timeframe(self.window.timeframe).is_intraday
+        return self.window.align.value if self.built_from is not None and intraday else None
+
+    def response(self) -> HistoryResponse:
+        out = bars_out(self.bars)
+        return HistoryResponse(
+            symbol=self.window.symbol,
+            interval=self.window.timeframe,
+            built_from=self.built_from,
+            align=self.align,
+            sort=self.window.sort.value,
+            count=len(out),
+            bars=out,
+            as_of=self.window.as_of,
+            next_page_token=self.next_page_token,
+        )
+
+
+async def read_page(db: asyncpg.Pool, window: HistoryWindow, exchange_mic: str, limit: int) -> HistoryPage:
+    """The next `limit` bars of a window, and the token of the page after."""
+    page = await read_bars(db, window.read(exchange_mic), limit)
+    bars = page.bars
+    after = None
+    if page.more:
+        cursor = calendar.to_datetime(int(bars.ts[-1]))
+        after = encode_token(msgspec.structs.replace(window, cursor=cursor))
     if window.backward and window.sort is SortOrder.ASC:
-        rows.reverse()  # the tail of the range, shown oldest first
-    bars = bars_out(rows)
-    return HistoryResponse(
-        symbol=window.symbol,
-        interval=window.interval.value,
-        sort=window.sort.value,
-        count=len(bars),
-        bars=bars,
-        as_of=window.as_of,
-        next_page_token=encode_token(after) if after is not None else None,
+        bars = bars.reversed()  # the tail of the range, shown oldest first
+    return HistoryPage(window=window, bars=bars, next_page_token=after)
+
+
+async def history(resources: AppResources, listed: Listed, q: HistoryQuery) -> HistoryPage:
+    """The /history page `q` asks for, in any format."""
+    timeframe = parse_interval(q.interval)
+    limit = check_limit(q.limit, as_file=q.as_file)
+    stored = (await stored_intervals(resources, [listed]))[listed.symbol]
+    now = utcnow()
+    window = history_window(
+        symbol=listed.symbol,
+        exchange_mic=listed.exchange_mic,
+        timeframe=timeframe,
+        align=q.align,
+        stored=stored,
+        sort=q.sort,
+        start=q.start,
+        end=q.end,
+        as_of=q.as_of,
+        page_token=q.page_token,
+        now=now,
+        as_of_default=resources.reads.newest_complete(now),
+    )
+    return await resources.reads.run(
+        lambda db: read_page(db, window, listed.exchange_mic, limit), as_of=window.as_of
     )
 
 
 async def intraday_session(
-    db: asyncpg.Pool, symbol: str, mic: str, interval: IntradayInterval
+    resources: AppResources, listed: Listed, interval: str, align: Align
 ) -> IntradayResponse:
     """Bars of the session trading now, or of the last one (the latest session opened before now)."""
+    timeframe = parse_interval(interval)
+    if not timeframe.is_intraday:
+        raise BadParameter(
+            f"interval: {timeframe.value} is not intraday; /intraday serves 1m-59m and 1h-23h "
+            "(read daily and longer bars from /history)",
+            parameter="interval",
+        )
     now = utcnow()
     try:
-        opened, closes, market_open = calendar.session_window(mic, now)
+        opened, closes, market_open = calendar.session_window(listed.exchange_mic, now)
     except calendar.CalendarError as exc:
-        raise NotFound(f"symbol: no {mic} session to show: {exc}", parameter="symbol") from None
-    rows = await queries.session_bars(db, symbol, Interval(interval.value), opened, closes, MAX_SESSION_BARS)
-    bars = bars_out(rows)
+        raise NotFound(
+            f"symbol: no {listed.exchange_mic} session to show: {exc}", parameter="symbol"
+        ) from None
+    stored = (await stored_intervals(resources, [listed]))[listed.symbol]
+    base = resolve_base(timeframe, align, stored, listed.symbol, listed.exchange_mic)
+    read = BarRead(
+        symbol=listed.symbol,
+        exchange_mic=listed.exchange_mic,
+        timeframe=timeframe,
+        align=align,
+        base=base,
+        start=opened,
+        end=closes,
+        as_of=LATEST,  # the session as stored now, whatever the versions' as_of
+    )
+    page = await resources.reads.run(lambda db: read_bars(db, read, MAX_SESSION_BARS))
+    bars = bars_out(page.bars)
     return IntradayResponse(
-        symbol=symbol,
-        interval=interval.value,
-        exchange_mic=mic,
+        symbol=listed.symbol,
+        interval=timeframe.value,
+        built_from=base.value if read.built else None,
+        align=align.value if read.built else None,
+        exchange_mic=listed.exchange_mic,
         session_open=opened,
         session_close=closes,
         market_open=market_open,

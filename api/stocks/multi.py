@@ -1,4 +1,4 @@
-"""Reads over many symbols at once: /stocks/bars and /stocks/snapshots (one query each per kind)."""
+"""Reads over many symbols at once: /stocks/bars (the bar read pipeline per symbol) and /stocks/snapshots."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from datetime import datetime
 import asyncpg
 
 from api.errors import BadParameter
+from api.state import AppResources
 from api.stocks import queries
-from api.stocks.params import EARLIEST, bar_range, instant
+from api.stocks.params import EARLIEST, bar_range, check_limit, instant, parse_interval
 from api.stocks.schemas import (
     BarOut,
     MultiBarsResponse,
@@ -16,50 +17,86 @@ from api.stocks.schemas import (
     Snapshot,
     SnapshotsResponse,
     bars_out,
+    stored_bar_out,
 )
+from api.stocks.symbols import Listed, stored_intervals
 from market_data import calendar
-from market_data.records import Interval
+from market_data.bar_reads import BarRead, ReadRefused, read_bars, resolve_base
+from market_data.timeframes import Align
 
 MAX_TOTAL_BARS = 100_000
 """Most bars one /stocks/bars response may hold: `limit` x number of symbols."""
 
 
 async def multi_bars(
-    db: asyncpg.Pool,
-    symbols: list[str],
+    resources: AppResources,
+    listed: list[Listed],
     *,
-    interval: Interval,
+    interval: str,
+    align: Align,
     start: datetime | None,
     end: datetime | None,
     as_of: datetime | None,
     limit: int,
     now: datetime,
 ) -> MultiBarsResponse:
-    """Per symbol: the first `limit` bars from `start`, or without `start` the latest `limit` before `end`."""
-    if limit * len(symbols) > MAX_TOTAL_BARS:
+    """Per symbol: the first `limit` bars from `start`, or without `start` the latest `limit` before `end`.
+
+    Each symbol is read from its own stored intervals (a T0 symbol's 1h bars from 1m, a T1
+    symbol's from 5m); one that cannot be read at `interval` makes the request a 400 naming them.
+    """
+    check_limit(limit, as_file=False)
+    if limit * len(listed) > MAX_TOTAL_BARS:
         raise BadParameter(
-            f"limit: {limit} bars x {len(symbols)} symbols is more than the {MAX_TOTAL_BARS} bars "
+            f"limit: {limit} bars x {len(listed)} symbols is more than the {MAX_TOTAL_BARS} bars "
             "one response may hold; lower limit or ask for fewer symbols",
             parameter="limit",
         )
-    lo, hi = bar_range(interval, start, end, now)
-    at = instant(as_of, "as_of") if as_of is not None else now
-    tail = lo is None
-    rows = await queries.multi_bars(
-        db, symbols, interval, lo or EARLIEST, hi, at, limit + 1, newest_first=tail
-    )
-    grouped: dict[str, list[asyncpg.Record]] = {s: [] for s in symbols}
-    for r in rows:
-        grouped[r[0]].append(r[1:])
-    truncated = [s for s, g in grouped.items() if len(g) > limit]
+    timeframe = parse_interval(interval)
+    lo, hi = bar_range(timeframe, start, end, now)
+    at = instant(as_of, "as_of") if as_of is not None else resources.reads.newest_complete(now)
+    stored = await stored_intervals(resources, listed)
+    reads: list[BarRead] = []
+    refused: list[str] = []
+    for x in listed:
+        try:
+            base = resolve_base(timeframe, align, stored[x.symbol], x.symbol, x.exchange_mic)
+        except ReadRefused as exc:
+            refused.append(exc.detail.removeprefix("interval: "))
+            continue
+        reads.append(
+            BarRead(
+                symbol=x.symbol,
+                exchange_mic=x.exchange_mic,
+                timeframe=timeframe,
+                align=align,
+                base=base,
+                start=lo or EARLIEST,
+                end=hi,
+                as_of=at,
+                backward=lo is None,
+            )
+        )
+    if refused:
+        raise BadParameter(f"interval: {'; '.join(refused)}", parameter="interval")
     out: dict[str, list[BarOut]] = {}
-    for s, g in grouped.items():
-        del g[limit:]
-        if tail:
-            g.reverse()
-        out[s] = bars_out(g)
+    truncated: list[str] = []
+
+    async def read_all(db: asyncpg.Pool) -> None:
+        out.clear()
+        truncated.clear()
+        async with db.acquire() as conn:
+            for read in reads:
+                page = await read_bars(conn, read, limit)
+                out[read.symbol] = bars_out(page.bars.reversed() if read.backward else page.bars)
+                if page.more:
+                    truncated.append(read.symbol)
+
+    await resources.reads.run(read_all, as_of=at)
     return MultiBarsResponse(
-        interval=interval.value,
+        interval=timeframe.value,
+        built_from={r.symbol: r.base.value for r in reads if r.built},
+        align=align.value if timeframe.is_intraday and any(r.built for r in reads) else None,
         start=lo,
         end=hi,
         as_of=at,
@@ -78,7 +115,7 @@ async def snapshots(db: asyncpg.Pool, exchanges: dict[str, str], now: datetime) 
     minute: dict[str, BarOut] = {}
     daily: dict[str, list[BarOut]] = {}
     for r in bar_rows:
-        (bar,) = bars_out([r[2:]])
+        bar = stored_bar_out(r[2:])
         if r["interval"] == "1m":
             minute[r["symbol"]] = bar
         else:

@@ -1,9 +1,10 @@
 """Keyset pagination of /history: the window a read covers and its opaque page token.
 
 A token is base64url(version byte, 8-byte checksum, msgpack(HistoryWindow)). It carries the
-whole read (symbol, interval, sort, walk direction, [start, end), the `as_of` pinned by the
-first page) and the `ts` of the last bar served, so the next page is one index range scan
-after (or before) that bar, and every page reads the same versions. The token is opaque but
+whole read (symbol, timeframe, alignment, the stored interval it is read or built from, sort,
+walk direction, [start, end), the `as_of` pinned by the first page) and the `ts` of the last
+bar served (a built bar's bucket start), so the next page starts after (or before) that bar,
+and every page reads the same versions from the same stored interval. The token is opaque but
 not secret: the checksum catches corrupted or edited tokens, and every field is checked
 again, so a hand-made token can ask for nothing a plain query could not.
 """
@@ -19,10 +20,12 @@ from datetime import datetime, timedelta
 import msgspec
 
 from api.errors import BadParameter
-from api.stocks.params import EARLIEST, LATEST, MAX_SPAN, SortOrder, bar_range, instant
+from api.stocks.params import EARLIEST, LATEST, SortOrder, bar_range, instant, max_span
+from market_data.bar_reads import BarRead, resolve_base
 from market_data.records import Interval, is_valid_symbol
+from market_data.timeframes import Align, Timeframe, TimeframeError, divides, parse_timeframe
 
-_VERSION = 1
+_VERSION = 2
 _DIGEST = 8
 _PERSON = b"md-history-page"
 
@@ -31,7 +34,11 @@ class HistoryWindow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """What a /history read covers, and (in a token) where the last page ended."""
 
     symbol: str
-    interval: Interval
+    timeframe: str
+    """The timeframe asked for (`interval`)."""
+    align: Align
+    base: Interval
+    """The stored interval the bars are read (or built) from, fixed by the first page."""
     sort: SortOrder
     backward: bool
     """Pages walk from `end` towards `start` (newest first, or the tail of the range)."""
@@ -50,6 +57,28 @@ class HistoryWindow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
         if self.backward:
             return lo, self.cursor
         return self.cursor + timedelta(microseconds=1), self.end
+
+    def read(self, exchange_mic: str) -> BarRead:
+        """The read of the bars not served yet."""
+        lo, hi = self.remaining()
+        return BarRead(
+            symbol=self.symbol,
+            exchange_mic=exchange_mic,
+            timeframe=parse_timeframe(self.timeframe),
+            align=self.align,
+            base=self.base,
+            start=lo,
+            end=hi,
+            as_of=self.as_of,
+            backward=self.backward,
+        )
+
+
+def _timeframe_of(value: str) -> Timeframe | None:
+    try:
+        return parse_timeframe(value)
+    except TimeframeError:
+        return None
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -90,11 +119,14 @@ def decode_token(token: str) -> HistoryWindow:
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise _bad("the token was altered; use next_page_token as returned") from None
     lo = EARLIEST if w.start is None else w.start
+    tf = _timeframe_of(w.timeframe)
     ok = (
         w.cursor is not None
+        and tf is not None
+        and divides(w.base, tf, Align.SESSION, mic="")  # nesting from the segment start needs no calendar
         and is_valid_symbol(w.symbol)
         and EARLIEST <= lo <= w.cursor < w.end < LATEST
-        and (w.start is None or w.end - w.start <= MAX_SPAN[w.interval])
+        and (w.start is None or w.end - w.start <= max_span(tf))
         and w.backward == (w.sort is SortOrder.DESC or w.start is None)
         and EARLIEST <= w.as_of < LATEST
     )
@@ -106,7 +138,10 @@ def decode_token(token: str) -> HistoryWindow:
 def history_window(
     *,
     symbol: str,
-    interval: Interval,
+    exchange_mic: str,
+    timeframe: Timeframe,
+    align: Align,
+    stored: set[Interval],
     sort: SortOrder,
     start: datetime | None,
     end: datetime | None,
@@ -118,14 +153,20 @@ def history_window(
     """The window of this request: a new one, or the one its page token continues.
 
     With a token, the other parameters must repeat the first request's (`start`, `end` and
-    `as_of` may be left out: the token holds them). Without `as_of` a new window is pinned at
-    `as_of_default` (default `now`; earlier while a standby that trails the primary serves the read).
+    `as_of` may be left out: the token holds them). A new window is read from the stored
+    interval `bar_reads.resolve_base` picks among `stored`; without `as_of` it is pinned at
+    `as_of_default` (default `now`; earlier while a standby that trails the primary serves it).
+
+    Raises:
+        BadParameter: a bad range or token, or a timeframe `stored` cannot build.
     """
     if page_token is None:
-        lo, hi = bar_range(interval, start, end, now)
+        lo, hi = bar_range(timeframe, start, end, now)
         return HistoryWindow(
             symbol=symbol,
-            interval=interval,
+            timeframe=timeframe.value,
+            align=align,
+            base=resolve_base(timeframe, align, stored, symbol, exchange_mic),
             sort=sort,
             backward=sort is SortOrder.DESC or start is None,
             start=lo,
@@ -135,7 +176,8 @@ def history_window(
     w = decode_token(page_token)
     checks: list[tuple[str, object, object]] = [
         ("symbol", symbol, w.symbol),
-        ("interval", interval, w.interval),
+        ("interval", timeframe.value, w.timeframe),
+        ("align", align, w.align),
         ("sort", sort, w.sort),
     ]
     pinned: dict[str, tuple[datetime | None, datetime | None]] = {

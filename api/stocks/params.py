@@ -11,9 +11,19 @@ from litestar.params import Parameter
 from api.errors import BadParameter
 from api.schemas import UNAVAILABLE, ErrorBody, documented
 from market_data.records import SYMBOL_REGEX, Interval, ensure_utc
+from market_data.timeframes import (
+    TIMEFRAME_PATTERN,
+    TIMEFRAMES_TEXT,
+    Align,
+    Timeframe,
+    TimeframeError,
+    parse_timeframe,
+)
 
 MAX_LIMIT = 10_000
-"""Largest page of /history and largest per-symbol count of /stocks/bars."""
+"""Largest JSON page of /history and largest per-symbol count of /stocks/bars."""
+MAX_FILE_LIMIT = 200_000
+"""Largest page of /history as a file (CSV)."""
 MAX_SYMBOLS = 100
 """Most distinct symbols one /stocks/bars or /stocks/snapshots request may name."""
 MAX_SPAN = {
@@ -23,7 +33,17 @@ MAX_SPAN = {
     Interval.H1: timedelta(days=5 * 366),
     Interval.D1: timedelta(days=50 * 366),
 }
-"""Widest [start, end) one request may cover, per interval (pages walk inside it)."""
+"""Widest [start, end) one request may cover, per stored interval (pages walk inside it)."""
+
+
+def max_span(timeframe: Timeframe) -> timedelta:
+    """Widest [start, end) of a timeframe: the span of the longest stored interval not longer than it."""
+    if not timeframe.is_intraday:
+        return MAX_SPAN[Interval.D1]
+    fitting = [iv for iv in MAX_SPAN if iv.is_intraday and iv.seconds <= timeframe.minutes * 60]
+    return MAX_SPAN[max(fitting, key=lambda iv: iv.seconds)]
+
+
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
@@ -36,15 +56,6 @@ class SortOrder(enum.StrEnum):
 class OutputFormat(enum.StrEnum):
     JSON = "json"
     CSV = "csv"
-
-
-class IntradayInterval(enum.StrEnum):
-    """The intervals /intraday serves (a session has no daily bars to page through)."""
-
-    M1 = "1m"
-    M5 = "5m"
-    M15 = "15m"
-    H1 = "1h"
 
 
 _TICKER = SYMBOL_REGEX.replace("A-Z", "A-Za-z")  # requests may use lower case; handlers upper-case
@@ -72,14 +83,57 @@ SymbolsQuery = Annotated[
         schema_extra={"pattern": SYMBOLS_RE},
     ),
 ]
-IntervalQuery = Annotated[Interval, Parameter(description="Bar interval")]
-IntradayIntervalQuery = Annotated[IntradayInterval, Parameter(description="Bar interval (intraday only)")]
+IntervalQuery = Annotated[
+    str,
+    Parameter(
+        description=(
+            f"Bar timeframe: {TIMEFRAMES_TEXT}. A timeframe stored for the symbol is read as stored; "
+            "any other is built from the finest stored interval that divides it, aligned to the "
+            "exchange's sessions (see `align`); each built bar says whether it is `complete`"
+        ),
+        max_length=4,
+        # documented only: parse_interval checks it and says what is allowed
+        schema_extra={"pattern": TIMEFRAME_PATTERN},
+    ),
+]
+StoredIntervalQuery = Annotated[Interval, Parameter(description="A stored bar interval")]
+CoverageIntervalQuery = Annotated[
+    str | None,
+    Parameter(
+        description=(
+            f"The interval to count: {TIMEFRAMES_TEXT} (default: the symbol's finest stored interval); "
+            "a timeframe that is built counts the stored interval it is built from"
+        ),
+        max_length=4,
+        schema_extra={"pattern": TIMEFRAME_PATTERN},
+    ),
+]
+IntradayIntervalQuery = Annotated[
+    str,
+    Parameter(
+        description="Bar timeframe, intraday only: N minutes (1m-59m) or N hours (1h-23h)",
+        max_length=4,
+        schema_extra={"pattern": TIMEFRAME_PATTERN},
+    ),
+]
+AlignQuery = Annotated[
+    Align,
+    Parameter(
+        description=(
+            "Where built intraday bars start: `session` (default) at the open and after a lunch break, "
+            "in steps of the timeframe (New York 1h: 09:30, 10:30, ...); `clock` at multiples of the "
+            "timeframe since local midnight (New York 1h: 09:30-10:00, 10:00, 11:00, ...). Either way "
+            "no bar spans a session boundary or a lunch break"
+        )
+    ),
+]
 StartQuery = Annotated[
     datetime | None,
     Parameter(
         description=(
             "Inclusive start (ISO 8601; UTC if no offset); at most the interval's maximum span before "
-            "`end` (1m 93 days, 5m 366, 15m 732, 1h 1830, 1d 18300). Without it: the latest bars before "
+            "`end` (1m-4m 93 days, 5m-14m 366, 15m-59m 732, 1h-23h 1830, 1d and longer 18300). Without "
+            "it: the latest bars before "
             "`end`, pages walking back as far as data goes"
         )
     ),
@@ -89,7 +143,15 @@ AsOfQuery = Annotated[
     datetime | None,
     Parameter(description="Point-in-time: each bar as known at this instant (default: now)"),
 ]
-LimitQuery = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description="Maximum bars returned (page size)")]
+JsonLimitQuery = Annotated[
+    int, Parameter(ge=1, le=MAX_LIMIT, description="Maximum bars returned (page size)")
+]
+LimitQuery = Annotated[
+    int,
+    Parameter(
+        ge=1, le=MAX_FILE_LIMIT, description=f"Maximum bars returned (page size; JSON at most {MAX_LIMIT})"
+    ),
+]
 SortQuery = Annotated[
     SortOrder,
     Parameter(description="`asc`: oldest first; `desc`: newest first (pages walk back from `end`)"),
@@ -97,7 +159,10 @@ SortQuery = Annotated[
 FormatQuery = Annotated[
     OutputFormat | None,
     Parameter(
-        description="`csv` streams the whole range as text/csv (same as `Accept: text/csv`); default JSON",
+        description=(
+            "`csv`: the same bars as the JSON page, as text/csv (same as `Accept: text/csv`), `limit` up "
+            f"to {MAX_FILE_LIMIT}; the next page's token is in the `X-Next-Page-Token` header. Default JSON"
+        ),
     ),
 ]
 PageTokenQuery = Annotated[
@@ -132,8 +197,26 @@ def instant(value: datetime | None, name: str) -> datetime:
     return v
 
 
+def parse_interval(value: str, parameter: str = "interval") -> Timeframe:
+    """The timeframe of an `interval` parameter; 400 naming it and what is allowed."""
+    try:
+        return parse_timeframe(value)
+    except TimeframeError as exc:
+        raise BadParameter(f"{parameter}: {exc}", parameter=parameter) from None
+
+
+def check_limit(limit: int, *, as_file: bool) -> int:
+    """`limit` within the bound of the response's format."""
+    if not as_file and limit > MAX_LIMIT:
+        raise BadParameter(
+            f"limit: at most {MAX_LIMIT} bars per JSON page (a CSV page takes up to {MAX_FILE_LIMIT})",
+            parameter="limit",
+        )
+    return limit
+
+
 def bar_range(
-    interval: Interval, start: datetime | None, end: datetime | None, now: datetime
+    timeframe: Timeframe, start: datetime | None, end: datetime | None, now: datetime
 ) -> tuple[datetime | None, datetime]:
     """(start, end) of a bar read: end defaults to now; no start means no lower bound.
 
@@ -146,10 +229,10 @@ def bar_range(
     start_ts = instant(start, "start")
     if start_ts >= end_ts:
         raise BadParameter("end: must be after start", parameter="end")
-    span = MAX_SPAN[interval]
+    span = max_span(timeframe)
     if end_ts - start_ts > span:
         raise BadParameter(
-            f"start: at most {span.days} days before end for {interval.value} bars; "
+            f"start: at most {span.days} days before end for {timeframe.value} bars; "
             "split the range into several requests",
             parameter="start",
         )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
+import numpy as np
 
 from api.schemas import ResponseModel
+from api.stocks.queries import BAR_COLUMNS
+from market_data.aggregate import READ_AS_STORED, Bars
 
 
 class PriceResponse(ResponseModel, kw_only=True):
@@ -26,21 +29,95 @@ class PriceResponse(ResponseModel, kw_only=True):
 
 class BarOut(ResponseModel, kw_only=True):
     ts: datetime
-    """Start of the bar's interval (daily bars: the session date at 00:00 UTC)."""
+    """Start of the bar (daily: the session date at 00:00 UTC; weekly: the Monday; monthly: the 1st)."""
     open: float
     high: float
     low: float
     close: float
-    volume: int
+    volume: float
+    """A number: whole for shares (written without a fraction), fractional where fractions trade."""
     vwap: float | None
     trade_count: int | None
     provider: str
+    """Who delivered it; a built bar from several providers joins them with `+`."""
     as_of: datetime
-    """When this version of the bar was stored."""
+    """When this version was stored; a built bar: the newest version it was built from."""
+    complete: bool
+    """A stored bar: final. A built bar: every base bar of its span is stored or confirmed empty
+    (no trades), and final; false for the bar still running and for one with a missing base bar."""
+    base_bars: int | None
+    """How many stored bars a built bar was made of; null for a bar read as stored."""
 
 
-def bars_out(rows: Iterable[asyncpg.Record]) -> list[BarOut]:
-    """BarOut of rows selected as `queries.BAR_COLUMNS` (in that order)."""
+def datetimes(ns: np.ndarray) -> list[datetime]:
+    """UTC datetimes of int64 ns since the epoch (microsecond precision, as Postgres stores).
+
+    Values repeat (a page's `as_of` is mostly one write's): each distinct one is made once.
+    """
+    if ns.size > 1 and ns[0] == ns[-1] and (ns == ns[0]).all():
+        return [_datetimes(ns[:1])[0]] * ns.size
+    return _datetimes(ns)
+
+
+def _datetimes(ns: np.ndarray) -> list[datetime]:
+    # whole microseconds as float seconds are exact to well under a microsecond, which
+    # fromtimestamp rounds away; faster than pandas or timedelta arithmetic per value
+    fromtimestamp = datetime.fromtimestamp
+    return [fromtimestamp(s, UTC) for s in ((ns // 1000) / 1e6).tolist()]
+
+
+def volumes(volume: np.ndarray) -> list[int] | list[float]:
+    """Whole numbers as ints (shares), else floats: a page is one or the other."""
+    if volume.size and np.array_equal(volume, np.floor(volume)) and np.abs(volume).max() < 2**53:
+        return volume.astype(np.int64).tolist()
+    return volume.tolist()
+
+
+def optional_ints(values: np.ndarray) -> list[int | None]:
+    return [None if v != v else int(v) for v in values.tolist()]
+
+
+def optional_floats(values: np.ndarray) -> list[float | None]:
+    return [None if v != v else v for v in values.tolist()]
+
+
+BAR_FIELDS = (
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "vwap",
+    "trade_count",
+    "provider",
+    "as_of",
+    "complete",
+    "base_bars",
+)
+"""The fields of a bar in every encoding (BarOut's, the CSV header's), in order."""
+
+
+def field_columns(bars: Bars, ts: list[Any], as_of: list[Any]) -> list[list[Any]]:
+    """The columns of `bars` as Python values in BAR_FIELDS order, with `ts` and `as_of` as given."""
+    return [
+        ts,
+        bars.open.tolist(),
+        bars.high.tolist(),
+        bars.low.tolist(),
+        bars.close.tolist(),
+        volumes(bars.volume),
+        optional_floats(bars.vwap),
+        optional_ints(bars.trade_count),
+        bars.provider.tolist(),
+        as_of,
+        bars.complete.tolist(),
+        [None if n == READ_AS_STORED else n for n in bars.base_bars.tolist()],
+    ]
+
+
+def bars_out(bars: Bars) -> list[BarOut]:
+    """BarOut of each bar, in the order given."""
     return [
         BarOut(
             ts=ts,
@@ -48,19 +125,35 @@ def bars_out(rows: Iterable[asyncpg.Record]) -> list[BarOut]:
             high=h,
             low=lo,
             close=c,
-            volume=v,
+            volume=vol,
             vwap=vw,
             trade_count=n,
             provider=p,
             as_of=a,
+            complete=done,
+            base_bars=nb,
         )
-        for ts, o, h, lo, c, v, vw, n, p, a in rows
+        for ts, o, h, lo, c, vol, vw, n, p, a, done, nb in zip(
+            *field_columns(bars, datetimes(bars.ts), datetimes(bars.as_of)), strict=True
+        )
     ]
+
+
+_STORED_FIELDS = tuple(BAR_COLUMNS.split(", "))
+
+
+def stored_bar_out(row: asyncpg.Record) -> BarOut:
+    """BarOut of a stored bar selected as `queries.BAR_COLUMNS` (snapshots read single bars so)."""
+    return BarOut(**dict(zip(_STORED_FIELDS, row, strict=True)), complete=True, base_bars=None)
 
 
 class HistoryResponse(ResponseModel, kw_only=True):
     symbol: str
     interval: str
+    built_from: str | None
+    """The stored interval the bars were built from; null when `interval` is read as stored."""
+    align: str | None
+    """How built intraday bars are aligned (`session` or `clock`); null otherwise."""
     sort: str = "asc"
     count: int
     bars: list[BarOut]
@@ -73,6 +166,9 @@ class HistoryResponse(ResponseModel, kw_only=True):
 class IntradayResponse(ResponseModel, kw_only=True):
     symbol: str
     interval: str
+    built_from: str | None
+    """The stored interval the bars were built from; null when `interval` is read as stored."""
+    align: str | None
     exchange_mic: str
     session_open: datetime
     session_close: datetime
@@ -84,6 +180,9 @@ class IntradayResponse(ResponseModel, kw_only=True):
 
 class MultiBarsResponse(ResponseModel, kw_only=True):
     interval: str
+    built_from: dict[str, str]
+    """symbol -> the stored interval its bars were built from (symbols read as stored are absent)."""
+    align: str | None
     start: datetime | None
     end: datetime
     as_of: datetime

@@ -1,22 +1,28 @@
-"""Symbols of /stocks/*: normalising, parsing lists, and the universe look-up.
+"""Symbols of /stocks/*: normalising, parsing lists, the universe look-up, stored intervals.
 
 Every read checks its symbols against `symbol_universe`. Known symbols are remembered for
 a minute per app, so the hot paths (/price, /history) skip that round trip; unknown ones are
 always asked again, so a symbol added to the universe is served at once. A removed symbol
 may still be served for up to a minute.
+
+The intervals stored for a symbol (what bar reads are built from, `bar_reads.stored_for`) are
+its tier's in the active policy plus those the store holds bars of; the latter are remembered
+for a minute too, so an interval first stored for a symbol is read as stored within a minute.
 """
 
 from __future__ import annotations
 
 import time
 import weakref
+from typing import NamedTuple
 
 from api.errors import BadParameter, NotFound
 from api.replica import Reads
 from api.state import AppResources
 from api.stocks import queries
 from api.stocks.params import MAX_SYMBOLS
-from market_data.records import is_valid_symbol
+from market_data.bar_reads import held_intervals, stored_for
+from market_data.records import Interval, is_valid_symbol
 
 KNOWN_TTL_SECONDS = 60.0
 
@@ -46,15 +52,24 @@ def parse_symbols(raw: str | None, parameter: str = "symbols") -> list[str]:
     return out
 
 
+class Listed(NamedTuple):
+    """A symbol of the universe."""
+
+    symbol: str
+    exchange_mic: str
+    tier: str
+
+
 class _Directory:
-    """symbol -> exchange MIC of the universe symbols asked for recently."""
+    """The universe symbols asked for recently, and the intervals the store holds of them."""
 
     def __init__(self) -> None:
-        self._known: dict[str, tuple[str, float]] = {}
+        self._known: dict[str, tuple[Listed, float]] = {}
+        self._held: dict[str, tuple[set[Interval], float]] = {}
 
-    async def exchanges(self, reads: Reads, symbols: list[str]) -> dict[str, str]:
+    async def listed(self, reads: Reads, symbols: list[str]) -> dict[str, Listed]:
         now = time.monotonic()
-        found: dict[str, str] = {}
+        found: dict[str, Listed] = {}
         missing: list[str] = []
         for s in symbols:
             hit = self._known.get(s)
@@ -64,9 +79,20 @@ class _Directory:
                 missing.append(s)
         if missing:
             for row in await reads.run(lambda db: queries.exchanges_of(db, missing)):
-                found[row["symbol"]] = row["exchange_mic"]
-                self._known[row["symbol"]] = (row["exchange_mic"], now + KNOWN_TTL_SECONDS)
+                entry = Listed(row["symbol"], row["exchange_mic"], row["tier"])
+                found[entry.symbol] = entry
+                self._known[entry.symbol] = (entry, now + KNOWN_TTL_SECONDS)
         return found
+
+    async def held(self, reads: Reads, symbols: list[str]) -> dict[str, set[Interval]]:
+        now = time.monotonic()
+        out = {s: hit[0] for s in symbols if (hit := self._held.get(s)) is not None and hit[1] > now}
+        missing = [s for s in symbols if s not in out]
+        if missing:
+            for s, held in (await reads.run(lambda db: held_intervals(db, missing))).items():
+                out[s] = held
+                self._held[s] = (held, now + KNOWN_TTL_SECONDS)
+        return out
 
 
 _DIRECTORIES: weakref.WeakKeyDictionary[AppResources, _Directory] = weakref.WeakKeyDictionary()
@@ -79,20 +105,46 @@ def _directory(resources: AppResources) -> _Directory:
     return d
 
 
+async def require_listed(resources: AppResources, symbol: str) -> Listed:
+    """A symbol in the universe; 404 otherwise."""
+    s = normalize_symbol(symbol)
+    found = (await _directory(resources).listed(resources.reads, [s])).get(s)
+    if found is None:
+        raise NotFound(f"symbol: {s} is not in the universe", parameter="symbol")
+    return found
+
+
 async def require_symbol(resources: AppResources, symbol: str) -> tuple[str, str]:
     """(symbol, exchange_mic) of a symbol in the universe; 404 otherwise."""
-    s = normalize_symbol(symbol)
-    mic = (await _directory(resources).exchanges(resources.reads, [s])).get(s)
-    if mic is None:
-        raise NotFound(f"symbol: {s} is not in the universe", parameter="symbol")
-    return s, mic
+    found = await require_listed(resources, symbol)
+    return found.symbol, found.exchange_mic
+
+
+async def require_listed_many(resources: AppResources, raw: str | None) -> list[Listed]:
+    """The symbols of a comma-separated list, in request order; 404 naming unknowns."""
+    symbols = parse_symbols(raw)
+    found = await _directory(resources).listed(resources.reads, symbols)
+    unknown = [s for s in symbols if s not in found]
+    if unknown:
+        raise NotFound(f"symbols: not in the universe: {', '.join(unknown)}", parameter="symbols")
+    return [found[s] for s in symbols]
+
+
+async def listed_symbols(resources: AppResources, symbols: list[str]) -> list[Listed]:
+    """The symbols of `symbols` (tickers) that are in the universe, in the given order."""
+    found = await _directory(resources).listed(resources.reads, symbols)
+    return [found[s] for s in symbols if s in found]
 
 
 async def require_symbols(resources: AppResources, raw: str | None) -> dict[str, str]:
     """symbol -> exchange_mic of a comma-separated list, in request order; 404 naming unknowns."""
-    symbols = parse_symbols(raw)
-    found = await _directory(resources).exchanges(resources.reads, symbols)
-    unknown = [s for s in symbols if s not in found]
-    if unknown:
-        raise NotFound(f"symbols: not in the universe: {', '.join(unknown)}", parameter="symbols")
-    return {s: found[s] for s in symbols}
+    return {x.symbol: x.exchange_mic for x in await require_listed_many(resources, raw)}
+
+
+async def stored_intervals(resources: AppResources, listed: list[Listed]) -> dict[str, set[Interval]]:
+    """The intervals stored for each symbol (`bar_reads.stored_for`), under the active policy."""
+    if not listed:
+        return {}
+    policy = (await resources.policy.get(resources.db)).policy
+    held = await _directory(resources).held(resources.reads, [x.symbol for x in listed])
+    return {x.symbol: stored_for(policy, x.tier, held.get(x.symbol, set())) for x in listed}

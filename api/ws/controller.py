@@ -15,7 +15,7 @@ from api.ws.protocol import (
     normalize_symbol,
 )
 from api.ws.session import Session
-from market_data.records import Interval
+from market_data.timeframes import TimeframeError, parse_timeframe
 
 
 def live_hub(socket: WebSocket) -> Hub:
@@ -50,13 +50,12 @@ def _symbol_request(symbol: str, intervals_raw: str | None) -> Subscribe | Probl
             "symbol",
             f"symbol: {symbol[:20]!r} is not a ticker ({TICKER_RULE})",
         )
-    intervals: list[Interval] = []
+    intervals: list[str] = []
     for part in (intervals_raw or "1m").split(","):
         try:
-            intervals.append(Interval(part.strip()))
-        except ValueError:
-            allowed = ", ".join(i.value for i in Interval)
-            return Problem("intervals", f"intervals: {part.strip()[:10]!r} is not one of {allowed}")
+            intervals.append(parse_timeframe(part.strip()).value)
+        except TimeframeError as exc:
+            return Problem("intervals", f"intervals: {exc}")
     return Subscribe(bars=[sym], quotes=[sym], intervals=intervals)
 
 

@@ -186,7 +186,7 @@ class Hub:
         """A snapshot, read in one of `SNAPSHOT_CONCURRENCY` slots, within the snapshot timeout."""
         async with self.snapshot_slots, asyncio.timeout(self.limits.snapshot_timeout_seconds):
             return await snapshot.read_snapshot(
-                self.resources.db, bars, quotes, max_symbols=self.limits.max_snapshot_symbols
+                self.resources, bars, quotes, max_symbols=self.limits.max_snapshot_symbols
             )
 
     def resync_all(self) -> None:

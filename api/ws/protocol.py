@@ -9,7 +9,8 @@ Client -> server (JSON text frames, at most `WsLimits.max_message_bytes` each):
 
 `bars` and `quotes` take tickers (case-insensitive), `"*"` (every symbol) or a prefix pattern
 ending in `*` (`"BRK.*"`, `"GEN0*"`). `intervals` applies to the `bars` of the same request
-(default `["1m"]`; on unsubscribe, default: every interval). `id` (string or integer) is echoed
+(default `["1m"]`; on unsubscribe, default: every interval): any timeframe of /history
+(1m-59m, 1h-23h, 1d, 1w, 1mo). `id` (string or integer) is echoed
 in the reply. Unknown fields, actions or values are refused with an `error` message naming
 the field; the connection stays open.
 
@@ -28,8 +29,12 @@ Server -> client:
     {"type": "error", "id": 1, "code": "invalid", "parameter": "bars[2]", "detail": "bars[2]: ..."}
 
 Live `bar` / `quote` messages are the ingest path's `pg_notify` payloads, forwarded as they
-are (`market_data.notifications`; `notified_at` is the epoch second of the notification).
-Snapshot entries have the same shape without `notified_at`.
+are (`market_data.notifications`; `notified_at` is the epoch second of the notification):
+stored bars only, so a subscription to a timeframe the store does not hold for a symbol (1h of
+a symbol that stores 1m bars) gets no live bars of it; subscribe to the stored interval as
+well to follow it live. Snapshot entries have the same shape without `notified_at`; the entry
+of a timeframe built on read is the newest built bar (the running one, marked incomplete) and
+also carries `complete` and `base_bars` (as on /history).
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ from typing import Annotated
 
 import msgspec
 
-from market_data.records import SYMBOL_REGEX, Interval, is_valid_symbol
+from market_data.records import SYMBOL_REGEX, is_valid_symbol
+from market_data.timeframes import TIMEFRAME_PATTERN, TIMEFRAMES_TEXT
 
-DEFAULT_INTERVALS: tuple[Interval, ...] = (Interval.M1,)
+DEFAULT_INTERVALS: tuple[str, ...] = ("1m",)
 MAX_LIST_ITEMS = 512
 """Most entries a request's list may hold before it is refused at decode time."""
 
@@ -63,6 +69,9 @@ TICKER_RULE = "1-15 of A-Z, 0-9, '.', '-'"
 
 RequestId = Annotated[str, msgspec.Meta(max_length=64)] | int
 Names = Annotated[list[str], msgspec.Meta(max_length=MAX_LIST_ITEMS)]
+Timeframes = Annotated[
+    list[Annotated[str, msgspec.Meta(pattern=TIMEFRAME_PATTERN)]], msgspec.Meta(max_length=8)
+]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -75,13 +84,13 @@ class _Request(msgspec.Struct, tag_field="action", forbid_unknown_fields=True, k
 class Subscribe(_Request, tag="subscribe"):
     bars: Names = []
     quotes: Names = []
-    intervals: Annotated[list[Interval], msgspec.Meta(max_length=8)] | None = None
+    intervals: Timeframes | None = None
 
 
 class Unsubscribe(_Request, tag="unsubscribe"):
     bars: Names = []
     quotes: Names = []
-    intervals: Annotated[list[Interval], msgspec.Meta(max_length=8)] | None = None
+    intervals: Timeframes | None = None
     all: bool = False
 
 
@@ -125,8 +134,8 @@ def decode_request(text: str) -> ClientRequest | Problem:
         if field == "action":
             return Problem("action", f"action: unknown action; expected one of {', '.join(ACTIONS)}")
         if field.startswith("intervals"):
-            allowed = ", ".join(i.value for i in Interval)
-            return Problem(field, f"{field}: {reason}; intervals are {allowed}")
+            why = "not a timeframe" if reason.startswith("Expected `str` matching") else reason
+            return Problem(field, f"{field}: {why}; intervals are {TIMEFRAMES_TEXT}")
         if field == "message":
             return Problem("message", f"message: expected a JSON object with an `action`; {reason}")
         return Problem(field, f"{field}: {reason}")

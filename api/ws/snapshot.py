@@ -1,17 +1,28 @@
 """Snapshots sent on subscribe: the newest bar and quote of each subscribed symbol.
 
-Entries are built by Postgres from the same fields and SQL as the ingest path's `pg_notify`
-payloads (`market_data.notifications.payload_json`), so a snapshot entry and a live message
-look the same apart from `notified_at`.
+Entries of stored bars are built by Postgres from the same fields and SQL as the ingest path's
+`pg_notify` payloads (`market_data.notifications.payload_json`), so a snapshot entry and a live
+message look the same apart from `notified_at`. A timeframe that a symbol does not store is
+read through the bar read pipeline (`market_data.bar_reads`): its entry is the newest built
+bar, in the same shape plus `complete` and `base_bars`.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 import msgspec
 
+from api.state import AppResources
+from api.stocks.params import EARLIEST
+from api.stocks.schemas import bars_out
+from api.stocks.symbols import listed_symbols, stored_intervals
 from api.ws.protocol import is_pattern, pattern_prefix
+from market_data.bar_reads import BarRead, read_bars, stored_for
 from market_data.notifications import payload_json
+from market_data.records import utcnow
+from market_data.timeframes import Align, base_interval, parse_timeframe, reads_as_stored
 
 KNOWN_SYMBOLS = "SELECT symbol FROM symbol_universe WHERE symbol = ANY($1::text[])"
 
@@ -35,6 +46,27 @@ CROSS JOIN LATERAL (
     SELECT {payload_json("quote", table="quotes", notified=False)} AS j
     FROM quotes WHERE quotes.symbol = s.symbol ORDER BY quotes.ts DESC LIMIT 1
 ) q"""
+
+
+class BuiltBarEntry(msgspec.Struct, kw_only=True, tag_field="type", tag="bar"):
+    """A snapshot entry of a built bar: the fields of a bar notification, then complete and base_bars."""
+
+    symbol: str
+    interval: str
+    ts: datetime
+    as_of: datetime
+    provider: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    vwap: float | None
+    complete: bool
+    base_bars: int | None
+
+
+_encode_entry = msgspec.json.Encoder().encode
 
 
 class SnapshotRows(msgspec.Struct, kw_only=True):
@@ -63,8 +95,60 @@ async def _expand(conn: asyncpg.Connection, names: list[str], limit: int) -> tup
     return list(dict.fromkeys(exact + matched[:limit])), truncated
 
 
+async def _newest_built(
+    resources: AppResources, conn: asyncpg.Connection, interval: str, symbols: list[str]
+) -> tuple[list[str], list[msgspec.Raw]]:
+    """The symbols whose `interval` is read as stored, and the newest built bar of the others."""
+    timeframe = parse_timeframe(interval)
+    listed = await listed_symbols(resources, symbols)
+    # what the policy sweeps for a symbol's tier is read as stored without asking the store what
+    # else it holds for it (a pattern's snapshot may name a thousand symbols)
+    policy = (await resources.policy.get(resources.db)).policy
+    swept = {x.symbol for x in listed if timeframe.stored in stored_for(policy, x.tier, set())}
+    stored = await stored_intervals(resources, [x for x in listed if x.symbol not in swept])
+    as_stored: list[str] = []
+    entries: list[msgspec.Raw] = []
+    now = utcnow()
+    for x in listed:
+        if x.symbol in swept or reads_as_stored(timeframe, Align.SESSION, stored[x.symbol], x.exchange_mic):
+            as_stored.append(x.symbol)
+            continue
+        base = base_interval(timeframe, Align.SESSION, stored[x.symbol], x.exchange_mic)
+        if base is None:
+            continue  # no stored interval builds it: nothing to show, as for a symbol without bars
+        read = BarRead(
+            symbol=x.symbol,
+            exchange_mic=x.exchange_mic,
+            timeframe=timeframe,
+            align=Align.SESSION,
+            base=base,
+            start=EARLIEST,
+            end=now,
+            as_of=now,
+            backward=True,
+        )
+        for bar in bars_out((await read_bars(conn, read, 1)).bars):
+            entry = BuiltBarEntry(
+                symbol=x.symbol,
+                interval=timeframe.value,
+                ts=bar.ts,
+                as_of=bar.as_of,
+                provider=bar.provider,
+                open=bar.open,
+                high=bar.high,
+                low=bar.low,
+                close=bar.close,
+                volume=bar.volume,
+                vwap=bar.vwap,
+                complete=bar.complete,
+                base_bars=bar.base_bars,
+            )
+            entries.append(msgspec.Raw(_encode_entry(entry)))
+    return as_stored, entries
+
+
 async def read_snapshot(
-    db: asyncpg.Pool,
+    resources: AppResources,
     bars: dict[str, list[str]],
     quotes: list[str],
     *,
@@ -80,10 +164,13 @@ async def read_snapshot(
     out_bars: list[msgspec.Raw] = []
     out_quotes: list[msgspec.Raw] = []
     truncated = False
-    async with db.acquire() as conn:
+    async with resources.db.acquire() as conn:
         for interval, names in sorted(bars.items()):
             symbols, cut = await _expand(conn, names, max_symbols)
             truncated |= cut
+            if symbols:
+                symbols, built = await _newest_built(resources, conn, interval, symbols)
+                out_bars.extend(built)
             if symbols:
                 rows = await conn.fetch(LATEST_BARS, symbols, [interval])
                 out_bars.extend(msgspec.Raw(r["j"].encode()) for r in rows)

@@ -75,7 +75,7 @@ def plan_subscribe(
         return names
     bars, quotes = names
     intervals = [
-        i.value for i in dict.fromkeys(DEFAULT_INTERVALS if request.intervals is None else request.intervals)
+        i for i in dict.fromkeys(DEFAULT_INTERVALS if request.intervals is None else request.intervals)
     ]
     if not intervals:
         return Problem("intervals", "intervals: name at least one interval (or leave it out for 1m)")
@@ -111,7 +111,7 @@ def plan_unsubscribe(
     if isinstance(names, Problem):
         return names
     bars, quotes = names
-    wanted = {i.value for i in request.intervals} if request.intervals else None
+    wanted = set(request.intervals) if request.intervals else None
     gone_bars = {(n, iv) for n, iv in bar_keys if n in bars and (wanted is None or iv in wanted)}
     return UnsubscribeChange(
         bars=bars,

@@ -25,6 +25,7 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import exchange_calendars as xcals
 import numpy as np
@@ -172,6 +173,99 @@ def to_datetime(ns: int | np.integer) -> datetime:
     return pd.Timestamp(int(ns), tz=UTC).to_pydatetime()
 
 
+def calendar_span_ns(mic: str) -> tuple[int, int]:
+    """(first open, last close) the calendar of `mic` covers, int64 ns (UTC)."""
+    s = _sessions(mic)
+    return s.first_ns, s.last_ns
+
+
+class Segments(NamedTuple):
+    """Trading segments (a session, or each half of one with a lunch break), int64 ns (UTC)."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    sessions: np.ndarray
+    """Index of each segment's session in the calendar (-1: no segment, see `segments_of_ns`)."""
+
+
+def trading_segments_ns(mic: str, start_ns: int, end_ns: int) -> Segments:
+    """The trading segments that overlap [start_ns, end_ns), ordered by start.
+
+    A session is one segment [open, close), or two, [open, break start) and [break end, close).
+    """
+    s = _sessions(mic)
+    # sessions that overlap [start, end): close > start and open < end
+    lo = int(np.searchsorted(s.closes, start_ns, side="right"))
+    hi = int(np.searchsorted(s.opens, end_ns, side="left"))
+    if hi <= lo:
+        empty = np.empty(0, dtype=np.int64)
+        return Segments(empty, empty, empty)
+    idx = np.arange(lo, hi, dtype=np.int64)
+    brk = s.has_break[lo:hi]
+    starts = np.concatenate([s.opens[lo:hi], s.break_ends[lo:hi][brk]])
+    ends = np.concatenate([s.break_starts[lo:hi], s.closes[lo:hi][brk]])
+    sessions = np.concatenate([idx, idx[brk]])
+    order = np.argsort(starts, kind="stable")
+    return Segments(starts[order], ends[order], sessions[order])
+
+
+def segments_of_ns(mic: str, ts_ns: np.ndarray) -> Segments:
+    """The trading segment each instant lies in; start, end and session are -1 outside every one."""
+    s = _sessions(mic)
+    i = np.searchsorted(s.opens, ts_ns, side="right") - 1
+    j = np.clip(i, 0, len(s.opens) - 1)
+    inside = (i >= 0) & (ts_ns < s.closes[j]) & ~((s.break_starts[j] <= ts_ns) & (ts_ns < s.break_ends[j]))
+    morning = ts_ns < s.break_starts[j]
+    starts = np.where(morning, s.opens[j], s.break_ends[j])
+    ends = np.where(morning, s.break_starts[j], s.closes[j])
+    none = np.int64(-1)
+    return Segments(
+        np.where(inside, starts, none),
+        np.where(inside, ends, none),
+        np.where(inside, j, none).astype(np.int64),
+    )
+
+
+def sessions_of_labels(mic: str, labels_ns: np.ndarray) -> np.ndarray:
+    """Calendar index of each session label (a daily bar's `ts`); -1 for a day without a session."""
+    s = _sessions(mic)
+    i = np.clip(np.searchsorted(s.labels, labels_ns, side="left"), 0, len(s.labels) - 1)
+    return np.where(s.labels[i] == labels_ns, i, -1).astype(np.int64)
+
+
+def session_table_ns(mic: str, sessions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(label, open, close) of each session index, int64 ns (UTC); labels are dates at 00:00 UTC."""
+    s = _sessions(mic)
+    return s.labels[sessions], s.opens[sessions], s.closes[sessions]
+
+
+def utc_offsets_ns(mic: str, sessions: np.ndarray) -> np.ndarray:
+    """The exchange's UTC offset at the open of each session (local wall time = UTC + offset)."""
+    return _offsets_at_open(mic)[sessions]
+
+
+@functools.cache
+def _offsets_at_open(mic: str) -> np.ndarray:
+    # DST never switches inside a trading session, so the offset at the open holds all session long
+    opens = _sessions(mic).opens
+    local = pd.DatetimeIndex(opens.astype("datetime64[ns]"), tz=UTC).tz_convert(exchange_calendar(mic).tz)
+    return local.tz_localize(None).asi8.astype(np.int64) - opens
+
+
+@functools.cache
+def clock_grain_minutes(mic: str) -> int:
+    """The largest number of minutes that divides every segment start's local time of day.
+
+    A bar of N minutes aligned to the clock (local midnight) nests bars of M minutes aligned to
+    the segment starts when M divides N and this grain (New York: 30, 09:30 opens; London: 480).
+    """
+    s = _sessions(mic)
+    off = _offsets_at_open(mic)
+    starts = np.concatenate([s.opens + off, (s.break_ends + off)[s.has_break]])
+    minute_of_day = (starts // (60 * _NS)) % 1440
+    return int(np.gcd.reduce(np.append(minute_of_day, 1440)))
+
+
 def expected_bar_starts_ns(mic: str, interval: Interval, start_ns: int, end_ns: int) -> np.ndarray:
     """Start times (int64 ns, UTC) of every bar expected with start_ns <= ts < end_ns."""
     s = _sessions(mic)
@@ -183,22 +277,14 @@ def expected_bar_starts_ns(mic: str, interval: Interval, start_ns: int, end_ns: 
         first = int(np.searchsorted(s.labels, start_ns, side="left"))
         last = int(np.searchsorted(s.labels, end_ns, side="left"))
         return s.labels[first:last].copy()
-    # sessions that overlap [start, end): close > start and open < end
-    lo = int(np.searchsorted(s.closes, start_ns, side="right"))
-    hi = int(np.searchsorted(s.opens, end_ns, side="left"))
-    if hi <= lo:
-        return np.empty(0, dtype=np.int64)
-    sl = slice(lo, hi)
-    # Trading segments: [open, break_start) and, for sessions with a break, [break_end, close).
-    seg_start = np.concatenate([s.opens[sl], s.break_ends[sl][s.has_break[sl]]])
-    seg_end = np.concatenate([s.break_starts[sl], s.closes[sl][s.has_break[sl]]])
+    seg = trading_segments_ns(mic, start_ns, end_ns)
     step = np.int64(interval.seconds) * _NS
-    counts = np.maximum((seg_end - seg_start + step - 1) // step, 0)
+    counts = np.maximum((seg.ends - seg.starts + step - 1) // step, 0)
     total = int(counts.sum())
     if total == 0:
         return np.empty(0, dtype=np.int64)
     offsets = np.repeat(np.cumsum(counts) - counts, counts)
-    starts = np.repeat(seg_start, counts) + (np.arange(total, dtype=np.int64) - offsets) * step
+    starts = np.repeat(seg.starts, counts) + (np.arange(total, dtype=np.int64) - offsets) * step
     starts.sort()
     return starts[(starts >= start_ns) & (starts < end_ns)]
 

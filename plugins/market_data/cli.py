@@ -177,6 +177,30 @@ def cmd_statsd_mapping(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_celery_env(args: argparse.Namespace) -> int:
+    """Print the CeleryExecutor settings as `export NAME=value` lines (for ./dev's shell)."""
+    import os
+    import shlex
+
+    from market_data.airflow.executor import celery_env, worker_concurrency
+
+    conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
+    if not conn:
+        print("error: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is not set", file=sys.stderr)
+        return 2
+    s = get_settings()
+    parallelism = int(os.environ.get("AIRFLOW__CORE__PARALLELISM") or 32)
+    env = celery_env(
+        redis_url=s.redis_url,
+        redis_prefix=s.redis_prefix,
+        sql_alchemy_conn=conn,
+        concurrency=args.concurrency or worker_concurrency(parallelism, args.workers),
+    )
+    for name, value in env.items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="market_data", description=__doc__)
     parser.add_argument("--database-url", help="override DATABASE_URL")
@@ -211,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     mapping.add_argument("--check", action="store_true", help="exit 1 when the file differs; write nothing")
     mapping.add_argument("--file", help="the mapping file (default: include/statsd/mapping.yml)")
     mapping.add_argument("--prefix", help="the statsd prefix of our metrics (default: STATSD_PREFIX)")
+    celery = sub.add_parser(
+        "celery-env",
+        help="print the CeleryExecutor settings (broker, result backend, concurrency) as export lines",
+    )
+    celery.add_argument("--workers", type=int, default=1, help="workers sharing [core] parallelism (1)")
+    celery.add_argument("--concurrency", type=int, default=0, help="task slots per worker (default: shared)")
     return parser
 
 
@@ -221,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_policy_validate(args)
         if args.command == "statsd-mapping":
             return cmd_statsd_mapping(args)
+        if args.command == "celery-env":
+            return cmd_celery_env(args)
         handler = {
             "init": cmd_init,
             "migrate": cmd_migrate,

@@ -12,8 +12,11 @@ The one home of that rule, for every caller:
   confirmed empty;
 - SLO sampling: `stored_bar_starts`, `confirmed_empty_ranges` and `missing_runs` over a window;
   its largest gap is `longest_run` of those runs;
-- a coverage report: `count_coverage` splits a range's expected bars into stored,
-  confirmed-empty and missing ones.
+- reads: `bar_states` says which expected base bars of a built bar are stored, confirmed empty
+  or missing (a built bar with a missing one is not complete), with the confirmed-empty ranges
+  known at the read's `as_of`;
+- the coverage report: `bar_states` per session, and `queued_backfill_ranges` for the missing
+  bars a queued or running backfill job covers.
 
 Times are int64 nanoseconds since the Unix epoch (UTC) inside, datetimes at the edges.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import asyncpg
 import msgspec
@@ -48,7 +52,11 @@ WHERE symbol = ANY($1::text[]) AND interval = $2 AND ts >= $3 AND ts < $4
 GROUP BY symbol"""
 _CONFIRMED_EMPTY = """
 SELECT symbol, start_ts, end_ts FROM confirmed_empty_ranges
-WHERE symbol = ANY($1::text[]) AND interval = $2 AND end_ts > $3 AND start_ts < $4"""
+WHERE symbol = ANY($1::text[]) AND interval = $2 AND end_ts > $3 AND start_ts < $4
+  AND ($5::timestamptz IS NULL OR confirmed_at <= $5)"""
+_QUEUED_BACKFILLS = """
+SELECT start_ts, end_ts FROM backfill_jobs
+WHERE symbol = $1 AND interval = $2 AND status IN ('queued', 'running') AND end_ts > $3 AND start_ts < $4"""
 _PG_EPOCH_US = 946_684_800_000_000
 """2000-01-01 00:00 UTC in microseconds since the Unix epoch."""
 _TICK = timedelta(microseconds=1)
@@ -72,13 +80,29 @@ async def stored_bar_starts(
 
 
 async def confirmed_empty_ranges(
-    conn: asyncpg.Connection, symbols: Sequence[str], interval: Interval, start: datetime, end: datetime
+    conn: asyncpg.Connection | asyncpg.Pool,
+    symbols: Sequence[str],
+    interval: Interval,
+    start: datetime,
+    end: datetime,
+    as_of: datetime | None = None,
 ) -> dict[str, list[tuple[int, int]]]:
-    """The confirmed-empty ranges [start_ns, end_ns) that overlap [start, end), per symbol."""
+    """The confirmed-empty ranges [start_ns, end_ns) that overlap [start, end), per symbol.
+
+    With `as_of`: only the ranges confirmed by then (what a point-in-time read knew).
+    """
     empty: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for r in await conn.fetch(_CONFIRMED_EMPTY, list(symbols), interval.value, start, end):
+    for r in await conn.fetch(_CONFIRMED_EMPTY, list(symbols), interval.value, start, end, as_of):
         empty[r["symbol"]].append((calendar.to_ns(r["start_ts"]), calendar.to_ns(r["end_ts"])))
     return dict(empty)
+
+
+async def queued_backfill_ranges(
+    conn: asyncpg.Connection | asyncpg.Pool, symbol: str, interval: Interval, start: datetime, end: datetime
+) -> list[tuple[int, int]]:
+    """The ranges [start_ns, end_ns) of the queued or running backfill jobs that overlap [start, end)."""
+    rows = await conn.fetch(_QUEUED_BACKFILLS, symbol, interval.value, start, end)
+    return [(calendar.to_ns(r["start_ts"]), calendar.to_ns(r["end_ts"])) for r in rows]
 
 
 def in_ranges(values: NsArray, ranges: EmptyRanges) -> np.ndarray:
@@ -139,11 +163,30 @@ class Coverage(msgspec.Struct, frozen=True, kw_only=True):
     """Expected bars neither stored nor confirmed empty: the bars of `missing_runs`."""
 
 
+class BarStates(NamedTuple):
+    """Boolean masks over expected bar starts; a bar is in at most one, else missing."""
+
+    stored: np.ndarray
+    """At least one version is stored (whether or not a range also confirms it empty)."""
+    confirmed_empty: np.ndarray
+    """Not stored, inside a confirmed-empty range."""
+
+    @property
+    def missing(self) -> np.ndarray:
+        return ~(self.stored | self.confirmed_empty)
+
+
+def bar_states(expected: NsArray, present: NsArray, empty: EmptyRanges = ()) -> BarStates:
+    """Which `expected` bar starts (sorted) are stored, confirmed empty or (neither) missing."""
+    stored = _is_stored(expected, present)
+    return BarStates(stored=stored, confirmed_empty=in_ranges(expected, empty) & ~stored)
+
+
 def count_coverage(expected: NsArray, present: NsArray, empty: EmptyRanges = ()) -> Coverage:
     """Counts of a range's `expected` bar starts (sorted) by what the store holds of them."""
-    stored = _is_stored(expected, present)
-    empty_only = in_ranges(expected, empty) & ~stored
-    n_stored, n_empty = int(np.count_nonzero(stored)), int(np.count_nonzero(empty_only))
+    states = bar_states(expected, present, empty)
+    n_stored = int(np.count_nonzero(states.stored))
+    n_empty = int(np.count_nonzero(states.confirmed_empty))
     return Coverage(
         expected=int(expected.size),
         stored=n_stored,

@@ -1,4 +1,4 @@
-"""GET /stocks/{symbol}/history as CSV: negotiation, pandas parsing, chunking, the row cap."""
+"""GET /stocks/{symbol}/history as CSV: negotiation, pandas parsing, the same page as JSON, limits."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from api.stocks import csv_export
+from api.stocks.params import MAX_FILE_LIMIT, MAX_LIMIT
 from market_data.ingest.pit_write import write_bars
 from market_data.settings import get_settings
-from tests.api.stocks_data import MON_RANGE, session_bars
+from tests.api.stocks_data import MON_RANGE, iso, session_bars
 
 URL = "/stocks/AAPL/history"
-HEADER = "ts,open,high,low,close,volume,vwap,trade_count,provider,as_of"
+HEADER = "ts,open,high,low,close,volume,vwap,trade_count,provider,as_of,complete,base_bars"
 
 
 @pytest.fixture
@@ -49,13 +50,20 @@ async def test_format_csv_streams_text_csv_that_pandas_reads(client: AsyncTestCl
     assert df["volume"].tolist() == [b.volume for b in monday]
 
 
+def json_frame(body: dict) -> pd.DataFrame:
+    js = pd.DataFrame(body["bars"], columns=HEADER.split(","))
+    for column in ("ts", "as_of"):
+        js[column] = pd.to_datetime(js[column], utc=True)
+    for column in ("vwap", "trade_count", "base_bars"):  # null in JSON, an empty cell in CSV
+        js[column] = pd.to_numeric(js[column])
+    return js
+
+
 async def test_csv_matches_the_json_pages(client: AsyncTestClient, monday) -> None:
     body = (await client.get(URL, params={**MON_RANGE, "limit": 390})).json()
     df = frame((await client.get(URL, params={**MON_RANGE, "format": "csv"})).text)
-    js = pd.DataFrame(body["bars"])
-    js["ts"] = pd.to_datetime(js["ts"], utc=True)
-    js["as_of"] = pd.to_datetime(js["as_of"], utc=True)
-    pd.testing.assert_frame_equal(df, js[df.columns.tolist()], check_dtype=False)
+    pd.testing.assert_frame_equal(df, json_frame(body), check_dtype=False)
+    assert df["complete"].all() and df["base_bars"].isna().all()  # read as stored
 
 
 async def test_accept_header_negotiates_csv(client: AsyncTestClient, monday) -> None:
@@ -78,17 +86,23 @@ async def test_accept_header_negotiates_csv(client: AsyncTestClient, monday) -> 
     assert r.headers["content-type"].startswith("application/json")
 
 
-async def test_csv_streams_the_whole_range_in_chunks(
-    client: AsyncTestClient, conn, monday, monkeypatch
-) -> None:
-    whole = (await client.get(URL, params={**MON_RANGE, "format": "csv"})).text
-    monkeypatch.setattr(csv_export, "CHUNK_ROWS", 7)
-    chunked = (await client.get(URL, params={**MON_RANGE, "format": "csv", "limit": 5})).text
-    assert chunked == whole  # `limit` is a JSON page size; CSV streams everything
-    tail = frame((await client.get(URL, params={"end": MON_RANGE["end"], "format": "csv"})).text)
-    assert tail["ts"].is_monotonic_increasing and len(tail) == 390
+async def test_csv_honours_limit_sort_and_the_page_token(client: AsyncTestClient, monday) -> None:
+    r = await client.get(URL, params={**MON_RANGE, "format": "csv", "limit": 3})
+    assert r.text.count("\n") == 4  # the header and 3 bars (the issue: limit=3 gave 990 rows)
+    token = r.headers["x-next-page-token"]
+    assert r.headers["x-as-of"].endswith("Z")
+    page2 = await client.get(URL, params={**MON_RANGE, "format": "csv", "limit": 3, "page_token": token})
+    assert frame(page2.text)["ts"].tolist() == [pd.Timestamp(iso(b.ts)) for b in monday[3:6]]
     desc = frame((await client.get(URL, params={**MON_RANGE, "format": "csv", "sort": "desc"})).text)
     assert desc["ts"].is_monotonic_decreasing and len(desc) == 390
+    last = await client.get(URL, params={**MON_RANGE, "format": "csv", "limit": 390})
+    assert "x-next-page-token" not in last.headers
+
+
+async def test_csv_streams_a_page_in_chunks(client: AsyncTestClient, monday, monkeypatch) -> None:
+    whole = (await client.get(URL, params={**MON_RANGE, "format": "csv"})).text
+    monkeypatch.setattr(csv_export, "CHUNK_ROWS", 7)
+    assert (await client.get(URL, params={**MON_RANGE, "format": "csv"})).text == whole
 
 
 async def test_csv_keeps_missing_values_empty(client: AsyncTestClient, conn) -> None:
@@ -106,21 +120,23 @@ async def test_csv_after_a_page_token_streams_the_rest(client: AsyncTestClient, 
     assert len(df) == 290 and df["ts"].iloc[0] == pd.Timestamp("2026-11-23T16:10:00Z")
 
 
-async def test_too_many_rows_is_a_400_before_streaming(client: AsyncTestClient, monday, monkeypatch) -> None:
-    monkeypatch.setattr(csv_export, "MAX_CSV_ROWS", 389)
-    r = await client.get(URL, params={**MON_RANGE, "format": "csv"})
-    assert r.status_code == 400
-    body = r.json()
-    assert body["parameter"] == "start" and body["detail"].startswith("start")
-    assert "389" in body["detail"]
-    monkeypatch.setattr(csv_export, "MAX_CSV_ROWS", 390)
-    assert (await client.get(URL, params={**MON_RANGE, "format": "csv"})).status_code == 200
+async def test_a_csv_page_may_be_larger_than_a_json_page(client: AsyncTestClient, monday) -> None:
+    r = await client.get(URL, params={**MON_RANGE, "limit": MAX_LIMIT + 1})
+    assert (
+        r.status_code == 400
+        and r.json()["parameter"] == "limit"
+        and str(MAX_FILE_LIMIT) in r.json()["detail"]
+    )
+    r = await client.get(URL, params={**MON_RANGE, "limit": MAX_LIMIT + 1, "format": "csv"})
+    assert r.status_code == 200 and len(frame(r.text)) == 390
+    r = await client.get(URL, params={**MON_RANGE, "limit": MAX_FILE_LIMIT + 1, "format": "csv"})
+    assert r.status_code == 400 and r.json()["parameter"] == "limit"
 
 
 async def test_csv_errors_are_json(client: AsyncTestClient) -> None:
     r = await client.get("/stocks/ZZZZZ/history", params={"format": "csv"})
     assert r.status_code == 404 and r.json()["parameter"] == "symbol"
-    r = await client.get(URL, params={"format": "csv", "interval": "2m"}, headers={"Accept": "text/csv"})
+    r = await client.get(URL, params={"format": "csv", "interval": "60m"}, headers={"Accept": "text/csv"})
     assert r.status_code == 400 and r.json()["parameter"] == "interval"
 
 

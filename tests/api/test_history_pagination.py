@@ -165,7 +165,9 @@ async def test_wide_ranges_are_allowed_up_to_the_interval_span(client: AsyncTest
     r = await client.get(
         URL, params={"interval": "1d", "start": "1990-01-01T00:00:00Z", "end": "2026-11-24T00:00:00Z"}
     )
-    assert r.status_code == 200 and r.json()["count"] == 0
+    # AAPL stores 1m bars only: its one stored session is one daily bar, built from all 390
+    assert r.status_code == 200 and r.json()["count"] == 1 and r.json()["built_from"] == "1m"
+    assert r.json()["bars"][0]["base_bars"] == 390 and r.json()["bars"][0]["complete"] is True
     r = await client.get(
         URL, params={"start": "2026-08-23T00:00:00Z", "end": "2026-11-24T00:00:00Z", "limit": 7}
     )

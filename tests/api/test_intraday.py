@@ -87,7 +87,7 @@ async def test_other_intervals_and_a_lunch_break(client: AsyncTestClient, conn, 
     "path,params,status,parameter",
     [
         ("/stocks/AAPL/intraday", {"interval": "1d"}, 400, "interval"),
-        ("/stocks/AAPL/intraday", {"interval": "2m"}, 400, "interval"),
+        ("/stocks/AAPL/intraday", {"interval": "60m"}, 400, "interval"),
         ("/stocks/AA$PL/intraday", {}, 400, "symbol"),
         ("/stocks/ZZZZZ/intraday", {}, 404, "symbol"),
     ],

@@ -72,7 +72,7 @@ async def test_bars_as_of(client: AsyncTestClient, conn, two_symbols) -> None:
         ({"symbols": ""}, 400, "symbols", []),
         ({}, 400, "symbols", []),
         ({"symbols": ",".join(f"S{i}" for i in range(101))}, 400, "symbols", ["100"]),
-        ({"symbols": "AAPL", "interval": "2m"}, 400, "interval", []),
+        ({"symbols": "AAPL", "interval": "60m"}, 400, "interval", []),
         ({"symbols": "AAPL", "limit": 0}, 400, "limit", []),
         ({"symbols": "AAPL", "start": "2026-11-23T15:00:00Z", "end": "2026-11-23T14:00:00Z"}, 400, "end", []),
         (

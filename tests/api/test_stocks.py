@@ -121,7 +121,7 @@ async def test_history_as_of_reads_the_version_known_then(client: AsyncTestClien
 @pytest.mark.parametrize(
     "params,parameter",
     [
-        ({"interval": "2m"}, "interval"),
+        ({"interval": "60m"}, "interval"),
         ({"start": "yesterday"}, "start"),
         ({"end": "2026-13-01T00:00:00Z"}, "end"),
         ({"limit": 0}, "limit"),

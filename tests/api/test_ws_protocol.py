@@ -72,6 +72,33 @@ async def test_subscribe_acks_then_snapshots_the_latest_bar_and_quote(conn) -> N
         await ws.close()
 
 
+async def test_a_timeframe_built_on_read_snapshots_its_newest_built_bar(conn) -> None:
+    await write_bars(conn, session_bars("AAPL", minutes=90), policy_version=1, advance_cursors=True)
+    async with live_server() as server:
+        ws = await connect(server)
+        ack, snap = await subscribe(ws, bars=["AAPL"], intervals=["1h", "1d"])
+        assert ack["intervals"] == ["1h", "1d"]
+        bars = {b["interval"]: b for b in snap["bars"]}
+        # AAPL stores 1m: its 1h and 1d bars are built, the newest of each with how complete it is
+        assert bars["1h"]["ts"] == "2026-11-23T15:30:00Z" and bars["1h"]["symbol"] == "AAPL"
+        assert (bars["1h"]["complete"], bars["1h"]["base_bars"]) == (False, 30)
+        assert (bars["1d"]["ts"], bars["1d"]["complete"], bars["1d"]["base_bars"]) == (
+            "2026-11-23T00:00:00Z",
+            False,
+            90,
+        )
+        assert bars["1h"]["type"] == "bar" and {
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "vwap",
+            "as_of",
+        } <= set(bars["1h"])
+        await ws.close()
+
+
 async def test_live_messages_follow_subscriptions_and_unsubscribe(conn) -> None:
     async with live_server() as server:
         ws = await connect(server)
@@ -141,7 +168,7 @@ MALFORMED = [
     ('{"action": "subscribe", "bars": ["AAPL", "no good"]}', "bars[1]"),
     ('{"action": "subscribe", "bars": ["AAPL", "*X"]}', "bars[1]"),
     ('{"action": "subscribe", "quotes": [42]}', "quotes[0]"),
-    ('{"action": "subscribe", "bars": ["AAPL"], "intervals": ["2m"]}', "intervals[0]"),
+    ('{"action": "subscribe", "bars": ["AAPL"], "intervals": ["60m"]}', "intervals[0]"),
     ('{"action": "subscribe", "bars": ["AAPL"], "intervals": []}', "intervals"),
     ('{"action": "subscribe", "bars": ["NOSUCH"]}', "bars[0]"),
     ('{"action": "subscribe", "quotes": ["AAPL", "NOSUCH"]}', "quotes[1]"),
@@ -251,7 +278,7 @@ async def test_symbol_socket_sends_snapshot_then_that_symbols_updates(conn) -> N
     [
         ("/ws/NOSUCH", 4404, "symbol"),
         ("/ws/no%20good", 4400, "symbol"),
-        ("/ws/AAPL?intervals=1m,2m", 4400, "intervals"),
+        ("/ws/AAPL?intervals=1m,60m", 4400, "intervals"),
     ],
 )
 async def test_symbol_socket_refuses_bad_paths_with_a_reason(

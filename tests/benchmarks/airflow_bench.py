@@ -4,7 +4,8 @@
 active version, the given universe), an Airflow metadata database (`airflow db migrate`), an
 AIRFLOW_HOME and a Redis key prefix of this run only; imports the pools, serializes the DAGs,
 unpauses the ones asked for and starts api-server, scheduler and dag-processor with the
-LocalExecutor (`tests.e2e.airflow_stack.AirflowStack`, on a free port). Scheduled runs are
+LocalExecutor, or with `celery_workers=N` CeleryExecutor and N Celery workers
+(`tests.e2e.airflow_stack.AirflowStack`, on a free port). Scheduled runs are
 off (`[scheduler] use_job_schedule = False`): the benchmarks trigger every run themselves, with
 the data interval they choose, so nothing the timetables would start at the wall clock's
 time interferes. At the end every process is stopped (process groups) and both databases,
@@ -29,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from market_data.airflow.executor import worker_concurrency
 from market_data.universe import UniverseEntry, upsert_universe
 from tests.benchmarks.harness import (
     PID,
@@ -117,6 +119,10 @@ def process_kind(title: str) -> str:
         return "task processes"
     if title.startswith("airflow worker -- LocalExecutor") or title.startswith("airflow executor"):
         return "executor workers (task supervisors)"
+    # a Celery worker, its pool processes (titled `airflow supervisor: <ti>` while they supervise
+    # a task), its log server
+    if "celery" in title or title.startswith("airflow supervisor:"):
+        return "celery workers (pool: task supervisors)"
     if title.startswith("postgres:"):
         return "postgres backends"
     for name, marks in (
@@ -242,7 +248,9 @@ class BenchAirflow:
     stack: AirflowStack
     redis_prefix: str
     statsd: StatsdLog | None = None
-    scheduler_pids: list[int] = field(default_factory=list)
+    executor_pids: list[int] = field(default_factory=list)
+    """The processes that task processes descend from: the scheduler (LocalExecutor) or the
+    Celery workers."""
 
     # -- REST ------------------------------------------------------------------------------
     def trigger(
@@ -301,14 +309,14 @@ class BenchAirflow:
 
     # -- processes -------------------------------------------------------------------------
     def task_rss(self) -> RssSampler:
-        """Peak RSS of the task processes, forked under the scheduler's executor workers: their
-        title is `airflow worker -- <task instance uuid>` (the executor workers that supervise
-        them are `airflow worker -- LocalExecutor: ...`)."""
+        """Peak RSS of the task processes, forked under the scheduler's executor workers (or the
+        Celery workers' pool processes): their title is `airflow worker -- <task instance uuid>`
+        (LocalExecutor's workers that supervise them are `airflow worker -- LocalExecutor: ...`)."""
 
         def is_task(p: Any) -> bool:
             return TASK_TITLE.match(" ".join(p.cmdline())) is not None
 
-        return RssSampler(lambda: self.scheduler_pids, is_task, every=0.25)
+        return RssSampler(lambda: self.executor_pids, is_task, every=0.25)
 
     def cpu(self) -> CpuSampler:
         """CPU seconds of the stack's processes (and its Postgres backends) during the block."""
@@ -341,6 +349,7 @@ def airflow_bench(
     statsd: bool = False,
     extra_env: dict[str, str] | None = None,
     pools: Sequence[tuple[str, int]] = (),
+    celery_workers: int = 0,
 ) -> Iterator[BenchAirflow]:
     """Databases, AIRFLOW_HOME, Redis prefix and a running Airflow for one benchmark (see above)."""
     md = BenchDb(name)
@@ -375,7 +384,13 @@ def airflow_bench(
             )
             log(f"{name}: airflow db migrate ({af.name})")
             airflow_migrate(env)
-            stack = AirflowStack(env, home)
+            # Celery workers share the parallelism as ./dev up --celery-workers N shares it
+            stack = AirflowStack(
+                env,
+                home,
+                celery_workers=celery_workers,
+                worker_concurrency=worker_concurrency(parallelism, celery_workers),
+            )
             # ./dev up's parallelism (the e2e stack's 8 is for tests), unless the bench says otherwise
             stack.env["AIRFLOW__CORE__PARALLELISM"] = str(parallelism)
             steps: list[tuple[str, ...]] = [
@@ -390,57 +405,18 @@ def airflow_bench(
                     raise RuntimeError(
                         f"airflow {' '.join(args)} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}"
                     )
-            log(f"{name}: starting api-server, scheduler, dag-processor (port {stack.port})")
+            workers = f", {celery_workers} Celery workers" if celery_workers else ""
+            log(f"{name}: starting api-server, scheduler, dag-processor{workers} (port {stack.port})")
             stack.start()
             bench = BenchAirflow(md=md, stack=stack, redis_prefix=redis_prefix, statsd=receiver)
-            bench.scheduler_pids = [stack.procs["scheduler"].pid]
+            bench.executor_pids = [stack.procs[p].pid for p in ("scheduler", *stack.workers)]
             yield bench
         finally:
             if stack is not None:
-                sessions = {p.pid for p in stack.procs.values()}
-                stopping_at = time.time()
-                stack.stop()
-                stop_sessions(sessions, stopping_at)
+                stack.stop()  # the components' process groups, then what is left in their sessions
             if receiver is not None:
                 receiver.close()
             asyncio.run(_drop_all(md, af, redis_prefix))
-
-
-def stop_sessions(sessions: set[int], created_before: float, grace: float = 10.0) -> None:
-    """End what is left of the stack's sessions after its process groups were stopped.
-
-    Each component was started in a session of its own (its pid is the session id); Airflow's
-    task supervisor puts every task process into a process group of its own, so a task whose
-    supervisor was killed (Ctrl-C during a run) outlives the groups' SIGTERM. Those, and only
-    those, are found by their session id and stopped by pid; a process created after
-    `created_before` (when the stack began to stop) cannot be one of ours (a session id is
-    a pid, which the system may reuse once the session's leader is gone).
-    """
-    import psutil
-
-    def members() -> list[psutil.Process]:
-        out = []
-        for pid in psutil.pids():
-            try:
-                if os.getsid(pid) not in sessions:
-                    continue
-                p = psutil.Process(pid)
-                if p.create_time() <= created_before and p.status() != psutil.STATUS_ZOMBIE:
-                    out.append(p)
-            except (OSError, psutil.Error):
-                continue
-        return out
-
-    left = members()
-    for p in left:
-        with contextlib.suppress(psutil.Error):
-            p.terminate()
-    _, alive = psutil.wait_procs(left, timeout=grace)
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    if left:
-        log(f"stopped {len(left)} leftover process(es) of the stack ({len(alive)} killed)")
 
 
 async def _drop_all(md: BenchDb, af: BenchDb, redis_prefix: str) -> None:

@@ -4,7 +4,8 @@
 
 bench_api runs this in a process of its own. Each app is called in-process (no server, no
 socket, no database: `api.stocks.queries` returns fixed rows of the same shape as asyncpg's)
-for /stocks/{symbol}/price and /history over 300 symbols, and the CPU time per request is the
+for /stocks/{symbol}/price and /history over 300 symbols (the policy and the symbols' stored
+intervals, which the API keeps in memory, canned too), and the CPU time per request is the
 minimum over `--repeats` batches (the least disturbed by other work on the machine). Three
 apps: the real API (`api.app.create_app`), the Starlette baseline (`baseline_app`), and a
 bare Litestar app (two handlers over the same `Floor`, no middleware, no dependencies): the
@@ -24,31 +25,35 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+import numpy as np
 from litestar import Litestar, Response, get
 
-from api.stocks import queries
+from api.stocks import queries, symbols
+from market_data import bar_fetch, calendar
+from market_data.aggregate import READ_AS_STORED, Bars
+from market_data.policy import load_policy_file
 from market_data.records import Interval
+from market_data.settings import get_settings
 from tests.benchmarks.baseline_app import encode
 
 ASGIApp = Callable[..., Awaitable[None]]
 """An ASGI app: (scope, receive, send)."""
 SESSION_CLOSE = datetime(2026, 11, 30, 21, 0, tzinfo=UTC)
 AS_OF = datetime(2026, 11, 30, 22, 0, tzinfo=UTC)
-BAR_ROWS = [
-    (
-        SESSION_CLOSE - timedelta(minutes=390 - i),
-        100.0 + i,
-        100.5 + i,
-        99.5 + i,
-        100.2 + i,
-        1000 + i,
-        100.1,
-        20,
-        "synthetic",
-        AS_OF,
-    )
-    for i in range(390)
-]
+BARS = Bars(
+    ts=np.array([calendar.to_ns(SESSION_CLOSE - timedelta(minutes=390 - i)) for i in range(390)], np.int64),
+    open=100.0 + np.arange(390.0),
+    high=100.5 + np.arange(390.0),
+    low=99.5 + np.arange(390.0),
+    close=100.2 + np.arange(390.0),
+    volume=1000.0 + np.arange(390.0),
+    vwap=np.full(390, 100.1),
+    trade_count=np.full(390, 20.0),
+    provider=np.full(390, "synthetic", dtype=object),
+    as_of=np.full(390, calendar.to_ns(AS_OF), np.int64),
+    complete=np.ones(390, bool),
+    base_bars=np.full(390, READ_AS_STORED, np.int64),
+)
 
 
 async def _latest_quote(conn: Any, symbol: str) -> Any:  # Records are read by key, as dicts are
@@ -67,10 +72,14 @@ async def _latest_bars(conn: Any, symbol: str) -> list[Any]:
 
 
 async def _exchanges_of(conn: Any, symbols: list[str]) -> list[Any]:
-    return [{"symbol": s, "exchange_mic": "XNAS"} for s in symbols]
+    return [{"symbol": s, "exchange_mic": "XNAS", "tier": "T0"} for s in symbols]
 
 
-async def _bar_page(
+async def _held_intervals(conn: Any, symbols: list[str]) -> dict[str, set[Interval]]:
+    return {s: {Interval.M1} for s in symbols}
+
+
+async def _stored_page(
     conn: Any,
     symbol: str,
     interval: Interval,
@@ -80,8 +89,8 @@ async def _bar_page(
     limit: int,
     *,
     newest_first: bool,
-) -> list[Any]:
-    return BAR_ROWS[::-1] if newest_first else list(BAR_ROWS)
+) -> Bars:
+    return BARS.reversed() if newest_first else BARS
 
 
 def can_queries() -> None:
@@ -94,7 +103,8 @@ def can_queries() -> None:
     queries.latest_quote = _latest_quote
     queries.latest_bars = _latest_bars
     queries.exchanges_of = _exchanges_of
-    queries.bar_page = _bar_page
+    symbols.held_intervals = _held_intervals  # type: ignore[assignment]
+    bar_fetch.stored_page = _stored_page  # type: ignore[assignment]
 
 
 class _NoPool:
@@ -126,6 +136,12 @@ def build_apps() -> dict[str, ASGIApp]:
 
     api = create_app()
     api.state.resources.pool = _NoPool()
+    policy = load_policy_file(get_settings().policy_file)
+
+    async def active_policy(db: Any) -> Any:
+        return policy
+
+    api.state.resources.policy.get = active_policy
     pool: Any = _NoPool()
     return {
         "api": api,

@@ -3,17 +3,19 @@
     uvicorn --factory tests.benchmarks.baseline_app:create_app   (DATABASE_URL from the environment)
 
 It runs exactly the SQL of the real handlers in steady state, through the same query
-functions (`api.stocks.queries`, so the statements cannot drift) on a pool opened with the
-API's own options (`api.state.POOL_OPTIONS`): `/stocks/{symbol}/price` is `latest_quote` +
-`latest_bars`, `/stocks/{symbol}/history` with its default parameters (the latest 1,000 1m
-bars before now, oldest first) is `bar_page` newest first for `limit + 1` rows. The symbol's
-exchange comes from `exchanges_of`, remembered for 60 s as the API does, the market-open
-flag from the same calendar function. The rows become the same JSON bodies (same fields in
-the same order, encoded by msgspec as Litestar does; bench_api checks the bodies are equal),
-so what the API spends beyond this app is its framework: routing, dependency injection,
-parameter parsing and validation, middleware (latency histogram, Accept guard, CORS),
-response building. Not here: OpenAPI, page tokens (the benchmark's data fits in one page),
-CSV negotiation, error bodies beyond a status and a detail.
+functions (`api.stocks.queries` and `market_data.bar_fetch`, so the statements cannot drift)
+on a pool opened with the API's own options (`api.state.POOL_OPTIONS`): `/stocks/{symbol}/price`
+is `latest_quote` + `latest_bars`, `/stocks/{symbol}/history` with its default parameters (the
+latest 1,000 1m bars before now, oldest first; 1m is stored, so read as stored) is
+`bar_fetch.stored_page` newest first for `limit + 1` bars. The symbol's exchange comes from
+`exchanges_of`, remembered for 60 s as the API does (the API also remembers the symbol's
+stored intervals and the policy: no query in steady state), the market-open flag from the
+same calendar function. The bars become the same JSON bodies (same fields in the same order,
+encoded by msgspec as Litestar does; bench_api checks the bodies are equal), so what the API
+spends beyond this app is its framework: routing, dependency injection, parameter parsing
+and validation, middleware (latency histogram, Accept guard, CORS), response building. Not
+here: OpenAPI, page tokens (the benchmark's data fits in one page), CSV negotiation, error
+bodies beyond a status and a detail.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from starlette.routing import Route
 from api.state import POOL_OPTIONS
 from api.stocks import queries
 from api.stocks.params import EARLIEST
-from market_data import calendar
+from api.stocks.schemas import bars_out
+from market_data import bar_fetch, calendar
 from market_data.records import Interval, is_valid_symbol
 
 KNOWN_TTL_SECONDS = 60.0
@@ -129,29 +132,16 @@ class Floor:
         except Refused as refused:
             return refused.body
         now = datetime.now(UTC)
-        rows = await queries.bar_page(
+        page = await bar_fetch.stored_page(
             self.pool, symbol, Interval.M1, EARLIEST, now, now, HISTORY_LIMIT + 1, newest_first=True
         )
-        del rows[HISTORY_LIMIT:]  # a next page would need a token; the benchmark's data fits one page
-        rows.reverse()
-        bars = [
-            {
-                "ts": ts,
-                "open": o,
-                "high": h,
-                "low": lo,
-                "close": c,
-                "volume": v,
-                "vwap": vw,
-                "trade_count": n,
-                "provider": p,
-                "as_of": a,
-            }
-            for ts, o, h, lo, c, v, vw, n, p, a in rows
-        ]
+        # a next page would need a token; the benchmark's data fits one page
+        bars = bars_out(page.take(slice(0, HISTORY_LIMIT)).reversed())
         return 200, {
             "symbol": symbol,
             "interval": "1m",
+            "built_from": None,
+            "align": None,
             "sort": "asc",
             "count": len(bars),
             "bars": bars,

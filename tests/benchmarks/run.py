@@ -28,9 +28,11 @@ BENCHMARKS = {
     "ingest": "tests.benchmarks.bench_ingest",
     "gaps": "tests.benchmarks.bench_gaps",
     "sweep": "tests.benchmarks.bench_sweep",
+    "sweep-celery": "tests.benchmarks.bench_sweep_celery",
     "api": "tests.benchmarks.bench_api",
     "ws": "tests.benchmarks.bench_ws",
     "backfill": "tests.benchmarks.bench_backfill",
+    "timeframes": "tests.benchmarks.bench_timeframes",
     "api_procs": "tests.benchmarks.bench_api_procs",
     "storage": "tests.benchmarks.bench_storage",
 }
@@ -46,7 +48,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gaps-symbols", type=int, default=10_000)
     p.add_argument("--sweep-symbols", type=int, default=10_000)
     p.add_argument(
-        "--sweep-runs", type=int, default=3, help="sweep runs to measure: 1 cold + steady ones (3)"
+        "--sweep-runs",
+        type=int,
+        default=3,
+        help="sweep runs to measure: 1 cold + steady ones (3; sweep-celery: per executor)",
     )
     p.add_argument(
         "--sweep-parallelism",
@@ -76,6 +81,12 @@ def parser() -> argparse.ArgumentParser:
         help="synthetic calls/min in the backfill bench (60: Finnhub free)",
     )
     p.add_argument("--backfill-max-runs", type=int, default=5, help="md_backfill runs at most to drain (5)")
+    p.add_argument(
+        "--timeframes-iterations",
+        type=int,
+        default=15,
+        help="reads of each kind (built 1h/1d, baseline 1h/1d) per round in the timeframes bench (15)",
+    )
     p.add_argument(
         "--storage-sizes",
         default="1M,10M,100M",

@@ -5,97 +5,32 @@ Started against the run's own metadata database; takes a few minutes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from market_data import db
-from market_data.backfill.enqueue import BackfillRange, enqueue_backfills
-from market_data.policy import parse_policy
 from market_data.policy.store import reload_policy
-from market_data.records import Interval, Tier
 from tests.conftest import AIRFLOW_HOME, TEST_ENV, truncate_data
 from tests.e2e.airflow_stack import AirflowStack
+from tests.e2e.backfill_runs import (
+    DEFAULT,
+    POOL_SLOTS,
+    e2e_policy,
+    enqueue,
+    peak_batches,
+    prepare,
+    settle_scheduled_runs,
+    sql,
+    trigger,
+)
 
 log = logging.getLogger(__name__)
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT = (ROOT / "include" / "policy.toml").read_text()
-MON = datetime(2026, 11, 23, 14, 30, tzinfo=UTC)
-POOL_SLOTS = 2
-
-
-def e2e_policy(outage: tuple[datetime, datetime] | None = None) -> str:
-    """Small batches, one fast retry, slow calls (so batches overlap), only the synthetic provider;
-    optionally an outage window (wall clock) of that provider."""
-    doc = DEFAULT
-    for pattern, repl in [
-        (r"^batch_size = 20$", "batch_size = 2"),
-        (r"^retries = 3$", "retries = 1"),
-        (r'^retry_delay = "30s"$', 'retry_delay = "2s"'),
-        (r'^cadence = "5m"$', 'cadence = "1d"'),  # one scheduled run at unpause, none during the test
-        (r'(\[providers\.synthetic_backup\]\nkind = "synthetic"\n)enabled = true', r"\1enabled = false"),
-        (r"^latency_ms = 0$", "latency_ms = 400"),
-    ]:
-        doc, n = re.subn(pattern, repl, doc, count=1, flags=re.M)
-        assert n == 1, pattern
-    if outage is not None:
-        window = f"outages = [{{start = {outage[0].isoformat()}, end = {outage[1].isoformat()}}}]"
-        doc, n = re.subn(r"^outages = \[\]$", window, doc, count=1, flags=re.M)
-        assert n == 1
-    parse_policy(doc)
-    return doc
-
-
-async def _run(dsn: str, fn):
-    c = await db.connect(dsn)
-    try:
-        return await fn(c)
-    finally:
-        await c.close()
-
-
-def sql(dsn: str, fn):
-    return asyncio.run(_run(dsn, fn))
-
-
-def enqueue(dsn: str, symbols: list[str], offset_minutes: int) -> None:
-    policy = parse_policy(DEFAULT)
-
-    async def go(c):
-        tiers = dict(await c.fetch("SELECT symbol, tier FROM symbol_universe"))
-        await enqueue_backfills(
-            c,
-            [
-                BackfillRange(
-                    symbol=s,
-                    interval=Interval.M1,
-                    start=MON + timedelta(minutes=offset_minutes),
-                    end=MON + timedelta(minutes=offset_minutes + 20),
-                    tier=Tier(tiers[s]),
-                )
-                for s in symbols
-            ],
-            policy,
-        )
-
-    sql(dsn, go)
-
-
-def max_overlap(spans: list[tuple[datetime, datetime]]) -> int:
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
-    running = peak = 0
-    for _, step in events:
-        running += step
-        peak = max(peak, running)
-    return peak
 
 
 @pytest.fixture
@@ -105,30 +40,13 @@ def stack(airflow_db: str, md_dsn: str, tmp_path: Path):
     policy_file.write_text(e2e_policy())
     sql(md_dsn, lambda c: reload_policy(c, e2e_policy(), actor="e2e"))
     s = AirflowStack({**TEST_ENV, "MARKET_DATA_POLICY_FILE": str(policy_file)}, AIRFLOW_HOME)
-    for args in (
-        ("pools", "import", str(ROOT / "include" / "pools.json")),
-        ("pools", "set", "provider_synthetic", str(POOL_SLOTS), "e2e: two batches at a time"),
-        ("dags", "reserialize"),
-        ("dags", "unpause", "md_backfill"),
-    ):
-        out = s.cli(*args)
-        assert out.returncode == 0, out.stderr[-2000:]
+    prepare(s)
     s.start()
     try:
         yield s
     finally:
         s.stop()
         sql(md_dsn, lambda c: reload_policy(c, DEFAULT, actor="e2e"))
-
-
-def settle_scheduled_runs(stack: AirflowStack) -> None:
-    """Let the one scheduled run that unpausing creates finish before the test's own runs."""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        runs = stack.api("GET", "/dags/md_backfill/dagRuns")["dag_runs"]
-        if runs and all(r["state"] in ("success", "failed") for r in runs):
-            return
-        time.sleep(2)
 
 
 def wait_until_probe_due(provider: str, timeout: float) -> None:
@@ -172,10 +90,6 @@ def task_logs(run_id: str) -> str:
     return "\n".join(out)[-12000:]
 
 
-def trigger(stack: AirflowStack) -> str:
-    return str(stack.api("POST", "/dags/md_backfill/dagRuns", {"logical_date": None})["dag_run_id"])
-
-
 def test_pools_bound_concurrency_the_dlq_holds_failures_and_clearing_reruns_them(stack, md_dsn) -> None:
     settle_scheduled_runs(stack)
     symbols = [
@@ -194,19 +108,7 @@ def test_pools_bound_concurrency_the_dlq_holds_failures_and_clearing_reruns_them
     drain_seconds = time.monotonic() - started
     statuses = dict(sql(md_dsn, lambda c: c.fetch("SELECT status, count(*) FROM backfill_jobs GROUP BY 1")))
     assert statuses == {"done": 24}
-    spans = [
-        (r["started_at"], r["finished_at"])
-        for r in sql(
-            md_dsn,
-            lambda c: c.fetch(
-                """SELECT started_at, finished_at FROM backfill_batch_runs
-                   WHERE provider = 'synthetic' AND run_id = $1""",
-                run,
-            ),
-        )
-    ]
-    assert len(spans) == 12 and all(e is not None for _, e in spans)
-    peak = max_overlap(spans)
+    peak = peak_batches(md_dsn, run, 12)
     drained = f"24 jobs in 12 batches, pool of {POOL_SLOTS}: peak {peak} concurrent, {drain_seconds:.0f}s"
     assert peak <= POOL_SLOTS, drained
     assert peak == POOL_SLOTS, drained  # the pool, not a serial scheduler, is what bounds it

@@ -86,14 +86,15 @@ def test_promtool_unit_tests_pass(promtool: str) -> None:
     assert out.count("SUCCESS") == len(RULE_TESTS), out
 
 
-def test_prometheus_scrapes_the_api_and_the_exporter() -> None:
+def test_prometheus_scrapes_every_api_replica_and_the_exporter() -> None:
     cfg = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
-    targets = {
-        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
-        for job in cfg["scrape_configs"]
-    }
-    assert targets["market-data-api"] == ["api:8001"]
-    assert targets["statsd-exporter"] == ["statsd-exporter:9102"]
+    jobs = {job["job_name"]: job for job in cfg["scrape_configs"]}
+    # every replica of the compose `api` service: Docker's DNS answers its name with all of them
+    (api,) = jobs["market-data-api"]["dns_sd_configs"]
+    assert (api["names"], api["type"], api["port"]) == (["api"], "A", 8001)
+    assert "static_configs" not in jobs["market-data-api"]
+    targets = [t for sc in jobs["statsd-exporter"]["static_configs"] for t in sc["targets"]]
+    assert targets == ["statsd-exporter:9102"]
     assert cfg["rule_files"] == ["alerts.yml"]
 
 

@@ -16,7 +16,7 @@ from opentelemetry.trace import StatusCode
 from opentelemetry.util._once import Once
 
 from market_data.policy import parse_policy
-from market_data.policy.schema import SyntheticFaults
+from market_data.policy.schema import Policy, SyntheticFaults
 from market_data.providers.base import BarRequest
 from market_data.providers.errors import ServerError
 from market_data.providers.synthetic import SyntheticProvider
@@ -45,10 +45,18 @@ REQUEST = BarRequest(
 )
 
 
-def registry(**faults: object) -> ProviderRegistry:
+# "fast" against a threshold no call reaches, even on a loaded machine
+PATIENT_POLICY = parse_policy(
+    '[tiers.T0]\nintervals = ["1m"]\nbar_cadence = "1m"\n'
+    '[providers.synthetic]\nkind = "synthetic"\npriority = 1\n'
+    '[slo]\nslow_call = "60s"\n'
+)
+
+
+def registry(policy: Policy = POLICY, **faults: object) -> ProviderRegistry:
     """A registry over one synthetic provider with the given faults (one call for 120 symbols)."""
     provider = SyntheticProvider("synthetic", SyntheticFaults(symbols_per_request=200, **faults))  # type: ignore[arg-type]
-    return ProviderRegistry(POLICY, {"synthetic": provider}, retry_wait=lambda _s: 0.0)
+    return ProviderRegistry(policy, {"synthetic": provider}, retry_wait=lambda _s: 0.0)
 
 
 def slow_call_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -80,9 +88,9 @@ async def test_a_slow_call_logs_a_warning_naming_provider_capability_symbols_and
 
     [record] = slow_call_records(caplog)
     message = record.getMessage()
-    assert message.startswith("slow provider call: synthetic bars:1m took 0.1"), message
+    assert message.startswith("slow provider call: synthetic bars:1m took "), message
     took = float(message.split(" took ")[1].split(" s ")[0])
-    assert 0.12 <= took < 5
+    assert took >= 0.12
     assert "(slo.slow_call 0.050 s), ok;" in message
     # a 120-symbol batch names its first symbols and counts the rest
     named = ",".join(SYMBOLS[:MAX_LOGGED_SYMBOLS])
@@ -95,11 +103,11 @@ async def test_a_slow_call_logs_a_warning_naming_provider_capability_symbols_and
 
 async def test_a_fast_call_logs_nothing_and_builds_no_parameters(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
-    await registry(latency_ms=0).fetch_quotes(["AAPL", "MSFT"], "XNYS")
+    await registry(PATIENT_POLICY, latency_ms=0).fetch_quotes(["AAPL", "MSFT"], "XNYS")
     built: list[int] = []
     for _ in range(20):
         with trace_provider_call(
-            "synthetic", "quotes", threshold_s=1.0, params=lambda: built.append(1) or {}
+            "synthetic", "quotes", threshold_s=60.0, params=lambda: built.append(1) or {}
         ):
             await asyncio.sleep(0)
     assert slow_call_records(caplog) == []
