@@ -50,6 +50,7 @@ from market_data.partitions import compact, due_for_compaction
 from market_data.policy import load_policy_file
 from market_data.records import Interval, Tier
 from market_data.settings import get_settings
+from market_data.timeframes import Align
 from tests.benchmarks.harness import Row, bench_db, log, si
 
 NAME = "storage"
@@ -190,7 +191,9 @@ async def time_reads(
     for symbol, minutes in picks:
         window = HistoryWindow(
             symbol=symbol,
-            interval=Interval.M1,
+            timeframe=Interval.M1.value,
+            align=Align.SESSION,
+            base=Interval.M1,
             sort=SortOrder.ASC,
             backward=False,
             start=minutes[0],
@@ -198,10 +201,10 @@ async def time_reads(
             as_of=as_of,
         )
         t = time.perf_counter()
-        rows, _ = await read_page(conn, window, 1000)  # type: ignore[arg-type]
+        page = await read_page(conn, window, MIC, 1000)  # type: ignore[arg-type]
         out.append(time.perf_counter() - t)
-        if len(rows) != len(minutes):
-            raise AssertionError(f"{symbol} {minutes[0]}: {len(rows)} bars read, {len(minutes)} stored")
+        if len(page.bars) != len(minutes):
+            raise AssertionError(f"{symbol} {minutes[0]}: {len(page.bars)} bars read, {len(minutes)} stored")
     return out
 
 
