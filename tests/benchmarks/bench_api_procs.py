@@ -8,7 +8,8 @@ flipping every slice, for `--api-seconds` each per round, `--rounds` rounds; the
 median of the rounds' requests/s ratios. The kernel hands each of wrk's connections to one of
 the two processes; the details hold the cores each process, Postgres and wrk used, which say
 where the second process's gain went: on this 2-core machine the processes, Postgres and wrk
-share the same two cores.
+share the same two cores, and the run first measures how much more CPU work two processes get
+done at once than one (a virtual machine's two vCPUs may give much less than 2x).
 """
 
 from __future__ import annotations
@@ -94,12 +95,43 @@ def apis(dsn: str, log_dir: Path, probe: str) -> Iterator[dict[str, tuple[Proc, 
             proc.stop()
 
 
+SPIN = """
+import time
+t, n = time.perf_counter(), 0
+while time.perf_counter() - t < {seconds}:
+    for _ in range(10000):
+        n += 1
+print(n)
+"""
+
+
+def parallel_scaling(seconds: float = 3.0) -> float:
+    """How much more CPU work two processes get done at once than one alone (2.0: two full cores).
+
+    The API's processes can gain no more than this however they are written: on a virtual
+    machine two vCPUs may share a physical core, or the host may be busy.
+    """
+    import subprocess
+    import sys
+
+    def spin(n: int) -> int:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", SPIN.format(seconds=seconds)], stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(n)
+        ]
+        return sum(int(p.communicate()[0]) for p in procs)
+
+    return spin(2) / max(1, spin(1))
+
+
 def server_cores(cores: dict[str, float]) -> float:
     """Cores of the API: its one process, or the sum of its processes."""
     return cores.get("server", sum(v for k, v in cores.items() if k.startswith("process ")))
 
 
-def row_from(runs: list[WrkRun], shape: str) -> Row:
+def row_from(runs: list[WrkRun], shape: str, scaling: float) -> Row:
     one = [r for r in runs if r.server == "one"]
     two = [r for r in runs if r.server == "two"]
     ratios = [b.rps / a.rps for a, b in zip(one, two, strict=True)]
@@ -122,7 +154,9 @@ def row_from(runs: list[WrkRun], shape: str) -> Row:
             f"{median([r.cores.get('postgres', 0.0) for r in one]):.2f}. A request costs "
             f"{per_request_us:.0f} us of CPU (API + Postgres + wrk), so {cores.get('available', 0):g} cores "
             f"serve at most {ceiling_rps:,.0f} req/s: {ceiling_rps / max(one_rps, 1e-9):.2f}x the 1-process "
-            "figure, even with nothing else running"
+            f"figure, even with nothing else running. And two CPU-bound processes get {scaling:.2f}x the "
+            "work of one done on this machine (measured in the same run): that is the most any second "
+            "process can add here"
         )
     return Row(
         benchmark="api processes: /price requests/s, 2 vs 1",
@@ -142,6 +176,7 @@ def row_from(runs: list[WrkRun], shape: str) -> Row:
             "two_cores_per_round": [r.cores for r in two],
             "cpu_us_per_request_two": round(per_request_us, 1),
             "cpu_ceiling_rps": round(ceiling_rps),
+            "machine_parallel_scaling": round(scaling, 3),
             "limit": limit,
         },
     )
@@ -150,6 +185,8 @@ def row_from(runs: list[WrkRun], shape: str) -> Row:
 async def run(args: argparse.Namespace) -> list[Row]:
     seconds, rounds, count = float(args.api_seconds), int(args.rounds), int(getattr(args, "api_symbols", 300))
     runs: list[WrkRun] = []
+    scaling = parallel_scaling()
+    log(f"api_procs: two CPU-bound processes do {scaling:.2f}x the work of one on this machine")
     try:
         async with bench_db(NAME) as d:
             log(f"api_procs: seeding {count} symbols")
@@ -201,4 +238,4 @@ async def run(args: argparse.Namespace) -> list[Row]:
                             log_run(runs[-1])
     finally:
         await redis_cleanup(f"md:bench:{NAME}:{PID}:")
-    return [row_from(runs, shape)]
+    return [row_from(runs, shape, scaling)]
