@@ -13,7 +13,7 @@ from api.errors import EXCEPTION_HANDLERS, AcceptHeaderGuard
 from api.instants import refuse_numeric_instants
 from api.observability.controller import MetricsController
 from api.observability.http import RequestLatencyMiddleware
-from api.observability.metrics import build_api_metrics
+from api.observability.metrics import ReplicaCollector, build_api_metrics, metrics_lifespan
 from api.observability.scrape import scrape_source
 from api.openapi import StrictStructSchemaPlugin
 from api.ops.audit import OpsAuditMiddleware
@@ -34,6 +34,8 @@ from market_data.settings import Settings, get_settings
 def create_app(settings: Settings | None = None) -> Litestar:
     resources = AppResources(settings or get_settings())
     metrics = build_api_metrics(scrape_source(resources))  # one registry per app
+    if resources.replica is not None:
+        metrics.register(ReplicaCollector(resources.replica))
     feed = LiveFeed(resources, metrics)
 
     def provide_resources() -> AppResources:
@@ -60,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[RequestLatencyMiddleware(metrics), AcceptHeaderGuard()],
         before_request=refuse_numeric_instants,
         dependencies={"resources": Provide(provide_resources, sync_to_thread=False)},
-        lifespan=[lifespan],
+        lifespan=[lifespan, metrics_lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
             title="Market data API",

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.di import NamedDependency
 
+from api.replica import CONNECT_TIMEOUT, Reads, ReplicaMonitor
 from market_data.airflow_rest import AirflowRest
 from market_data.policy import PolicyReader
 from market_data.policy.validation import load_known_pools
@@ -50,6 +51,11 @@ class AppResources:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool: asyncpg.Pool | None = None
+        self.read_pool: asyncpg.Pool | None = None
+        """The hot standby's pool (DATABASE_READ_URL), or None."""
+        self.replica = ReplicaMonitor(settings.database_read_max_lag) if settings.database_read_url else None
+        self.reads = Reads(lambda: self.db, lambda: self.read_pool, self.replica)
+        """Where standby-tolerant reads go (`api/replica.py`): `await resources.reads.run(read)`."""
         self.redis: aioredis.Redis | None = None
         self.policy = PolicyReader(settings.policy_file, ttl=POLICY_TTL_SECONDS)
         self.known_pools = load_known_pools(settings.include_dir)
@@ -58,6 +64,7 @@ class AppResources:
 
     @property
     def db(self) -> asyncpg.Pool:
+        """The primary: writes, LISTEN, and the reads that must see the newest write."""
         if self.pool is None:
             raise RuntimeError("database pool is not open")
         return self.pool
@@ -67,6 +74,12 @@ class AppResources:
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     res: AppResources = app.state.resources
     res.pool = await asyncpg.create_pool(res.settings.database_url, **POOL_OPTIONS)
+    if res.settings.database_read_url and res.replica is not None:
+        # opens no connection yet (min_size 0): a standby that is down does not stop the start
+        res.read_pool = await asyncpg.create_pool(
+            res.settings.database_read_url, **POOL_OPTIONS, timeout=CONNECT_TIMEOUT
+        )
+        res.replica.start(res.pool, res.read_pool)
     res.redis = aioredis.from_url(res.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     await res.policy.listen(res.settings.database_url)
     res.airflow = AirflowRest.from_settings(res.settings)
@@ -78,6 +91,10 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             await res.airflow.aclose()
             res.airflow = None
         await res.redis.aclose()
+        if res.replica is not None:
+            await res.replica.stop()
+        if res.read_pool is not None:
+            await res.read_pool.close()
         await res.pool.close()
 
 

@@ -22,7 +22,10 @@ class MetricsController(Controller):
         description=(
             "WebSocket clients, publish latency and drops, HTTP request latency by route, and the "
             "backfill queue depth and oldest age per tier and the active policy version, read from "
-            "Postgres at scrape time (left out when Postgres does not answer). Text exposition format."
+            "Postgres at scrape time (left out when Postgres does not answer); with a read replica, its "
+            "lag and whether it serves reads. With several API processes, any process shows them all "
+            "(counters and histograms summed, WebSocket clients of the live processes). Text exposition "
+            "format."
         ),
         media_type="text/plain",
     )

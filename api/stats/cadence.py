@@ -65,4 +65,4 @@ class CadenceController(Controller):
     )
     async def cadence(self, resources: Resources) -> CadenceReport:
         loaded = await resources.policy.get(resources.db)
-        return cadence_report(loaded, await active_symbols_per_tier(resources.db))
+        return cadence_report(loaded, await resources.reads.run(active_symbols_per_tier))

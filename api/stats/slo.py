@@ -169,9 +169,11 @@ class SloController(Controller):
         start = _since(since, utcnow())
         loaded = await resources.policy.get(resources.db)
         slo = loaded.policy.slo
+        latest = await resources.reads.run(latest_samples)
+        history = await resources.reads.run(lambda db: recent_samples(db, limit=limit, since=start))
         return SloReport(
             policy_version=loaded.version,
             thresholds=_thresholds(slo),
-            latest=[_row(s, slo) for s in await latest_samples(resources.db)],
-            history=[_row(s, slo) for s in await recent_samples(resources.db, limit=limit, since=start)],
+            latest=[_row(s, slo) for s in latest],
+            history=[_row(s, slo) for s in history],
         )

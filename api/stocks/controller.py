@@ -69,7 +69,8 @@ class StocksController(Controller):
     )
     async def price(self, resources: Resources, symbol: SymbolPath) -> PriceResponse:
         sym, mic = await require_symbol(resources, symbol)
-        return await latest_price(resources.db, sym, mic, utcnow())
+        now = utcnow()
+        return await resources.reads.run(lambda db: latest_price(db, sym, mic, now))
 
     @get(
         "/{symbol:str}/history",
@@ -186,7 +187,7 @@ class StocksController(Controller):
         interval: StoredIntervalQuery = Interval.M1,
     ) -> VersionsResponse:
         sym, _ = await require_symbol(resources, symbol)
-        return await bar_versions(resources.db, sym, interval, ts)
+        return await resources.reads.run(lambda db: bar_versions(db, sym, interval, ts))
 
     @get(
         "/bars",
@@ -235,4 +236,6 @@ class StocksController(Controller):
         responses=MANY_ERRORS,
     )
     async def snapshots(self, resources: Resources, symbols: SymbolsQuery) -> SnapshotsResponse:
-        return await multi.snapshots(resources.db, await require_symbols(resources, symbols), utcnow())
+        exchanges = await require_symbols(resources, symbols)
+        now = utcnow()
+        return await resources.reads.run(lambda db: multi.snapshots(db, exchanges, now))

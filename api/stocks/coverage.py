@@ -70,7 +70,9 @@ async def coverage_report(
             f"start: a coverage report of {counted.value} bars covers at most {span.days} days",
             parameter="start",
         )
-    sessions = await session_coverage(resources.db, listed.symbol, listed.exchange_mic, counted, lo, hi)
+    sessions = await resources.reads.run(
+        lambda db: session_coverage(db, listed.symbol, listed.exchange_mic, counted, lo, hi)
+    )
     return CoverageResponse(
         symbol=listed.symbol,
         exchange_mic=listed.exchange_mic,

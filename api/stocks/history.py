@@ -97,6 +97,7 @@ async def history(resources: AppResources, listed: Listed, q: HistoryQuery) -> H
     timeframe = parse_interval(q.interval)
     limit = check_limit(q.limit, as_file=q.as_file)
     stored = (await stored_intervals(resources, [listed]))[listed.symbol]
+    now = utcnow()
     window = history_window(
         symbol=listed.symbol,
         exchange_mic=listed.exchange_mic,
@@ -108,9 +109,12 @@ async def history(resources: AppResources, listed: Listed, q: HistoryQuery) -> H
         end=q.end,
         as_of=q.as_of,
         page_token=q.page_token,
-        now=utcnow(),
+        now=now,
+        as_of_default=resources.reads.newest_complete(now),
     )
-    return await read_page(resources.db, window, listed.exchange_mic, limit)
+    return await resources.reads.run(
+        lambda db: read_page(db, window, listed.exchange_mic, limit), as_of=window.as_of
+    )
 
 
 async def intraday_session(
@@ -143,7 +147,7 @@ async def intraday_session(
         end=closes,
         as_of=LATEST,  # the session as stored now, whatever the versions' as_of
     )
-    page = await read_bars(resources.db, read, MAX_SESSION_BARS)
+    page = await resources.reads.run(lambda db: read_bars(db, read, MAX_SESSION_BARS))
     bars = bars_out(page.bars)
     return IntradayResponse(
         symbol=listed.symbol,

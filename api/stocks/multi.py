@@ -54,7 +54,7 @@ async def multi_bars(
         )
     timeframe = parse_interval(interval)
     lo, hi = bar_range(timeframe, start, end, now)
-    at = instant(as_of, "as_of") if as_of is not None else now
+    at = instant(as_of, "as_of") if as_of is not None else resources.reads.newest_complete(now)
     stored = await stored_intervals(resources, listed)
     reads: list[BarRead] = []
     refused: list[str] = []
@@ -81,12 +81,18 @@ async def multi_bars(
         raise BadParameter(f"interval: {'; '.join(refused)}", parameter="interval")
     out: dict[str, list[BarOut]] = {}
     truncated: list[str] = []
-    async with resources.db.acquire() as conn:
-        for read in reads:
-            page = await read_bars(conn, read, limit)
-            out[read.symbol] = bars_out(page.bars.reversed() if read.backward else page.bars)
-            if page.more:
-                truncated.append(read.symbol)
+
+    async def read_all(db: asyncpg.Pool) -> None:
+        out.clear()
+        truncated.clear()
+        async with db.acquire() as conn:
+            for read in reads:
+                page = await read_bars(conn, read, limit)
+                out[read.symbol] = bars_out(page.bars.reversed() if read.backward else page.bars)
+                if page.more:
+                    truncated.append(read.symbol)
+
+    await resources.reads.run(read_all, as_of=at)
     return MultiBarsResponse(
         interval=timeframe.value,
         built_from={r.symbol: r.base.value for r in reads if r.built},

@@ -148,12 +148,14 @@ def history_window(
     as_of: datetime | None,
     page_token: str | None,
     now: datetime,
+    as_of_default: datetime | None = None,
 ) -> HistoryWindow:
     """The window of this request: a new one, or the one its page token continues.
 
     With a token, the other parameters must repeat the first request's (`start`, `end` and
     `as_of` may be left out: the token holds them). A new window is read from the stored
-    interval `bar_reads.resolve_base` picks among `stored`.
+    interval `bar_reads.resolve_base` picks among `stored`; without `as_of` it is pinned at
+    `as_of_default` (default `now`; earlier while a standby that trails the primary serves it).
 
     Raises:
         BadParameter: a bad range or token, or a timeframe `stored` cannot build.
@@ -169,7 +171,7 @@ def history_window(
             backward=sort is SortOrder.DESC or start is None,
             start=lo,
             end=hi,
-            as_of=instant(as_of, "as_of") if as_of is not None else now,
+            as_of=instant(as_of, "as_of") if as_of is not None else (as_of_default or now),
         )
     w = decode_token(page_token)
     checks: list[tuple[str, object, object]] = [

@@ -16,9 +16,8 @@ import time
 import weakref
 from typing import NamedTuple
 
-import asyncpg
-
 from api.errors import BadParameter, NotFound
+from api.replica import Reads
 from api.state import AppResources
 from api.stocks import queries
 from api.stocks.params import MAX_SYMBOLS
@@ -68,7 +67,7 @@ class _Directory:
         self._known: dict[str, tuple[Listed, float]] = {}
         self._held: dict[str, tuple[set[Interval], float]] = {}
 
-    async def listed(self, db: asyncpg.Pool, symbols: list[str]) -> dict[str, Listed]:
+    async def listed(self, reads: Reads, symbols: list[str]) -> dict[str, Listed]:
         now = time.monotonic()
         found: dict[str, Listed] = {}
         missing: list[str] = []
@@ -79,18 +78,18 @@ class _Directory:
             else:
                 missing.append(s)
         if missing:
-            for row in await queries.exchanges_of(db, missing):
+            for row in await reads.run(lambda db: queries.exchanges_of(db, missing)):
                 entry = Listed(row["symbol"], row["exchange_mic"], row["tier"])
                 found[entry.symbol] = entry
                 self._known[entry.symbol] = (entry, now + KNOWN_TTL_SECONDS)
         return found
 
-    async def held(self, db: asyncpg.Pool, symbols: list[str]) -> dict[str, set[Interval]]:
+    async def held(self, reads: Reads, symbols: list[str]) -> dict[str, set[Interval]]:
         now = time.monotonic()
         out = {s: hit[0] for s in symbols if (hit := self._held.get(s)) is not None and hit[1] > now}
         missing = [s for s in symbols if s not in out]
         if missing:
-            for s, held in (await held_intervals(db, missing)).items():
+            for s, held in (await reads.run(lambda db: held_intervals(db, missing))).items():
                 out[s] = held
                 self._held[s] = (held, now + KNOWN_TTL_SECONDS)
         return out
@@ -109,7 +108,7 @@ def _directory(resources: AppResources) -> _Directory:
 async def require_listed(resources: AppResources, symbol: str) -> Listed:
     """A symbol in the universe; 404 otherwise."""
     s = normalize_symbol(symbol)
-    found = (await _directory(resources).listed(resources.db, [s])).get(s)
+    found = (await _directory(resources).listed(resources.reads, [s])).get(s)
     if found is None:
         raise NotFound(f"symbol: {s} is not in the universe", parameter="symbol")
     return found
@@ -124,7 +123,7 @@ async def require_symbol(resources: AppResources, symbol: str) -> tuple[str, str
 async def require_listed_many(resources: AppResources, raw: str | None) -> list[Listed]:
     """The symbols of a comma-separated list, in request order; 404 naming unknowns."""
     symbols = parse_symbols(raw)
-    found = await _directory(resources).listed(resources.db, symbols)
+    found = await _directory(resources).listed(resources.reads, symbols)
     unknown = [s for s in symbols if s not in found]
     if unknown:
         raise NotFound(f"symbols: not in the universe: {', '.join(unknown)}", parameter="symbols")
@@ -133,7 +132,7 @@ async def require_listed_many(resources: AppResources, raw: str | None) -> list[
 
 async def listed_symbols(resources: AppResources, symbols: list[str]) -> list[Listed]:
     """The symbols of `symbols` (tickers) that are in the universe, in the given order."""
-    found = await _directory(resources).listed(resources.db, symbols)
+    found = await _directory(resources).listed(resources.reads, symbols)
     return [found[s] for s in symbols if s in found]
 
 
@@ -147,5 +146,5 @@ async def stored_intervals(resources: AppResources, listed: list[Listed]) -> dic
     if not listed:
         return {}
     policy = (await resources.policy.get(resources.db)).policy
-    held = await _directory(resources).held(resources.db, [x.symbol for x in listed])
+    held = await _directory(resources).held(resources.reads, [x.symbol for x in listed])
     return {x.symbol: stored_for(policy, x.tier, held.get(x.symbol, set())) for x in listed}

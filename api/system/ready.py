@@ -1,5 +1,9 @@
 """Readiness: Postgres and Redis answer, the live feed listens, and the last sweep is recent enough.
 
+With a read replica (`DATABASE_READ_URL`) the report also says how far it trails the primary
+and whether it serves reads; a standby that is down or behind never makes the API unready,
+because the primary answers its reads meanwhile (`checks.replica` starts with `degraded`).
+
 "Recent enough" is the active policy's `slo.lag_critical` (15 minutes by default): the newest
 `ingestion_cursors.updated_at` may be older only when no market that is swept at least that
 often has traded since `lag_critical` after that sweep. While those markets are closed, a stale
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
+from api.replica import ReplicaMonitor, ReplicaStatus
 from api.schemas import ResponseModel
 from api.state import AppResources
 from api.ws.hub import Hub
@@ -44,10 +49,12 @@ class ReadyReport(ResponseModel, kw_only=True):
     status: str
     """`ready` or `not_ready`."""
     checks: dict[str, str]
-    """postgres, redis, live_feed, sweep: `ok` or why not."""
+    """postgres, redis, live_feed, sweep (and replica, with DATABASE_READ_URL): `ok` or why not."""
     not_ready: list[str]
     """The names of the failed checks."""
     sweep: SweepReport | None = None
+    replica: ReplicaStatus | None = None
+    """The read replica as this API process last measured it (only with DATABASE_READ_URL)."""
 
 
 def _frequent_tiers(policy: Policy, max_age: float) -> list[str]:
@@ -135,6 +142,23 @@ async def _check_sweep(resources: AppResources) -> tuple[str, SweepReport | None
     return f"ok: markets closed, last sweep {report.age_seconds:.0f} s ago (expected)", report
 
 
+def replica_check(monitor: ReplicaMonitor) -> str:
+    """`ok: ...` while the standby serves reads, else `degraded: why; reads go to the primary`."""
+    st = monitor.status
+    if st.state == "ok":
+        return f"ok: {st.lag_seconds:g} s behind the primary (at most {st.max_lag_seconds:g} s)"
+    if st.state == "primary_unreachable":
+        return "ok: serving reads while the primary does not answer (lag unknown)"
+    why = {
+        "unknown": "not checked yet",
+        "behind": f"{st.lag_seconds if st.lag_seconds is not None else '?'} s behind the primary, "
+        f"more than {st.max_lag_seconds:g} s",
+        "down": f"down ({st.error})",
+        "not_standby": f"not a standby ({st.error})",
+    }[st.state]
+    return f"degraded: {why}; reads go to the primary"
+
+
 async def dependency_checks(resources: AppResources) -> dict[str, str]:
     """postgres and redis: `ok`, or `down: <why>` (the checks of /health, and the first of /ready)."""
     postgres, redis = await asyncio.gather(_check_postgres(resources), _check_redis(resources))
@@ -153,7 +177,13 @@ async def readiness(resources: AppResources, hub: Hub | None) -> tuple[ReadyRepo
         "sweep": sweep,
     }
     failed = [name for name, value in checks.items() if not value.startswith("ok")]
+    if resources.replica is not None:
+        checks["replica"] = replica_check(resources.replica)
     report = ReadyReport(
-        status="not_ready" if failed else "ready", checks=checks, not_ready=failed, sweep=sweep_report
+        status="not_ready" if failed else "ready",
+        checks=checks,
+        not_ready=failed,
+        sweep=sweep_report,
+        replica=resources.replica.status if resources.replica is not None else None,
     )
     return report, not failed

@@ -1,4 +1,4 @@
-"""Housekeeping by the policy's retention: purge old rows, create partitions ahead of time."""
+"""Housekeeping by the policy's retention: purge old rows; create and compact partitions (`partitions`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncpg
 import msgspec
 
 from market_data.backfill.dlq import purge_dead
+from market_data.partitions import PartitionReport, compact_due, ensure_partitions
 from market_data.policy.schema import Policy
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,8 @@ class MaintenanceResult(msgspec.Struct, kw_only=True):
     slo_samples_purged: int = 0
     rejected_jobs_purged: int = 0
     partitions_created: dict[str, int] = {}
+    partitions_compacted: dict[str, int] = {}
+    """Bar partitions rewritten in primary-key order (market_data.partitions), with their rows."""
     partition_errors: dict[str, str] = {}
 
 
@@ -52,16 +55,11 @@ async def run_maintenance(conn: asyncpg.Connection, policy: Policy) -> Maintenan
             )
         ).split()[-1]
     )
-    for table in ("bars", "quotes"):
-        try:
-            out.partitions_created[table] = await conn.fetchval(
-                "SELECT md_ensure_month_partitions($1, date_trunc('month', now())::date, $2)",
-                table,
-                r.partitions_ahead + 1,
-            )
-        except asyncpg.PostgresError as exc:
-            # e.g. rows for a future month already sit in the default partition
-            out.partition_errors[table] = str(exc)
-            log.error("could not create %s partitions ahead: %s", table, exc)
+    partitions = PartitionReport()
+    await ensure_partitions(conn, policy, partitions)
+    await compact_due(conn, partitions)
+    out.partitions_created = partitions.created
+    out.partitions_compacted = partitions.compacted
+    out.partition_errors = partitions.errors
     log.info("maintenance: %s", msgspec.json.encode(out).decode())
     return out

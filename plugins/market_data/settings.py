@@ -41,6 +41,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """STATSD_PORT: statsd UDP port (statsd_exporter listens on 9125 in docker-compose)."""
     statsd_prefix: str
     """STATSD_PREFIX: prefix of our dotted statsd names."""
+    database_read_url: str | None = None
+    """DATABASE_READ_URL: a hot standby of DATABASE_URL the API reads from (unset: the primary
+    serves every read). What stays on the primary: `api/replica.py`."""
+    database_read_max_lag: float = 5.0
+    """DATABASE_READ_MAX_LAG: seconds the standby may be behind the primary before the API
+    reads from the primary instead."""
     cache_dir: Path | None = None
     """MARKET_DATA_CACHE_DIR: files processes share to start faster (exchange session tables);
     default `$XDG_CACHE_HOME/market_data` (`~/.cache/market_data`); `off` disables it."""
@@ -69,6 +75,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             statsd_host=_env("STATSD_HOST", "127.0.0.1"),
             statsd_port=int(_env("STATSD_PORT", "8125")),
             statsd_prefix=_env("STATSD_PREFIX", "market_data"),
+            database_read_url=_env("DATABASE_READ_URL", "") or None,
+            database_read_max_lag=_seconds("DATABASE_READ_MAX_LAG", 5.0),
             cache_dir=_cache_dir(),
             airflow_api_url=_env("MD_AIRFLOW_API_URL", ""),
             airflow_api_user=_env("MD_AIRFLOW_API_USER", "market_data_api"),
@@ -80,6 +88,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 def _optional_path(name: str) -> Path | None:
     raw = _env(name, "")
     return Path(raw) if raw else None
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = _env(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}: {raw[:20]!r} is not a number of seconds") from None
+    if not 0 < value < 86_400:
+        raise ValueError(f"{name}: {value:g} is out of range (more than 0 and less than 86400 seconds)")
+    return value
 
 
 def _cache_dir() -> Path | None:

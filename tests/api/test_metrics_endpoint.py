@@ -21,20 +21,12 @@ from api.observability.metrics import (
 )
 from market_data.metrics import CATALOG
 from market_data.settings import get_settings
-from tests.api.ws_harness import connect, live_server, notify_bar, recv, subscribe
+from tests.api.ws_harness import connect, live_server, metric_samples, notify_bar, recv, subscribe
 
 JOB = """
 INSERT INTO backfill_jobs (symbol, interval, start_ts, end_ts, tier, priority, source, status, created_at)
 VALUES ($1, '1m', now() - interval '2 hours', now() - interval '1 hour', $2, 1, 'gap', $3,
         now() - $4::text::interval)"""
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 async def test_metrics_expose_every_api_side_catalog_metric_without_a_token(client: AsyncTestClient) -> None:
@@ -60,7 +52,7 @@ async def test_queue_gauges_and_policy_version_are_read_from_postgres(client: As
     ]:
         await conn.execute(JOB, symbol, tier, status, age)
     active = await conn.fetchval("SELECT version FROM policy_versions WHERE active")
-    got = samples((await client.get("/metrics")).text)
+    got = metric_samples((await client.get("/metrics")).text)
     depth = {t: got[("backfill_queue_depth", (("tier", t),))] for t in ("T0", "T1", "T2")}
     age = {t: got[("backfill_oldest_age_seconds", (("tier", t),))] for t in ("T0", "T1", "T2")}
     assert depth == {"T0": 2, "T1": 0, "T2": 1}
@@ -68,7 +60,7 @@ async def test_queue_gauges_and_policy_version_are_read_from_postgres(client: As
     assert got[("policy_version_info", (("version", str(active)),))] == 1
     # a later scrape sees the queue as it is then
     await conn.execute("UPDATE backfill_jobs SET status = 'done' WHERE tier = 'T0'")
-    got = samples((await client.get("/metrics")).text)
+    got = metric_samples((await client.get("/metrics")).text)
     assert got[("backfill_queue_depth", (("tier", "T0"),))] == 0
 
 
@@ -79,7 +71,7 @@ async def test_market_open_is_exposed_for_every_exchange_of_the_active_universe(
     from market_data.records import utcnow
 
     before = utcnow()
-    got = samples((await client.get("/metrics")).text)
+    got = metric_samples((await client.get("/metrics")).text)
     after = utcnow()
     opened = {dict(labels)["mic"]: value for (name, labels), value in got.items() if name == "market_open"}
     mics = sorted(r[0] for r in await conn.fetch("SELECT DISTINCT exchange_mic FROM symbol_universe"))
@@ -89,7 +81,7 @@ async def test_market_open_is_exposed_for_every_exchange_of_the_active_universe(
             assert value == float(calendar.is_open_at(mic, after)), mic
     try:
         await conn.execute("UPDATE symbol_universe SET active = false WHERE exchange_mic = 'XTKS'")
-        got = samples((await client.get("/metrics")).text)
+        got = metric_samples((await client.get("/metrics")).text)
         assert ("market_open", (("mic", "XTKS"),)) not in got  # only exchanges of the active universe
     finally:
         await conn.execute("UPDATE symbol_universe SET active = true WHERE exchange_mic = 'XTKS'")
@@ -99,7 +91,7 @@ async def test_request_latency_is_labelled_by_route_template_not_raw_path(client
     for symbol in ("AAPL", "MSFT", "NOSUCH", "bad symbol!"):
         await client.get(f"/stocks/{symbol}/price")
     await client.get("/health")
-    got = samples((await client.get("/metrics")).text)
+    got = metric_samples((await client.get("/metrics")).text)
     counts = [dict(labels) for name, labels in got if name == "http_request_duration_seconds_count"]
     by_route = {c["route"] for c in counts}
     assert "/stocks/{symbol}/price" in by_route and "/health" in by_route
@@ -127,7 +119,7 @@ async def test_websocket_metrics_count_clients_and_publish_latency(conn) -> None
             await notify_bar(conn, "AAPL", seq)
         assert [(await recv(ws))["seq"] for _ in range(5)] == list(range(5))
         text = (await httpx.AsyncClient().get(server.http("/metrics"))).text
-        got = samples(text)
+        got = metric_samples(text)
         assert got[("ws_clients_gauge", ())] == 1
         assert got[("ws_publish_latency_ms_count", ())] == 5
         assert 0 < got[("ws_publish_latency_ms_sum", ())] < 5 * 1000

@@ -20,6 +20,7 @@ import asyncpg
 import uvicorn
 import websockets
 from litestar import Litestar
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from api.ws.hub import Hub
@@ -162,6 +163,15 @@ async def notify_bar(
 
 async def notify_quote(conn: asyncpg.Connection, symbol: str, seq: int) -> None:
     await conn.execute(NOTIFY_QUOTE, symbol, seq)
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of Prometheus exposition text: (name, sorted labels) -> value."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
 
 
 def metric_value(text: str, name: str) -> float:

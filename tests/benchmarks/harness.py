@@ -317,6 +317,22 @@ class Proc:
         self._log.close()
 
 
+def api_workers(supervisor: int) -> list[int]:
+    """Process ids of the API processes `python -m api.serve` runs (uvicorn's spawned workers)."""
+    import psutil
+
+    try:
+        children = psutil.Process(supervisor).children()
+    except psutil.Error:
+        return []
+    out = []
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if "spawn_main" in " ".join(child.cmdline()) and child.is_running():
+                out.append(child.pid)
+    return sorted(out)
+
+
 def wait_http(url: str, within: float, procs: Sequence[Proc] = ()) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:

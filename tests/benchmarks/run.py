@@ -1,6 +1,7 @@
 """`./dev bench [NAME...]`: run the benchmarks, print one table, write bench-results/*.json.
 
-    python -m tests.benchmarks.run                 # every benchmark (about 15-20 minutes)
+    python -m tests.benchmarks.run                 # every benchmark (about 40 minutes: storage grows
+                                                   # a table to 100M bars)
     python -m tests.benchmarks.run ingest gaps     # some of them
     python -m tests.benchmarks.run --list
 
@@ -32,6 +33,8 @@ BENCHMARKS = {
     "ws": "tests.benchmarks.bench_ws",
     "backfill": "tests.benchmarks.bench_backfill",
     "timeframes": "tests.benchmarks.bench_timeframes",
+    "api_procs": "tests.benchmarks.bench_api_procs",
+    "storage": "tests.benchmarks.bench_storage",
 }
 
 
@@ -84,6 +87,15 @@ def parser() -> argparse.ArgumentParser:
         default=15,
         help="reads of each kind (built 1h/1d, baseline 1h/1d) per round in the timeframes bench (15)",
     )
+    p.add_argument(
+        "--storage-sizes",
+        default="1M,10M,100M",
+        help="sizes `bars` is grown to, smallest first (1M,10M,100M; the largest only if the disk has room)",
+    )
+    p.add_argument(
+        "--storage-symbols", type=int, default=500, help="symbols the stored bars spread over (500)"
+    )
+    p.add_argument("--storage-reads", type=int, default=2000, help="one-day reads timed at each size (2000)")
     return p
 
 

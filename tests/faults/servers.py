@@ -245,6 +245,48 @@ class PrivatePostgres(_PrivateServer):
             time.sleep(0.05)
 
 
+class PrivateStandby(PrivatePostgres):
+    """A hot standby of a running PrivatePostgres, on a port of its own.
+
+    `basebackup()` copies the primary with `pg_basebackup -R` (the WAL it needs streamed along,
+    `standby.signal` and `primary_conninfo` written), so `start()` runs it as a streaming
+    replica that replays everything the primary writes and answers read-only queries.
+    `kill()` and `start()` work as for the primary; after a restart it streams again from where
+    it stopped.
+    """
+
+    def __init__(self, primary: PrivatePostgres) -> None:
+        super().__init__()
+        self.primary = primary
+
+    def basebackup(self) -> None:
+        proc = subprocess.run(
+            [
+                str(self.bindir / "pg_basebackup"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.primary.port),
+                "-U",
+                "postgres",
+                "-D",
+                str(self.data),
+                "-R",  # standby.signal + primary_conninfo: start as a streaming replica
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+            **self._run_as,
+        )
+        if proc.returncode != 0:
+            raise ServerError(f"pg_basebackup failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+
+
 class PrivateRedis(_PrivateServer):
     """A throw-away redis-server on 127.0.0.1:<free port>.
 

@@ -188,7 +188,7 @@ WS_CLIENTS_GAUGE: Final = Metric(
     name="ws_clients_gauge",
     type="gauge",
     labels=(),
-    help="WebSocket clients connected to this API process.",
+    help="WebSocket clients connected to the API (the sum over its live processes).",
     emitted_from="api",
 )
 WS_PUBLISH_LATENCY_MS: Final = Metric(
@@ -324,7 +324,50 @@ REGISTRY_SHARED_STATE: Final = Metric(
     emitted_from="task",
 )
 
-OPERATIONAL: Final[Mapping[str, Metric]] = MappingProxyType({m.name: m for m in (REGISTRY_SHARED_STATE,)})
+DATABASE_REPLICA_UP: Final = Metric(
+    name="database_replica_up",
+    type="gauge",
+    labels=(),
+    help="1 while the read replica (DATABASE_READ_URL) answers as a hot standby, 0 otherwise "
+    "(down, or not in recovery); only with a replica configured.",
+    emitted_from="api",
+)
+DATABASE_REPLICA_SERVING_READS: Final = Metric(
+    name="database_replica_serving_reads",
+    type="gauge",
+    labels=(),
+    help="1 while the API's standby-tolerant reads go to the read replica, 0 while they go to the "
+    "primary (replica down, or behind by more than DATABASE_READ_MAX_LAG).",
+    emitted_from="api",
+)
+DATABASE_REPLICA_LAG_SECONDS: Final = Metric(
+    name="database_replica_lag_seconds",
+    type="gauge",
+    labels=(),
+    help="Seconds the read replica trails the primary: how old the newest primary WAL position it "
+    "has replayed is (measured every second; absent while unknown).",
+    emitted_from="api",
+)
+DATABASE_REPLICA_LAG_BYTES: Final = Metric(
+    name="database_replica_lag_bytes",
+    type="gauge",
+    labels=(),
+    help="WAL bytes the primary has written that the read replica has not replayed (absent while unknown).",
+    emitted_from="api",
+)
+
+OPERATIONAL: Final[Mapping[str, Metric]] = MappingProxyType(
+    {
+        m.name: m
+        for m in (
+            REGISTRY_SHARED_STATE,
+            DATABASE_REPLICA_UP,
+            DATABASE_REPLICA_SERVING_READS,
+            DATABASE_REPLICA_LAG_SECONDS,
+            DATABASE_REPLICA_LAG_BYTES,
+        )
+    }
+)
 """Operational metrics beyond the catalog (the service's own plumbing)."""
 
 CIRCUIT_STATE_VALUES: Final[Mapping[str, float]] = MappingProxyType(
