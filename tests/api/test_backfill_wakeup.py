@@ -19,8 +19,8 @@ from werkzeug import Request, Response
 from api.app import create_app
 from market_data.airflow_rest import BACKFILL_QUEUE_ASSET
 from market_data.settings import get_settings
-from tests.api.test_metrics_endpoint import samples
 from tests.api.test_ops_backfill import BODY, auth
+from tests.api.ws_harness import metric_samples
 
 
 async def app_client(**settings: object) -> AsyncIterator[AsyncTestClient]:
@@ -32,7 +32,7 @@ async def app_client(**settings: object) -> AsyncIterator[AsyncTestClient]:
 def wakeups(text: str) -> dict[str, float]:
     return {
         dict(labels)["outcome"]: value
-        for (name, labels), value in samples(text).items()
+        for (name, labels), value in metric_samples(text).items()
         if name == "backfill_wakeups_total"
     }
 
