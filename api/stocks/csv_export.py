@@ -23,6 +23,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType
 from litestar.response import Stream
 
 from api.errors import BadParameter
+from api.schemas import quantity
 from api.stocks import queries
 from api.stocks.history import read_page
 from api.stocks.pagination import HistoryWindow
@@ -87,7 +88,7 @@ def csv_lines(rows: Sequence[asyncpg.Record]) -> str:
     """CSV lines of rows selected as `queries.BAR_COLUMNS`."""
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(
-        (_iso(ts), o, h, lo, c, v, vw, n, p, _iso_us(a)) for ts, o, h, lo, c, v, vw, n, p, a in rows
+        (_iso(ts), o, h, lo, c, quantity(v), vw, n, p, _iso_us(a)) for ts, o, h, lo, c, v, vw, n, p, a in rows
     )
     return buf.getvalue()
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from api.schemas import ResponseModel
+from api.schemas import ResponseModel, quantity
 
 
 class PriceResponse(ResponseModel, kw_only=True):
@@ -31,7 +31,8 @@ class BarOut(ResponseModel, kw_only=True):
     high: float
     low: float
     close: float
-    volume: int
+    volume: float
+    """Whole for equities, fractional for crypto pairs (0.01 BTC)."""
     vwap: float | None
     trade_count: int | None
     provider: str
@@ -48,7 +49,7 @@ def bars_out(rows: Iterable[asyncpg.Record]) -> list[BarOut]:
             high=h,
             low=lo,
             close=c,
-            volume=v,
+            volume=quantity(v),
             vwap=vw,
             trade_count=n,
             provider=p,
@@ -99,8 +100,8 @@ class QuoteOut(ResponseModel, kw_only=True):
     last: float
     bid: float | None
     ask: float | None
-    bid_size: int | None
-    ask_size: int | None
+    bid_size: float | None
+    ask_size: float | None
     provider: str
 
 
@@ -129,7 +130,7 @@ class BarVersion(ResponseModel, kw_only=True):
     high: float
     low: float
     close: float
-    volume: int
+    volume: float
     vwap: float | None
     trade_count: int | None
     policy_version: int | None

@@ -18,7 +18,7 @@ Server -> client:
     {"type": "subscribed", "id": 1, "bars": [...], "quotes": [...], "intervals": [...], "subscriptions": 3}
     {"type": "snapshot", "id": 1, "bars": [<bar>...], "quotes": [<quote>...], "truncated": false}
     {"type": "bar", "symbol", "interval", "ts", "as_of", "provider", "open", "high", "low", "close",
-     "volume", "vwap", "notified_at"}
+     "volume", "vwap", "version", "revision", "previous_as_of", "notified_at"}
     {"type": "quote", "symbol", "ts", "provider", "last", "bid", "ask", "bid_size", "ask_size",
      "notified_at"}
     {"type": "unsubscribed", "id": 2, "bars": [...], "quotes": [...], "intervals": [...], "subscriptions": 1}
@@ -29,7 +29,9 @@ Server -> client:
 
 Live `bar` / `quote` messages are the ingest path's `pg_notify` payloads, forwarded as they
 are (`market_data.notifications`; `notified_at` is the epoch second of the notification).
-Snapshot entries have the same shape without `notified_at`.
+Snapshot entries have the same shape without `notified_at`. A corrected bar (a vendor re-sent
+it with late trades) arrives again with `revision: true`, its `version` (2 for the first
+correction) and the `previous_as_of` of the version it replaces.
 """
 
 from __future__ import annotations
