@@ -70,12 +70,13 @@ def test_md_slo_stores_one_row_per_tier_interval_with_its_policy_version(dagbag,
     assert {r["sampled_at"] for r in rows} == {LOGICAL}
     assert {r["policy_version"] for r in rows} == {version}
     t0 = rows[0]
-    assert (t0["sampled_symbols"], t0["violating_symbols"], t0["max_gap_seconds"]) == (15, 1, 180.0)
-    assert t0["violation_rate"] == pytest.approx(1 / 15)
-    assert (t0["lag_seconds"], t0["uncovered_symbols"], t0["active_symbols"]) == (0.0, 0, 15)
+    # 15 equities and 8 crypto pairs: only AAPL's hole violates
+    assert (t0["sampled_symbols"], t0["violating_symbols"], t0["max_gap_seconds"]) == (23, 1, 180.0)
+    assert t0["violation_rate"] == pytest.approx(1 / 23)
+    assert (t0["lag_seconds"], t0["uncovered_symbols"], t0["active_symbols"]) == (0.0, 0, 23)
 
     gauges = {line.name: line.value for line in statsd.receive(expected_lines=5) if line.type == "g"}
-    assert gauges["market_data.slo_gap_violation_rate.T0.1m"] == pytest.approx(1 / 15)
+    assert gauges["market_data.slo_gap_violation_rate.T0.1m"] == pytest.approx(1 / 23)
     assert gauges["market_data.slo_gap_violation_rate.T1.5m"] == 0.0
     assert gauges["market_data.slo_gap_violation_rate.T2.1d"] == 0.0
     assert gauges["market_data.ingestion_lag_seconds.1m"] == 0.0
