@@ -27,7 +27,9 @@ async def load_t0(dsn: str) -> None:
         provider = SyntheticProvider()
         bars = []
         for r in await conn.fetch("SELECT symbol, exchange_mic FROM symbol_universe WHERE tier = 'T0'"):
-            got = provider.bars_for(r["symbol"], r["exchange_mic"], Interval.M1, OPEN, LOGICAL, LOGICAL)
+            # the crypto pairs trade all night: their SLO window (the last hour) is full of bars
+            start = LOGICAL - timedelta(hours=2) if r["exchange_mic"] == "C247" else OPEN
+            got = provider.bars_for(r["symbol"], r["exchange_mic"], Interval.M1, start, LOGICAL, LOGICAL)
             bars += [b for b in got if not (b.symbol == "AAPL" and b.ts in AAPL_DROP)]
         await write_bars(conn, bars, policy_version=1, advance_cursors=True)
     finally:
