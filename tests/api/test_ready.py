@@ -33,7 +33,9 @@ async def test_not_ready_until_a_sweep_has_stored_bars(client: AsyncTestClient) 
     assert body["sweep"]["last_sweep_at"] is None
 
 
-async def test_with_crypto_pairs_in_t0_a_stopped_sweep_shows_at_any_hour(client: AsyncTestClient, conn) -> None:
+async def test_with_crypto_pairs_in_t0_a_stopped_sweep_shows_at_any_hour(
+    client: AsyncTestClient, conn
+) -> None:
     """The pairs trade 24/7: no night or weekend excuses an hour-old sweep (no calendar is faked)."""
     await conn.execute(SWEPT, "1 hour")
     r = await client.get("/ready")

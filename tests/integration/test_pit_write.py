@@ -12,9 +12,9 @@ from market_data import db
 from market_data.ingest.pit_write import write_bars, write_quotes
 from market_data.notifications import (
     BAR_CHANNEL,
+    DERIVED_FIELDS,
     QUOTE_CHANNEL,
     BarNotification,
-    DERIVED_FIELDS,
     QuoteNotification,
     payload_fields,
 )
