@@ -9,11 +9,15 @@ either all of it or none of it.
 Writers of the same (symbol, interval) serialise on advisory locks, taken in one order by
 every writer. Under the locks, one index probe per (symbol, interval) span of the delivery
 tells whether any stored bar can collide. A delivery as providers send them (each symbol's
-bars together, in rising time, from one provider) whose spans hold no stored bar (the usual
-sweep) is COPYed straight into `bars`: no staging table, no comparison. Anything else is
-staged and the set-based INSERT compares it with the current versions, read per span (one
-index range scan each), not probed bar by bar. `./dev bench ingest` measures the path
-against a raw COPY of the same rows.
+bars together, in rising time, from one provider) whose spans hold no stored bar (a sweep of
+new minutes only, a first load) is COPYed straight into `bars`: no staging table, no
+comparison. Anything else is staged and the set-based INSERT compares it with the current
+versions, read per span (one index range scan each), not probed bar by bar: a sweep that
+re-reads its tier's `revision_window` (corrections vendors send after the fact) takes this
+path. `./dev bench ingest` measures the path against a raw COPY of the same rows.
+
+Listeners get the newest new version of each (symbol, interval) and every correction of a
+bar stored before, flagged (`version`, `revision`, `previous_as_of`; see notifications.py).
 """
 
 from __future__ import annotations

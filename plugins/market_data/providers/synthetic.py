@@ -241,20 +241,14 @@ class SyntheticProvider:
                     mb.minutes.tolist(), mb.open, mb.high, mb.low, mb.close, mb.volume, mb.trades, strict=True
                 )
             ]
-        return self._aggregate(symbol, mic, interval, starts, ends, now_ns, fractional)
+        return self._aggregate(symbol, mic, interval, (starts, ends), now_ns)
 
     def _aggregate(
-        self,
-        symbol: str,
-        mic: str,
-        interval: Interval,
-        starts: np.ndarray,
-        ends: np.ndarray,
-        now_ns: int,
-        fractional: bool,
+        self, symbol: str, mic: str, interval: Interval, bars: tuple[np.ndarray, np.ndarray], now_ns: int
     ) -> list[Bar]:
+        starts, ends = bars
         minute_starts = calendar.expected_bar_starts_ns(mic, Interval.M1, int(starts[0]), int(ends[-1]))
-        mb = MinuteBars(symbol, minute_starts, self.faults, now_ns, fractional=fractional)
+        mb = MinuteBars(symbol, minute_starts, self.faults, now_ns, fractional=mic == calendar.CRYPTO_MIC)
         mins_ns = mb.minutes * _NS_PER_MIN
         # each minute belongs to the bar whose start is the last one <= the minute
         owner = np.searchsorted(starts, mins_ns, side="right") - 1
@@ -315,11 +309,9 @@ class SyntheticProvider:
         last = round(last, 4)
         spread = max(0.01, round(last * 0.0002, 4))
         size = _uniform(seed, np.array([calendar.to_ns(ts) // 1_000_000_000]), "qs")[0]
-        bid_size, ask_size = 100 + size * 900, 100 + (1 - size) * 900
-        if mic == calendar.CRYPTO_MIC:
-            bid_size, ask_size = round(bid_size * _COIN_UNITS * 10, 6), round(ask_size * _COIN_UNITS * 10, 6)
-        else:
-            bid_size, ask_size = float(int(bid_size)), float(int(ask_size))
+        units = (100 + size * 900, 100 + (1 - size) * 900)
+        crypto = mic == calendar.CRYPTO_MIC
+        bid_size, ask_size = (round(u * _COIN_UNITS * 10, 6) if crypto else float(int(u)) for u in units)
         return Quote(
             symbol=symbol,
             ts=ts,
