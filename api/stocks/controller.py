@@ -116,7 +116,8 @@ class StocksController(Controller):
         summary="Bars of the current or last session",
         description=(
             "The bars of today's session when the symbol's market is open or has traded today, else "
-            "of the last session; with the session's open and close and whether the market is open now."
+            "of the last session; with the session's open and close and whether the market is open now. "
+            "A crypto pair's session is the current UTC day."
         ),
         responses=ERRORS,
     )
@@ -130,7 +131,11 @@ class StocksController(Controller):
         "/{symbol:str}/versions",
         operation_id="getBarVersions",
         summary="Every stored version of one bar",
-        description="Each version of the bar starting at `ts` (provider, as_of, values), oldest first.",
+        description=(
+            "Each version of the bar starting at `ts` (provider, as_of, values), oldest first: a "
+            "vendor's later correction (late trades) is a second version; `/history?as_of=` between "
+            "two `as_of`s reads the earlier one."
+        ),
         responses={
             **ERRORS,
             404: documented(ErrorBody, description="Unknown symbol, or no bar stored at `ts`"),

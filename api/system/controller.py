@@ -66,7 +66,9 @@ class SystemController(Controller):
             "200 when Postgres and Redis answer, the live feed LISTENs, and the newest sweep "
             "(`ingestion_cursors.updated_at`) is younger than the policy's `slo.lag_critical`. "
             "While the swept markets are closed an older sweep is expected: reported in `checks.sweep`, "
-            "still ready. 503 otherwise; `not_ready` names the failed checks."
+            "still ready (24/7 crypto pairs never close). Before the first sweep has stored bars "
+            "(about a minute after the first start, at any hour) `checks.sweep` is `pending`. "
+            "503 otherwise; `not_ready` names the failed checks."
         ),
         responses={503: documented(ReadyReport, description="Not ready; `not_ready` names why")},
     )
