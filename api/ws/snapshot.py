@@ -11,7 +11,7 @@ import asyncpg
 import msgspec
 
 from api.ws.protocol import is_pattern, pattern_prefix
-from market_data.notifications import STORED_VERSION, payload_json
+from market_data.notifications import payload_json
 
 KNOWN_SYMBOLS = "SELECT symbol FROM symbol_universe WHERE symbol = ANY($1::text[])"
 
@@ -24,7 +24,7 @@ LATEST_BARS = f"""
 SELECT b.j FROM unnest($1::text[]) AS s(symbol)
 CROSS JOIN unnest($2::text[]) AS iv(interval)
 CROSS JOIN LATERAL (
-    SELECT {payload_json("bar", table="bars", notified=False, version_fields=STORED_VERSION)} AS j
+    SELECT {payload_json("bar", table="bars", notified=False, versions="stored")} AS j
     FROM bars WHERE bars.symbol = s.symbol AND bars.interval = iv.interval
     ORDER BY bars.ts DESC, bars.as_of DESC LIMIT 1
 ) b"""

@@ -10,12 +10,12 @@ A bar payload also says which version of the bar it is (`version`, `revision`,
 `previous_as_of`): a vendor that corrects a bar after the fact (late trades) makes the store
 add a version, and listeners get it marked as a revision. These fields are not stored
 columns: every builder of a bar payload says how it knows them (`FIRST_VERSION` for a bar
-stored for the first time, `STORED_VERSION` for a row read from `bars`).
+stored for the first time, `STORED_VERSION` for a row read from `bars`; `payload_json`'s
+`versions`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
 
@@ -100,7 +100,7 @@ def payload_json(
     *,
     table: str = "",
     notified: bool = True,
-    version_fields: Mapping[str, str] | None = None,
+    versions: Literal["first", "stored"] | None = None,
     **exprs: str,
 ) -> str:
     """`json_build_object('type', kind, <field>, <column>, ...)::text`: a payload built in SQL.
@@ -108,15 +108,17 @@ def payload_json(
     Args:
         table: qualifies each column (`bars` -> `bars.symbol`).
         notified: add `notified_at` (a live notification; snapshot entries have none).
-        version_fields: SQL expressions of a bar's version fields (`FIRST_VERSION`, `STORED_VERSION`).
+        versions: a bar's version fields as `FIRST_VERSION` ("first") or `STORED_VERSION`
+            ("stored") give them.
         exprs: an SQL expression for a field that is not read from its column; every derived
-            field (`DERIVED_FIELDS`) needs one, here or in `version_fields`.
+            field (`DERIVED_FIELDS`) needs one, here or through `versions`.
 
     Raises:
         ValueError: a derived field without an expression, or an expression for no field.
     """
     prefix = f"{table}." if table else ""
-    exprs = {**(version_fields or {}), **exprs}
+    known = {"first": FIRST_VERSION, "stored": STORED_VERSION}.get(versions or "", {})
+    exprs = {**known, **exprs}
     missing = [f for f in DERIVED_FIELDS[kind] if f not in exprs]
     if missing:
         raise ValueError(f"a {kind} payload needs expressions for {', '.join(missing)}")

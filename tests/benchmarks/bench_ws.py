@@ -56,7 +56,7 @@ import asyncpg
 import httpx
 import numpy as np
 
-from market_data.notifications import BAR_CHANNEL, FIRST_VERSION, payload_json
+from market_data.notifications import BAR_CHANNEL, payload_json
 from tests.benchmarks.cpu import CpuMeter
 from tests.benchmarks.harness import (
     PID,
@@ -122,7 +122,7 @@ def payload_keys(sql: str) -> list[str]:
 
 
 def check_payload_shape() -> None:
-    ingest = payload_keys(payload_json("bar", version_fields=FIRST_VERSION))
+    ingest = payload_keys(payload_json("bar", versions="first"))
     for sql in (NOTIFY, FILL):
         if payload_keys(sql) != ingest:
             raise AssertionError(

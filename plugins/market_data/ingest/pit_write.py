@@ -31,7 +31,6 @@ import msgspec
 
 from market_data.notifications import (
     BAR_CHANNEL,
-    FIRST_VERSION,
     QUOTE_CHANNEL,
     payload_fields,
     payload_json,
@@ -128,7 +127,7 @@ _NOTIFY_AND_COUNT = """
     SELECT pg_notify($3, {payload}) FROM latest
 )
 SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM notified) AS notified""".format(
-    payload=payload_json("bar", version_fields=FIRST_VERSION)
+    payload=payload_json("bar", versions="first")
 )
 
 # Where stored bars can collide: the newest inserted bar of each (symbol, interval) and every
@@ -172,7 +171,7 @@ _DIRECT_COLUMNS = (*_BAR_COLUMNS, "as_of", "policy_version")
 # The newest row of each run travels as arrays ($3...), one per payload field but `as_of` ($2).
 _NEWEST_COLUMNS = payload_fields("bar", omit=("as_of",))
 _NOTIFY_NEWEST = f"""
-SELECT count(pg_notify($1, {payload_json("bar", as_of="$2::timestamptz", version_fields=FIRST_VERSION)}))
+SELECT count(pg_notify($1, {payload_json("bar", as_of="$2::timestamptz", versions="first")}))
 FROM (
     SELECT * FROM unnest({", ".join(f"${i}::{_BAR_TYPES[c]}[]" for i, c in enumerate(_NEWEST_COLUMNS, 3))})
         WITH ORDINALITY AS l({", ".join(_NEWEST_COLUMNS)}, i)
