@@ -275,24 +275,12 @@ CORRECTING = SyntheticFaults(revision_rate=1.0, revision_delay=Duration("45s"), 
 
 def test_a_crypto_pair_trades_every_minute_in_fractions_of_a_coin() -> None:
     p = SyntheticProvider()
-    bars = p.bars_for(
-        "BTC-USD",
-        "C247",
-        Interval.M1,
-        SAT_MIDNIGHT - timedelta(hours=1),
-        SAT_MIDNIGHT + timedelta(hours=1),
-        TUE_NIGHT + timedelta(days=7),
-    )
+    later = SAT_MIDNIGHT + timedelta(days=1)
+    around_midnight = (SAT_MIDNIGHT - timedelta(hours=1), SAT_MIDNIGHT + timedelta(hours=1), later)
+    bars = p.bars_for("BTC-USD", "C247", Interval.M1, *around_midnight)
     assert len(bars) == 120 and bars[60].ts == SAT_MIDNIGHT
     assert all(0 < b.volume < 20 and not b.volume.is_integer() for b in bars)
-    hours = p.bars_for(
-        "BTC-USD",
-        "C247",
-        Interval.H1,
-        SAT_MIDNIGHT - timedelta(hours=1),
-        SAT_MIDNIGHT + timedelta(hours=1),
-        TUE_NIGHT + timedelta(days=7),
-    )
+    hours = p.bars_for("BTC-USD", "C247", Interval.H1, *around_midnight)
     assert [h.volume for h in hours] == [
         round(sum(b.volume for b in bars[:60]), 8),
         round(sum(b.volume for b in bars[60:]), 8),
