@@ -251,6 +251,8 @@ class SessionCadenceTimetable(Timetable):
         now = _now()
         after: datetime | None = last_automated_data_interval.end if last_automated_data_interval else None
         first = None if restriction.catchup else self.first_run(after, covered, cadence, now)
+        if first is not None and restriction.earliest is not None and first[0] < restriction.earliest:
+            first = None  # before the DAG's start date
         if restriction.earliest is not None and (after is None or after < restriction.earliest):
             after = restriction.earliest - timedelta(microseconds=1)
         if not restriction.catchup:
