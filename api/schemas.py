@@ -20,6 +20,16 @@ class ResponseModel(msgspec.Struct, kw_only=True):
     """Base of every response body."""
 
 
+def quantity(value: float) -> float:
+    """A volume or size as responses show it: whole numbers as integers (an equity's `1205461`,
+    as before volumes could be fractional), fractions as stored (a crypto pair's `0.01`)."""
+    return int(value) if value.is_integer() else value
+
+
+def optional_quantity(value: float | None) -> float | None:
+    return None if value is None else quantity(value)
+
+
 class ErrorBody(ResponseModel, kw_only=True):
     status_code: int
     detail: str

@@ -12,12 +12,16 @@ which starts md_backfill at once instead of at its next cadence run.
 (`synthetic AAPL..MSFT (250)`; the tier until a provider answered).
 
 **Schedule**: the active policy's `bar_cadence` for the tier, only while the tier's markets
-trade (daily tiers: after each session close). A policy reload changes it from the next run.
+trade (daily tiers: after each session close); crypto pairs trade 24/7, so T0 runs at every
+hour. A tier with no data yet (or a DAG that never ran) runs at once, day or night, at most
+once per cadence. A policy reload changes the cadence from the next run.
 
 **Policy**: `plan` reads the active policy version once; every batch of the run uses it, and
 the version is stored with every bar and cursor written.
 
-Re-running a run (Clear) asks for the same window and adds no rows for bars already stored.
+Each run also reads the tier's `revision_window` again, so a vendor's later correction of a
+recent bar is stored as a new version. Re-running a run (Clear) asks for the same window and
+adds no rows for bars already stored.
 """
 
 from __future__ import annotations

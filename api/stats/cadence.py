@@ -17,6 +17,8 @@ class TierCadence(ResponseModel, kw_only=True):
     quotes: bool
     quote_cadence: str | None
     lookback: str
+    revision_window: str
+    """Recent bars each run reads again to store vendors' corrections ("0s": none)."""
     batch_size: int
     providers: list[str]
     active_symbols: int
@@ -40,6 +42,7 @@ def cadence_report(loaded: LoadedPolicy, active_symbols: dict[str, int]) -> Cade
             quotes=tp.quotes,
             quote_cadence=(tp.quote_cadence or tp.bar_cadence).text if tp.quotes else None,
             lookback=tp.lookback.text,
+            revision_window=tp.revision_window.text,
             batch_size=tp.batch_size,
             providers=tp.providers,
             active_symbols=active_symbols.get(tier.value, 0),

@@ -131,7 +131,8 @@ class StocksController(Controller):
             "The bars of today's session when the symbol's market is open or has traded today, else "
             "of the last session; with the session's open and close and whether the market is open now. "
             "Any intraday timeframe (1m-59m, 1h-23h): one not stored is built as on /history, the "
-            "running bar marked incomplete."
+            "running bar marked incomplete. "
+            "A crypto pair's session is the current UTC day."
         ),
         responses=ERRORS,
     )
@@ -173,7 +174,11 @@ class StocksController(Controller):
         "/{symbol:str}/versions",
         operation_id="getBarVersions",
         summary="Every stored version of one bar",
-        description="Each version of the bar starting at `ts` (provider, as_of, values), oldest first.",
+        description=(
+            "Each version of the bar starting at `ts` (provider, as_of, values), oldest first: a "
+            "vendor's later correction (late trades) is a second version; `/history?as_of=` between "
+            "two `as_of`s reads the earlier one."
+        ),
         responses={
             **ERRORS,
             404: documented(ErrorBody, description="Unknown symbol, or no bar stored at `ts`"),

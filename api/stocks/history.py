@@ -14,6 +14,7 @@ import asyncpg
 import msgspec
 
 from api.errors import BadParameter, NotFound
+from api.schemas import quantity
 from api.state import AppResources
 from api.stocks import queries
 from api.stocks.pagination import HistoryWindow, encode_token, history_window
@@ -170,7 +171,8 @@ async def bar_versions(
     rows = await queries.bar_versions(db, symbol, interval, at, MAX_VERSIONS)
     if not rows:
         raise NotFound(f"ts: no {interval.value} bar of {symbol} starts at {at.isoformat()}", parameter="ts")
-    versions = [BarVersion(**r) for r in rows]  # BAR_VERSIONS selects BarVersion's fields
+    # BAR_VERSIONS selects BarVersion's fields
+    versions = [BarVersion(**{**r, "volume": quantity(r["volume"])}) for r in rows]
     return VersionsResponse(
         symbol=symbol, interval=interval.value, ts=at, count=len(versions), versions=versions
     )

@@ -7,6 +7,7 @@ from datetime import datetime
 import asyncpg
 
 from api.errors import BadParameter
+from api.schemas import optional_quantity
 from api.state import AppResources
 from api.stocks import queries
 from api.stocks.params import EARLIEST, bar_range, check_limit, instant, parse_interval
@@ -126,8 +127,8 @@ async def snapshots(db: asyncpg.Pool, exchanges: dict[str, str], now: datetime) 
             last=r["last"],
             bid=r["bid"],
             ask=r["ask"],
-            bid_size=r["bid_size"],
-            ask_size=r["ask_size"],
+            bid_size=optional_quantity(r["bid_size"]),
+            ask_size=optional_quantity(r["ask_size"]),
             provider=r["provider"],
         )
         for r in quote_rows

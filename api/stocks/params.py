@@ -65,7 +65,9 @@ SYMBOLS_RE = rf"^[ ,]*{_TICKER} *(,[ ,]*{_TICKER} *)*[ ,]*$"
 SymbolPath = Annotated[
     str,
     Parameter(
-        description="Ticker, e.g. AAPL, BRK.B, VOD.L (case-insensitive)", max_length=15, pattern=SYMBOL_RE
+        description="Ticker, e.g. AAPL, BRK.B, VOD.L, or crypto pair BTC-USD (case-insensitive)",
+        max_length=15,
+        pattern=SYMBOL_RE,
     ),
 ]
 # Required and not nullable (`?symbols=null` is not a way to leave it out); a missing one is the

@@ -35,7 +35,7 @@ class BarOut(ResponseModel, kw_only=True):
     low: float
     close: float
     volume: float
-    """A number: whole for shares (written without a fraction), fractional where fractions trade."""
+    """Whole for equities (written without a fraction), fractional for crypto pairs (0.01 BTC)."""
     vwap: float | None
     trade_count: int | None
     provider: str
@@ -198,8 +198,8 @@ class QuoteOut(ResponseModel, kw_only=True):
     last: float
     bid: float | None
     ask: float | None
-    bid_size: int | None
-    ask_size: int | None
+    bid_size: float | None
+    ask_size: float | None
     provider: str
 
 
@@ -228,7 +228,7 @@ class BarVersion(ResponseModel, kw_only=True):
     high: float
     low: float
     close: float
-    volume: int
+    volume: float
     vwap: float | None
     trade_count: int | None
     policy_version: int | None

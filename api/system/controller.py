@@ -66,7 +66,9 @@ class SystemController(Controller):
             "200 when Postgres and Redis answer, the live feed LISTENs, and the newest sweep "
             "(`ingestion_cursors.updated_at`) is younger than the policy's `slo.lag_critical`. "
             "While the swept markets are closed an older sweep is expected: reported in `checks.sweep`, "
-            "still ready. 503 otherwise; `not_ready` names the failed checks. With a read replica "
+            "still ready (24/7 crypto pairs never close). Before the first sweep has stored bars "
+            "(about a minute after the first start, at any hour) `checks.sweep` is `pending`. "
+            "503 otherwise; `not_ready` names the failed checks. With a read replica "
             "(`DATABASE_READ_URL`), `checks.replica` and `replica` give its lag and whether it serves "
             "reads; a replica that is down or behind leaves the API ready (the primary serves its reads)."
         ),

@@ -7,7 +7,11 @@ because the primary answers its reads meanwhile (`checks.replica` starts with `d
 "Recent enough" is the active policy's `slo.lag_critical` (15 minutes by default): the newest
 `ingestion_cursors.updated_at` may be older only when no market that is swept at least that
 often has traded since `lag_critical` after that sweep. While those markets are closed, a stale
-sweep is expected: it is reported, and the API stays ready.
+sweep is expected: it is reported, and the API stays ready (a closed market is not "not
+ready"; 24/7 crypto pairs never close, so with them in a frequent tier a stopped sweep always
+shows). Before the first sweep has stored anything the API has nothing to serve and is not
+ready; the sweep timetables run each tier at once on the first start, day or night, so that
+lasts about a minute.
 """
 
 from __future__ import annotations
@@ -130,7 +134,8 @@ async def _check_sweep(resources: AppResources) -> tuple[str, SweepReport | None
         markets_open=trading,
     )
     if last is None:
-        return "none: no sweep has run yet", report
+        # nothing to serve yet; the timetables plan each tier's first run at once, at any hour
+        return "pending: no sweep has stored bars yet (the first runs start at once)", report
     assert report.age_seconds is not None
     if last >= due:
         return "ok", report

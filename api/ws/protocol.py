@@ -19,7 +19,7 @@ Server -> client:
     {"type": "subscribed", "id": 1, "bars": [...], "quotes": [...], "intervals": [...], "subscriptions": 3}
     {"type": "snapshot", "id": 1, "bars": [<bar>...], "quotes": [<quote>...], "truncated": false}
     {"type": "bar", "symbol", "interval", "ts", "as_of", "provider", "open", "high", "low", "close",
-     "volume", "vwap", "notified_at"}
+     "volume", "vwap", "version", "revision", "previous_as_of", "notified_at"}
     {"type": "quote", "symbol", "ts", "provider", "last", "bid", "ask", "bid_size", "ask_size",
      "notified_at"}
     {"type": "unsubscribed", "id": 2, "bars": [...], "quotes": [...], "intervals": [...], "subscriptions": 1}
@@ -34,7 +34,9 @@ stored bars only, so a subscription to a timeframe the store does not hold for a
 a symbol that stores 1m bars) gets no live bars of it; subscribe to the stored interval as
 well to follow it live. Snapshot entries have the same shape without `notified_at`; the entry
 of a timeframe built on read is the newest built bar (the running one, marked incomplete) and
-also carries `complete` and `base_bars` (as on /history).
+also carries `complete` and `base_bars` (as on /history). A corrected bar (a vendor re-sent
+it with late trades) arrives again with `revision: true`, its `version` (2 for the first
+correction) and the `previous_as_of` of the version it replaces.
 """
 
 from __future__ import annotations

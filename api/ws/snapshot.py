@@ -35,7 +35,7 @@ LATEST_BARS = f"""
 SELECT b.j FROM unnest($1::text[]) AS s(symbol)
 CROSS JOIN unnest($2::text[]) AS iv(interval)
 CROSS JOIN LATERAL (
-    SELECT {payload_json("bar", table="bars", notified=False)} AS j
+    SELECT {payload_json("bar", table="bars", notified=False, versions="stored")} AS j
     FROM bars WHERE bars.symbol = s.symbol AND bars.interval = iv.interval
     ORDER BY bars.ts DESC, bars.as_of DESC LIMIT 1
 ) b"""

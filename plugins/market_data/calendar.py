@@ -10,6 +10,12 @@ is also kept as a small .npz file in the settings' `cache_dir`, named after ever
 content depends on (exchange, exchange-calendars version, first and last day), so the next
 process loads it in a millisecond. A missing, unreadable or inconsistent file is rebuilt.
 
+Markets that never close (crypto pairs) trade on exchange-calendars' `24/7` calendar under
+the exchange code `CRYPTO_MIC` ("C247"): our MIC checks take four letters or digits, and a
+code with digits is outside the letters ISO 10383 gives trading venues, so it cannot be
+mistaken for (or later collide with) a registered exchange. Its sessions are UTC days
+(00:00 to 00:00), so a 1d bar is a UTC day and every minute is an expected 1m bar.
+
 Conventions:
 - an intraday bar starts at its trading segment's open plus a whole number of intervals
   and lies inside the segment (a session with a lunch break has two segments);
@@ -41,6 +47,11 @@ log = logging.getLogger(__name__)
 CALENDAR_START = "2010-01-01"
 _NS = np.int64(1_000_000_000)
 
+CRYPTO_MIC = "C247"
+"""The exchange code of 24/7 crypto trading (see the module docstring)."""
+_CALENDAR_NAMES = {CRYPTO_MIC: "24/7"}
+"""Our exchange codes that are not exchange-calendars names, and the calendar each one uses."""
+
 
 class CalendarError(ValueError):
     """A calendar question that cannot be answered (unknown MIC, out of range)."""
@@ -50,7 +61,7 @@ class CalendarError(ValueError):
 def exchange_calendar(mic: str) -> xcals.ExchangeCalendar:
     """The exchange-calendars calendar for an exchange MIC, built once per process."""
     try:
-        return xcals.get_calendar(mic, start=CALENDAR_START)
+        return xcals.get_calendar(_CALENDAR_NAMES.get(mic, mic), start=CALENDAR_START)
     except xcals.errors.InvalidCalendarName as exc:
         raise CalendarError(f"exchange_mic: unknown exchange {mic!r}") from exc
 

@@ -5,6 +5,13 @@ them; the API forwards each payload to WebSocket clients as it is, so the payloa
 format. Postgres builds it (`payload_json`) from the fields of `BarNotification` /
 `QuoteNotification`, in their order, and the API's snapshots build their entries the same
 way. A policy activation notifies `md_policy` with the new version number.
+
+A bar payload also says which version of the bar it is (`version`, `revision`,
+`previous_as_of`): a vendor that corrects a bar after the fact (late trades) makes the store
+add a version, and listeners get it marked as a revision. These fields are not stored
+columns: every builder of a bar payload says how it knows them (`FIRST_VERSION` for a bar
+stored for the first time, `STORED_VERSION` for a row read from `bars`; `payload_json`'s
+`versions`).
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ NOTIFIED_AT = "extract(epoch FROM clock_timestamp())"
 
 
 class BarNotification(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="bar"):
-    """The payload of `md_bars`: the newest stored version of a bar."""
+    """The payload of `md_bars`: a newly stored version of a bar (the newest of its (symbol,
+    interval) in a write, or a correction of an earlier bar)."""
 
     symbol: str
     interval: Interval
@@ -36,8 +44,14 @@ class BarNotification(msgspec.Struct, frozen=True, kw_only=True, tag_field="type
     high: float
     low: float
     close: float
-    volume: int
+    volume: float
     vwap: float | None
+    version: int
+    """1 for the first version of the bar, 2 for its first revision, and so on."""
+    revision: bool
+    """Whether this version replaces an earlier one (a correction: `version` > 1)."""
+    previous_as_of: datetime | None
+    """`as_of` of the version this one replaces; null for version 1."""
     notified_at: float | None = None
     """Absent from snapshot entries."""
 
@@ -51,35 +65,69 @@ class QuoteNotification(msgspec.Struct, frozen=True, kw_only=True, tag_field="ty
     last: float
     bid: float | None
     ask: float | None
-    bid_size: int | None
-    ask_size: int | None
+    bid_size: float | None
+    ask_size: float | None
     notified_at: float | None = None
     """Absent from snapshot entries."""
 
 
 Notification = BarNotification | QuoteNotification
 PAYLOADS: dict[str, type[Notification]] = {"bar": BarNotification, "quote": QuoteNotification}
+DERIVED_FIELDS: dict[str, tuple[str, ...]] = {"bar": ("version", "revision", "previous_as_of"), "quote": ()}
+"""Payload fields that are not stored columns: each builder gives their SQL expressions."""
+
+FIRST_VERSION = {"version": "1", "revision": "false", "previous_as_of": "NULL"}
+"""The version fields of a bar stored for the first time (no version of it existed)."""
+
+_SAME_BAR = "v.symbol = bars.symbol AND v.interval = bars.interval AND v.ts = bars.ts"
+STORED_VERSION = {
+    "version": f"(SELECT count(*) FROM bars v WHERE {_SAME_BAR} AND v.as_of <= bars.as_of)",
+    "revision": f"EXISTS (SELECT 1 FROM bars v WHERE {_SAME_BAR} AND v.as_of < bars.as_of)",
+    "previous_as_of": f"(SELECT max(v.as_of) FROM bars v WHERE {_SAME_BAR} AND v.as_of < bars.as_of)",
+}
+"""The version fields of a row of `bars` (read as `bars`): one index probe each."""
 
 
 def payload_fields(kind: Literal["bar", "quote"], *, omit: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The stored columns a `kind` payload carries, in payload order (without `notified_at`)."""
-    skip = {"notified_at", *omit}
+    """The stored columns a `kind` payload carries, in payload order (without `notified_at` and
+    the derived fields)."""
+    skip = {"notified_at", *DERIVED_FIELDS[kind], *omit}
     return tuple(f.name for f in msgspec.structs.fields(PAYLOADS[kind]) if f.name not in skip)
 
 
 def payload_json(
-    kind: Literal["bar", "quote"], *, table: str = "", notified: bool = True, **exprs: str
+    kind: Literal["bar", "quote"],
+    *,
+    table: str = "",
+    notified: bool = True,
+    versions: Literal["first", "stored"] | None = None,
+    **exprs: str,
 ) -> str:
     """`json_build_object('type', kind, <field>, <column>, ...)::text`: a payload built in SQL.
 
     Args:
         table: qualifies each column (`bars` -> `bars.symbol`).
         notified: add `notified_at` (a live notification; snapshot entries have none).
-        exprs: an SQL expression for a field that is not read from its column.
+        versions: a bar's version fields as `FIRST_VERSION` ("first") or `STORED_VERSION`
+            ("stored") give them.
+        exprs: an SQL expression for a field that is not read from its column; every derived
+            field (`DERIVED_FIELDS`) needs one, here or through `versions`.
+
+    Raises:
+        ValueError: a derived field without an expression, or an expression for no field.
     """
     prefix = f"{table}." if table else ""
+    known = {"first": FIRST_VERSION, "stored": STORED_VERSION}.get(versions or "", {})
+    exprs = {**known, **exprs}
+    missing = [f for f in DERIVED_FIELDS[kind] if f not in exprs]
+    if missing:
+        raise ValueError(f"a {kind} payload needs expressions for {', '.join(missing)}")
     pairs = [f"'type', '{kind}'"]
-    pairs += [f"'{f}', {exprs.pop(f, prefix + f)}" for f in payload_fields(kind)]
+    pairs += [
+        f"'{f.name}', {exprs.pop(f.name, prefix + f.name)}"
+        for f in msgspec.structs.fields(PAYLOADS[kind])
+        if f.name != "notified_at"
+    ]
     if exprs:
         raise ValueError(f"not fields of a {kind} payload: {', '.join(sorted(exprs))}")
     if notified:

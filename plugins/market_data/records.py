@@ -74,7 +74,8 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True):
     high: float
     low: float
     close: float
-    volume: int
+    volume: float
+    """Shares, contracts or coins traded: fractional for crypto pairs (0.01 BTC)."""
     provider: str
     vwap: float | None = None
     trade_count: int | None = None
@@ -90,8 +91,9 @@ class Quote(msgspec.Struct, frozen=True, kw_only=True):
     last: float
     bid: float | None = None
     ask: float | None = None
-    bid_size: int | None = None
-    ask_size: int | None = None
+    bid_size: float | None = None
+    """Fractional for crypto pairs, like volumes."""
+    ask_size: float | None = None
 
 
 def utcnow() -> datetime:

@@ -1,4 +1,10 @@
-"""The symbol universe: which symbols we keep, on which exchange, in which tier."""
+"""The symbol universe: which symbols we keep, on which exchange, in which tier.
+
+Crypto pairs are written BASE-QUOTE (`BTC-USD`): unreserved characters in URLs (RFC 3986), so
+they need no escaping in paths, and Yahoo's own form. Their row says `asset_class = crypto`
+and the 24/7 exchange code (`calendar.CRYPTO_MIC`), which tells them apart from equity
+tickers; each provider maps the pair to its vendor's form.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import asyncpg
 import msgspec
 
 from market_data import db
-from market_data.calendar import exchange_calendar
+from market_data.calendar import CRYPTO_MIC, exchange_calendar
 from market_data.records import MIC, Symbol, Tier
 
 
@@ -27,6 +33,18 @@ class UniverseError(ValueError):
     """A universe seed row that cannot be used."""
 
 
+CRYPTO = "crypto"
+"""The asset class of crypto pairs: exactly the symbols on `CRYPTO_MIC`."""
+
+
+def _check_asset_class(entry: UniverseEntry) -> None:
+    if (entry.asset_class == CRYPTO) != (entry.exchange_mic == CRYPTO_MIC):
+        raise ValueError(
+            f"asset_class: crypto pairs and only they trade on {CRYPTO_MIC} (24/7), got "
+            f"{entry.symbol} {entry.asset_class} on {entry.exchange_mic}"
+        )
+
+
 def load_seed(path: Path) -> list[UniverseEntry]:
     """Read a universe CSV (symbol, exchange_mic, tier, asset_class, currency, name)."""
     entries: list[UniverseEntry] = []
@@ -35,6 +53,7 @@ def load_seed(path: Path) -> list[UniverseEntry]:
             try:
                 entry = msgspec.convert({k: v for k, v in row.items() if v not in (None, "")}, UniverseEntry)
                 exchange_calendar(entry.exchange_mic)
+                _check_asset_class(entry)
             except (msgspec.ValidationError, ValueError) as exc:
                 raise UniverseError(f"{path.name}:{line_no}: {exc}") from exc
             entries.append(entry)
@@ -54,13 +73,29 @@ def seed_exchanges(path: Path) -> dict[str, tuple[str, ...]]:
     return {tier: tuple(sorted(mics)) for tier, mics in found.items()}
 
 
-def active_exchanges_blocking(dsn: str) -> dict[str, tuple[str, ...]]:
-    """tier -> exchange MICs of its active symbols, for the scheduler (which cannot await)."""
+class TierState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the scheduler needs to know about a tier's active symbols."""
+
+    exchanges: tuple[str, ...]
+    """Exchange MICs of its active symbols."""
+    covered: bool
+    """Whether any of them has an ingestion cursor (a sweep has stored bars of the tier)."""
+
+
+_TIER_STATES = """
+SELECT u.tier, array_agg(DISTINCT u.exchange_mic) AS mics,
+       bool_or(EXISTS (SELECT 1 FROM ingestion_cursors c WHERE c.symbol = u.symbol)) AS covered
+FROM symbol_universe u WHERE u.active GROUP BY u.tier"""
+
+
+def active_tiers_blocking(dsn: str) -> dict[str, TierState]:
+    """tier -> its active symbols' exchanges and coverage, for the scheduler (which cannot await)."""
     with db.connect_blocking(dsn) as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT tier, array_agg(DISTINCT exchange_mic) FROM symbol_universe WHERE active GROUP BY tier"
-        )
-        return {tier: tuple(sorted(mics)) for tier, mics in cur.fetchall()}
+        cur.execute(_TIER_STATES)
+        return {
+            tier: TierState(exchanges=tuple(sorted(mics)), covered=bool(covered))
+            for tier, mics, covered in cur.fetchall()
+        }
 
 
 def active_universe_blocking(dsn: str) -> dict[str, str]:
@@ -80,6 +115,7 @@ def generated_entries(
             symbol=f"{prefix}{i:0{width}d}",
             exchange_mic=exchange_mic,
             tier=tier,
+            asset_class=CRYPTO if exchange_mic == CRYPTO_MIC else "equity",
             name=f"Generated {i}",
             currency="USD",
         )

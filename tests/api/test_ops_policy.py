@@ -74,6 +74,8 @@ async def test_reload_activates_and_is_audited(client: AsyncTestClient, conn) ->
     cadence = (await client.get("/stats/cadence")).json()
     assert cadence["policy_version"] == body["version"]["version"]
     assert cadence["tiers"]["T1"]["bar_cadence"] == "15m"
+    windows = {tier: t["revision_window"] for tier, t in cadence["tiers"].items()}
+    assert windows == {"T0": "2m", "T1": "10m", "T2": "0s"}
     rows = await conn.fetch("SELECT actor, method, path, status, detail FROM ops_audit ORDER BY id")
     assert [(r["method"], r["path"], r["status"]) for r in rows[-2:]] == [
         ("POST", "/ops/reload", 200),

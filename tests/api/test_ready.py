@@ -19,7 +19,7 @@ INSERT INTO ingestion_cursors (symbol, interval, provider, last_ts, updated_at)
 VALUES ('AAPL', '1m', 'synthetic', now(), now() - $1::text::interval)"""
 
 
-async def test_not_ready_until_a_sweep_has_run(client: AsyncTestClient) -> None:
+async def test_not_ready_until_a_sweep_has_stored_bars(client: AsyncTestClient) -> None:
     r = await client.get("/ready")
     assert r.status_code == 503
     body = r.json()
@@ -28,9 +28,21 @@ async def test_not_ready_until_a_sweep_has_run(client: AsyncTestClient) -> None:
         "postgres": "ok",
         "redis": "ok",
         "live_feed": "ok",
-        "sweep": "none: no sweep has run yet",
+        "sweep": "pending: no sweep has stored bars yet (the first runs start at once)",
     }
     assert body["sweep"]["last_sweep_at"] is None
+
+
+async def test_with_crypto_pairs_in_t0_a_stopped_sweep_shows_at_any_hour(
+    client: AsyncTestClient, conn
+) -> None:
+    """The pairs trade 24/7: no night or weekend excuses an hour-old sweep (no calendar is faked)."""
+    await conn.execute(SWEPT, "1 hour")
+    r = await client.get("/ready")
+    assert r.status_code == 503
+    body = r.json()
+    assert body["checks"]["sweep"].startswith("stale: last sweep 36")
+    assert "C247" in body["sweep"]["exchanges"] and body["sweep"]["markets_open"] is True
 
 
 async def test_ready_when_the_last_sweep_is_recent(client: AsyncTestClient, conn) -> None:
@@ -121,6 +133,7 @@ async def test_the_limit_is_the_active_policys_lag_critical(
 )
 def test_traded_between_follows_the_exchange_calendar(start: datetime, end: datetime, traded: bool) -> None:
     assert ready.traded_between(["XNYS", "XNAS"], start, end) is traded
+    assert ready.traded_between(["XNYS", "C247"], start, end) is True  # crypto never closes
 
 
 async def test_ready_names_redis_when_it_is_down(md_dsn: str, conn) -> None:

@@ -31,7 +31,7 @@ RAW_TABLE = """
 CREATE TABLE bars_raw (
     symbol text NOT NULL, interval text NOT NULL, ts timestamptz NOT NULL, as_of timestamptz NOT NULL,
     provider text NOT NULL, status text NOT NULL, open float8 NOT NULL, high float8 NOT NULL,
-    low float8 NOT NULL, close float8 NOT NULL, volume bigint NOT NULL, vwap float8, trade_count integer,
+    low float8 NOT NULL, close float8 NOT NULL, volume float8 NOT NULL, vwap float8, trade_count integer,
     policy_version integer,
     PRIMARY KEY (symbol, interval, ts, as_of))"""
 RAW_COLUMNS = BARS_COLUMNS
@@ -57,7 +57,7 @@ def make_batches(symbols: int, minutes: int, per_batch: int) -> list[list[Bar]]:
                 high=round(p * 1.001, 4),
                 low=round(p * 0.999, 4),
                 close=round(p * 1.0003, 4),
-                volume=v,
+                volume=float(v),
                 vwap=p,
                 trade_count=v // 50 + 1,
                 provider="synthetic",

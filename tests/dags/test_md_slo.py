@@ -27,7 +27,9 @@ async def load_t0(dsn: str) -> None:
         provider = SyntheticProvider()
         bars = []
         for r in await conn.fetch("SELECT symbol, exchange_mic FROM symbol_universe WHERE tier = 'T0'"):
-            got = provider.bars_for(r["symbol"], r["exchange_mic"], Interval.M1, OPEN, LOGICAL, LOGICAL)
+            # the crypto pairs trade all night: their SLO window (the last hour) is full of bars
+            start = LOGICAL - timedelta(hours=2) if r["exchange_mic"] == "C247" else OPEN
+            got = provider.bars_for(r["symbol"], r["exchange_mic"], Interval.M1, start, LOGICAL, LOGICAL)
             bars += [b for b in got if not (b.symbol == "AAPL" and b.ts in AAPL_DROP)]
         await write_bars(conn, bars, policy_version=1, advance_cursors=True)
     finally:
@@ -70,22 +72,24 @@ def test_md_slo_stores_one_row_per_tier_interval_with_its_policy_version(dagbag,
     assert {r["sampled_at"] for r in rows} == {LOGICAL}
     assert {r["policy_version"] for r in rows} == {version}
     t0 = rows[0]
-    assert (t0["sampled_symbols"], t0["violating_symbols"], t0["max_gap_seconds"]) == (15, 1, 180.0)
-    assert t0["violation_rate"] == pytest.approx(1 / 15)
-    assert (t0["lag_seconds"], t0["uncovered_symbols"], t0["active_symbols"]) == (0.0, 0, 15)
-    # coverage: 15 symbols x the 30 minutes since the open, AAPL's three dropped bars missing
-    assert (t0["expected_bars"], t0["missing_bars"], t0["confirmed_empty_bars"]) == (450, 3, 0)
+    # 15 equities and 8 crypto pairs: only AAPL's hole violates
+    assert (t0["sampled_symbols"], t0["violating_symbols"], t0["max_gap_seconds"]) == (23, 1, 180.0)
+    assert t0["violation_rate"] == pytest.approx(1 / 23)
+    assert (t0["lag_seconds"], t0["uncovered_symbols"], t0["active_symbols"]) == (0.0, 0, 23)
+    # coverage: 15 equities x the 30 minutes since the open and 8 pairs x the window's 60
+    # minutes, AAPL's three dropped bars missing
+    assert (t0["expected_bars"], t0["missing_bars"], t0["confirmed_empty_bars"]) == (15 * 30 + 8 * 60, 3, 0)
     t1 = rows[1]  # nothing stored for T1: every expected bar is missing
     assert t1["expected_bars"] > 0 and t1["missing_bars"] == t1["expected_bars"]
 
     gauges = {line.name: line.value for line in statsd.receive(expected_lines=14) if line.type == "g"}
-    assert gauges["market_data.slo_gap_violation_rate.T0.1m"] == pytest.approx(1 / 15)
+    assert gauges["market_data.slo_gap_violation_rate.T0.1m"] == pytest.approx(1 / 23)
     assert gauges["market_data.slo_gap_violation_rate.T1.5m"] == 0.0
     assert gauges["market_data.slo_gap_violation_rate.T2.1d"] == 0.0
     assert gauges["market_data.ingestion_lag_seconds.1m"] == 0.0
     assert "market_data.ingestion_lag_seconds.1d" not in gauges  # no T2 cursor: no lag to report
     assert gauges[f"market_data.policy_version_info.{version}"] == 1.0
-    assert gauges["market_data.slo_expected_bars.T0.1m"] == 450.0
+    assert gauges["market_data.slo_expected_bars.T0.1m"] == 15 * 30 + 8 * 60
     assert gauges["market_data.slo_missing_bars.T0.1m"] == 3.0
     assert gauges["market_data.slo_confirmed_empty_bars.T0.1m"] == 0.0
     assert gauges["market_data.slo_missing_bars.T1.5m"] == gauges["market_data.slo_expected_bars.T1.5m"] > 0

@@ -23,10 +23,12 @@ async def snapshot(dsn: str) -> dict:
                 (r["symbol"], r["interval"]): r["last_ts"]
                 for r in await conn.fetch("SELECT symbol, interval, last_ts FROM ingestion_cursors")
             },
-            "t0": [
-                r["symbol"]
-                for r in await conn.fetch("SELECT symbol FROM symbol_universe WHERE tier='T0' AND active")
-            ],
+            "t0": {
+                r["symbol"]: r["exchange_mic"]
+                for r in await conn.fetch(
+                    "SELECT symbol, exchange_mic FROM symbol_universe WHERE tier='T0' AND active"
+                )
+            },
         }
     finally:
         await conn.close()
@@ -39,8 +41,10 @@ def test_sweep_t0_loads_history_advances_cursors_and_is_idempotent(dagbag, md_ds
     run = dag.test(logical_date=LOGICAL)
     assert run.state == "success"
     first = asyncio.run(snapshot(md_dsn))
-    # Friday's full session (390) plus Monday 14:30..14:59 (30) for every T0 symbol
-    assert first["per_symbol"] == {s: 420 for s in first["t0"]}
+    # equities: Friday's full session (390) plus Monday 14:30..14:59 (30); crypto pairs: Sunday's
+    # UTC day (their last completed session, 1440 minutes) plus Monday 00:00..14:59 (900)
+    assert first["per_symbol"] == {s: 2340 if mic == "C247" else 420 for s, mic in first["t0"].items()}
+    assert sorted(mic for mic in first["t0"].values() if mic == "C247") == ["C247"] * 8
     assert first["cursors"] == {(s, "1m"): datetime(2026, 11, 23, 14, 59, tzinfo=UTC) for s in first["t0"]}
 
     rerun = dag.test(logical_date=LOGICAL, run_after=LOGICAL)

@@ -56,21 +56,29 @@ def t1_every(cadence: str) -> str:
     return re.sub(r'^lookback = "1h"$', 'lookback = "2h"', body, count=1, flags=re.M)
 
 
-def test_t0_runs_every_minute_in_session_and_skips_the_night(schedule_db) -> None:
-    tt = SessionCadenceTimetable("T0", default_cadence_seconds=60)
-    assert after(tt, utc(2026, 11, 23, 15, 0)) == (utc(2026, 11, 23, 15, 0), utc(2026, 11, 23, 15, 1))
+def test_an_equity_tier_runs_during_sessions_and_skips_the_night(schedule_db) -> None:
+    tt = SessionCadenceTimetable("T1", default_cadence_seconds=300)
+    assert after(tt, utc(2026, 11, 23, 15, 0)) == (utc(2026, 11, 23, 15, 0), utc(2026, 11, 23, 15, 5))
     # the run at the close collects the last bar; the next one is at Tuesday's open
-    assert after(tt, utc(2026, 11, 23, 20, 59))[1] == utc(2026, 11, 23, 21, 0)
-    assert after(tt, utc(2026, 11, 23, 21, 0)) == (utc(2026, 11, 24, 14, 30), utc(2026, 11, 24, 14, 31))
+    assert after(tt, utc(2026, 11, 23, 20, 55))[1] == utc(2026, 11, 23, 21, 0)
+    assert after(tt, utc(2026, 11, 23, 21, 0)) == (utc(2026, 11, 24, 14, 30), utc(2026, 11, 24, 14, 35))
 
 
 def test_holidays_and_early_closes(schedule_db) -> None:
-    tt = SessionCadenceTimetable("T0", default_cadence_seconds=60)
+    tt = SessionCadenceTimetable("T1", default_cadence_seconds=300)
     # Wednesday's close -> Thanksgiving (closed) -> Friday's open
-    assert after(tt, utc(2026, 11, 25, 21, 0))[1] == utc(2026, 11, 27, 14, 31)
+    assert after(tt, utc(2026, 11, 25, 21, 0))[1] == utc(2026, 11, 27, 14, 35)
     # Friday closes at 13:00 New York (18:00 UTC); the next run is Monday
-    assert after(tt, utc(2026, 11, 27, 17, 59))[1] == utc(2026, 11, 27, 18, 0)
-    assert after(tt, utc(2026, 11, 27, 18, 0))[1] == utc(2026, 11, 30, 14, 31)
+    assert after(tt, utc(2026, 11, 27, 17, 55))[1] == utc(2026, 11, 27, 18, 0)
+    assert after(tt, utc(2026, 11, 27, 18, 0))[1] == utc(2026, 11, 30, 14, 35)
+
+
+def test_t0_with_crypto_pairs_runs_every_minute_at_night_on_weekends_and_across_midnight(schedule_db) -> None:
+    tt = SessionCadenceTimetable("T0", default_cadence_seconds=60)
+    assert after(tt, utc(2026, 11, 23, 21, 0)) == (utc(2026, 11, 23, 21, 0), utc(2026, 11, 23, 21, 1))
+    assert after(tt, utc(2026, 11, 21, 23, 59)) == (utc(2026, 11, 21, 23, 59), utc(2026, 11, 22, 0, 0))
+    assert after(tt, utc(2026, 11, 22, 0, 0)) == (utc(2026, 11, 22, 0, 0), utc(2026, 11, 22, 0, 1))
+    assert after(tt, utc(2026, 11, 26, 12, 0))[1] == utc(2026, 11, 26, 12, 1)  # Thanksgiving
 
 
 def test_the_cadence_comes_from_the_active_policy(schedule_db) -> None:
@@ -113,7 +121,7 @@ def test_dag_files_build_the_timetables_from_the_policy_file_and_the_seed_univer
     assert (t0["default_cadence_seconds"], t0["mode"], t0["exchanges"]) == (
         60,
         "intraday",
-        ["ARCX", "XNAS", "XNYS"],
+        ["ARCX", "C247", "XNAS", "XNYS"],
     )
     assert (t1["default_cadence_seconds"], t1["mode"]) == (300, "intraday")
     assert (t2["default_cadence_seconds"], t2["mode"]) == (86400, "after_close")

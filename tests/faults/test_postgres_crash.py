@@ -150,7 +150,9 @@ async def test_postgres_killed_mid_write_shows_no_partial_batch_and_the_retry_co
     loaded = LoadedPolicy(version=1, policy=POLICY, body=TEXT, source="test")
     batches = await plan_sweep(conn, loaded, Tier.T0, NOW)
     await conn.close()
-    assert len(batches) == 3 and all(j.kind == "bars" for b in batches for j in b.jobs)
+    # T0's 23 symbols (15 equities, 8 crypto pairs) in batches of 5; three batches are enough here
+    assert len(batches) == 5 and all(j.kind == "bars" for b in batches for j in b.jobs)
+    batches = batches[:3]
 
     first = run_worker("sweep", spec(batches[0], dsn))
     assert first["bars_inserted"] > 0

@@ -12,6 +12,7 @@ from market_data import db
 from market_data.ingest.pit_write import write_bars, write_quotes
 from market_data.notifications import (
     BAR_CHANNEL,
+    DERIVED_FIELDS,
     QUOTE_CHANNEL,
     BarNotification,
     QuoteNotification,
@@ -160,7 +161,7 @@ async def test_every_write_path_notifies_the_payload_fields_and_nothing_else(md_
     finally:
         await listener.close()
     assert len(raw) == 4
-    bar_keys = {"type", *payload_fields("bar"), "notified_at"}
+    bar_keys = {"type", *payload_fields("bar"), *DERIVED_FIELDS["bar"], "notified_at"}
     quote_keys = {"type", *payload_fields("quote"), "notified_at"}
     decoded = []
     for text in raw:
@@ -175,6 +176,76 @@ async def test_every_write_path_notifies_the_payload_fields_and_nothing_else(md_
     ]
     assert all(m.notified_at is not None for m in decoded)
     assert isinstance(decoded[1], BarNotification) and decoded[1].close == changed.close
+    # the compared write stored a correction of a bar the direct COPY stored first
+    versions = [(m.version, m.revision, m.previous_as_of is not None) for m in decoded[:3]]
+    assert versions == [(1, False, False), (2, True, True), (1, False, False)]
+
+
+async def _notified_bars(md_dsn: str, conn, writes) -> list[BarNotification]:
+    """The bar notifications of `writes` (a list of bar lists, written one after the other)."""
+    listener = await db.connect(md_dsn)
+    raw: list[str] = []
+    await listener.add_listener(BAR_CHANNEL, lambda *a: raw.append(a[3]))
+    try:
+        expected = 0
+        for bars in writes:
+            await write_bars(conn, bars, policy_version=1, advance_cursors=True)
+        await asyncio.sleep(0.2)
+        for _ in range(50):
+            if len(raw) == expected:
+                break
+            expected = len(raw)
+            await asyncio.sleep(0.05)
+    finally:
+        await listener.close()
+    return [msgspec.json.decode(text, type=BarNotification) for text in raw]
+
+
+async def test_a_revision_delivered_with_a_newer_bar_is_notified_flagged_with_its_version(
+    md_dsn, conn
+) -> None:
+    bars = session_bars("AAPL", 6)
+    await write_bars(conn, bars[:5], policy_version=1, advance_cursors=True)
+    first_as_of = await conn.fetchval("SELECT as_of FROM bars WHERE ts = $1", bars[3].ts)
+    late_trades = msgspec.structs.replace(bars[3], volume=bars[3].volume + 250, close=bars[3].close + 0.01)
+
+    # a sweep's re-read: two stored bars again (one corrected) and the newest minute
+    notified = await _notified_bars(md_dsn, conn, [[late_trades, bars[4], bars[5]]])
+
+    assert [(m.ts, m.version, m.revision) for m in notified] == [
+        (bars[3].ts, 2, True),
+        (bars[5].ts, 1, False),
+    ]
+    revision = notified[0]
+    assert revision.previous_as_of == first_as_of and revision.as_of > first_as_of
+    assert (revision.close, revision.volume) == (late_trades.close, late_trades.volume)
+    assert notified[1].previous_as_of is None
+
+
+async def test_a_second_correction_is_version_three_and_identical_redelivery_notifies_nothing(
+    md_dsn, conn
+) -> None:
+    bars = session_bars("AAPL", 3)
+    once = msgspec.structs.replace(bars[1], close=bars[1].close + 0.01)
+    twice = msgspec.structs.replace(bars[1], close=bars[1].close + 0.02)
+    notified = await _notified_bars(md_dsn, conn, [bars, [bars[0], once, bars[2]], [twice], [twice]])
+    assert [(m.ts, m.version) for m in notified] == [(bars[2].ts, 1), (bars[1].ts, 2), (bars[1].ts, 3)]
+    assert await conn.fetchval("SELECT count(*) FROM bars WHERE ts = $1", bars[1].ts) == 3
+
+
+async def test_fractional_volumes_and_sizes_are_stored_as_delivered(conn) -> None:
+    p = SyntheticProvider()
+    start = datetime(2026, 11, 21, 23, 58, tzinfo=UTC)  # a Saturday, across midnight
+    bars = p.bars_for("BTC-USD", "C247", Interval.M1, start, start + timedelta(minutes=4), LATER)
+    assert [b.ts.minute for b in bars] == [58, 59, 0, 1]
+    assert all(not b.volume.is_integer() for b in bars)
+    await write_bars(conn, bars, policy_version=1, advance_cursors=True)
+    stored = await conn.fetch("SELECT volume FROM bars WHERE symbol = 'BTC-USD' ORDER BY ts")
+    assert [r["volume"] for r in stored] == [b.volume for b in bars]
+    quote = Quote(symbol="BTC-USD", ts=LATER, provider="synthetic", last=9.5, bid_size=0.3544, ask_size=3.252)
+    await write_quotes(conn, [quote], policy_version=1)
+    sizes = await conn.fetchrow("SELECT bid_size, ask_size FROM quotes WHERE symbol = 'BTC-USD'")
+    assert (sizes["bid_size"], sizes["ask_size"]) == (0.3544, 3.252)
 
 
 async def test_quotes_redelivered_are_ignored(conn) -> None:

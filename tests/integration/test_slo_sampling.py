@@ -98,8 +98,9 @@ async def test_rates_lag_and_queue_match_the_dropped_ranges(conn) -> None:
     assert list(by_pair) == [("T0", "1m"), ("T1", "5m"), ("T2", "1d")]
 
     t0 = by_pair["T0", "1m"]
-    assert (t0.active_symbols, t0.sampled_symbols, t0.violating_symbols) == (15, 15, 2)
-    assert t0.violation_rate == 2 / 15
+    # the 8 crypto pairs' bars (24/7 since the Monday open) hold no gap
+    assert (t0.active_symbols, t0.sampled_symbols, t0.violating_symbols) == (23, 23, 2)
+    assert t0.violation_rate == 2 / 23
     assert t0.max_gap_seconds == 300.0  # TSLA: 5 minutes
     assert t0.lag_seconds == 600.0  # META: 15:50..15:59 not ingested
     assert (t0.uncovered_symbols, t0.queue_depth, t0.oldest_age_seconds) == (0, 2, 1200.0)
@@ -139,9 +140,10 @@ async def test_rates_lag_and_queue_match_the_dropped_ranges(conn) -> None:
         ("T1", "5m", later),
         ("T2", "1d", later),
     ]
-    # five minutes on, nothing new arrived: every T0 symbol is 5 bars behind, META 15
+    # five minutes on, nothing new arrived: every T0 symbol is 5 bars behind, META 15 (one of
+    # 23: above the 95th percentile)
     t0_later = next(s for s in latest if s.tier == "T0")
-    assert (t0_later.lag_seconds, t0_later.lag_p95_seconds) == (900.0, 900.0)
+    assert (t0_later.lag_seconds, t0_later.lag_p95_seconds) == (900.0, 300.0)
     assert t0_later.violating_symbols == 2  # the not-ingested tail is lag, not a gap
 
 
@@ -161,5 +163,28 @@ async def test_a_sample_is_reproducible_for_a_seed(conn) -> None:
         s0 = first[0]
         assert (s0.tier, s0.sampled_symbols, s0.violating_symbols) == ("T0", 5, expected_violating)
         assert s0.violation_rate == expected_violating / 5
-        assert s0.active_symbols == 15 and s0.lag_seconds == 600.0  # the lag covers every active symbol
+        assert s0.active_symbols == 23 and s0.lag_seconds == 600.0  # the lag covers every active symbol
     assert await conn.fetchval("SELECT count(*) FROM slo_samples") == 0  # store=False
+
+
+async def test_crypto_pairs_have_no_gap_at_midnight_or_on_weekends_and_a_real_hole_still_counts(conn) -> None:
+    sunday = datetime(2026, 11, 22, 0, 30, tzinfo=UTC)  # half an hour after a Saturday midnight
+    pairs = {s: mic for s, mic in (await universe(conn, "T0")).items() if mic == "C247"}
+    assert len(pairs) == 8
+    hole = {datetime(2026, 11, 21, 23, 59, tzinfo=UTC) + timedelta(minutes=i) for i in range(3)}
+    provider = SyntheticProvider()
+    bars = [
+        b
+        for symbol, mic in pairs.items()
+        for b in provider.bars_for(symbol, mic, Interval.M1, sunday - timedelta(hours=2), sunday, sunday)
+        if not (symbol == "ETH-USD" and b.ts in hole)
+    ]
+    assert len(bars) == 8 * 120 - 3
+    await write_bars(conn, bars, policy_version=1, advance_cursors=True)
+    loaded = await load_active_policy(conn, get_settings().policy_file)
+
+    t0 = (await sample_slo(conn, loaded.policy, sunday, store=False))[0]
+
+    # the equities have nothing stored (no gap judged); of the pairs only ETH-USD's hole violates
+    assert (t0.tier, t0.violating_symbols, t0.max_gap_seconds) == ("T0", 1, 180.0)
+    assert t0.lag_seconds == 0.0 and t0.uncovered_symbols == 15

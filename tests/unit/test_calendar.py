@@ -6,6 +6,7 @@ Expected values are the exchanges' published schedules (New York 09:30-16:00, ea
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 import pytest
@@ -48,6 +49,9 @@ GOLDEN = [
     ("Tokyo with its lunch break", "XTKS", Interval.M1, (2026, 11, 24), 330, (0, 0), (6, 29)),
     ("Tokyo 1h: bars restart after lunch", "XTKS", Interval.H1, (2026, 11, 24), 6, (0, 0), (5, 30)),
     ("Tokyo holiday (Labour Thanksgiving, observed)", "XTKS", Interval.M1, (2026, 11, 23), 0, None, None),
+    ("crypto on a Saturday: every minute", "C247", Interval.M1, (2026, 11, 28), 1439, (0, 0), (23, 58)),
+    ("crypto on Thanksgiving", "C247", Interval.H1, (2026, 11, 26), 24, (0, 0), (23, 0)),
+    ("crypto on a DST switch day: 24 UTC hours", "C247", Interval.H1, (2026, 3, 8), 24, (0, 0), (23, 0)),
 ]
 
 
@@ -102,3 +106,46 @@ def test_bad_questions_name_the_parameter() -> None:
         calendar.exchange_calendar("XXXX")
     with pytest.raises(calendar.CalendarError, match="start"):
         calendar.expected_bar_times("XNYS", Interval.M1, utc(1990, 1, 1), utc(1990, 1, 2))
+
+
+def test_the_24_7_calendar_expects_every_minute_across_midnight_and_weekends() -> None:
+    friday_night, monday_morning = utc(2026, 11, 27, 23, 0), utc(2026, 11, 30, 1, 0)
+    minutes = calendar.expected_bar_times("C247", Interval.M1, friday_night, monday_morning)
+    assert len(minutes) == 50 * 60  # Friday 23:00 to Monday 01:00, not one minute missing
+    assert all(b - a == Interval.M1.delta for a, b in itertools.pairwise(minutes))
+    assert utc(2026, 11, 28, 0, 0) in minutes and utc(2026, 11, 29, 0, 0) in minutes
+    days = calendar.expected_bar_times("C247", Interval.D1, utc(2026, 11, 23), utc(2026, 11, 30))
+    assert [d.day for d in days] == [23, 24, 25, 26, 27, 28, 29]  # UTC days, Thanksgiving too
+
+
+def test_24_7_sessions_are_utc_days() -> None:
+    import numpy as np
+
+    midnight = utc(2026, 11, 29)
+    assert calendar.is_open_at("C247", midnight)
+    assert calendar.is_open_at("C247", utc(2026, 11, 28, 23, 59, 59))
+    assert calendar.session_window("C247", utc(2026, 11, 28, 13, 0)) == (
+        utc(2026, 11, 28),
+        utc(2026, 11, 29),
+        True,
+    )
+    # a day's session completes at the next midnight, and not before
+    assert calendar.last_completed_session_open("C247", midnight) == utc(2026, 11, 28)
+    assert calendar.last_completed_session_open("C247", utc(2026, 11, 28, 23, 59)) == utc(2026, 11, 27)
+    last_minute = np.array([calendar.to_ns(utc(2026, 11, 28, 23, 59))])
+    saturday = np.array([calendar.to_ns(utc(2026, 11, 28))])
+    assert calendar.to_datetime(calendar.bar_end_ns("C247", Interval.M1, last_minute)[0]) == midnight
+    assert calendar.to_datetime(calendar.bar_end_ns("C247", Interval.D1, saturday)[0]) == midnight
+    assert calendar.sessions_open_between("C247", utc(2026, 11, 28, 12, 0), utc(2026, 11, 28, 12, 1))
+
+
+def test_the_24_7_session_table_comes_back_from_the_disk_cache(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MARKET_DATA_CACHE_DIR", str(tmp_path))
+    built = calendar._Sessions.build("C247")
+    path = calendar._cache_file("C247")
+    assert path is not None and path.parent == tmp_path and "C247" in path.name
+    built.save(path)
+    loaded = calendar._Sessions.load("C247", path)
+    assert loaded is not None and loaded.mic == "C247"
+    assert (loaded.opens == built.opens).all() and (loaded.closes == built.closes).all()
+    assert (loaded.opens[1:] == loaded.closes[:-1]).all()  # each day closes as the next opens

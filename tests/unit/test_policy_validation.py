@@ -155,6 +155,26 @@ INVALID = [
         "slo.gap_threshold_multiplier",
     ),
     ("unknown job source mode", edit(r'^mode = "local"$', 'mode = "kafka"'), "jobs.mode"),
+    (
+        "revision window beyond the lookback",
+        edit(r'^revision_window = "2m"$', 'revision_window = "20m"'),
+        "tiers.T0.revision_window",
+    ),
+    (
+        "revision window not a duration",
+        edit(r'^revision_window = "2m"$', "revision_window = 2"),
+        "tiers.T0.revision_window",
+    ),
+    (
+        "revision size beyond half the price",
+        edit(r"^revision_size = 0.002$", "revision_size = 0.9"),
+        "providers.synthetic.faults.revision_size",
+    ),
+    (
+        "revision rate above 1",
+        edit(r"^revision_rate = 0.08$", "revision_rate = 2"),
+        "providers.synthetic.faults.revision_rate",
+    ),
     ("not TOML at all", "tiers = [", "$"),
 ]
 

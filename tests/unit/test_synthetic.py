@@ -266,3 +266,95 @@ def test_bad_environment_overrides_are_refused_by_name(var: str, value: str) -> 
 
     with pytest.raises(ValueError, match="MD_SYNTHETIC_"):
         faults_with_env(None, {var: value})
+
+
+# -- crypto pairs and corrections ---------------------------------------------------------------
+SAT_MIDNIGHT = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
+CORRECTING = SyntheticFaults(revision_rate=1.0, revision_delay=Duration("45s"), revision_size=0.002)
+
+
+def test_a_crypto_pair_trades_every_minute_in_fractions_of_a_coin() -> None:
+    p = SyntheticProvider()
+    later = SAT_MIDNIGHT + timedelta(days=1)
+    around_midnight = (SAT_MIDNIGHT - timedelta(hours=1), SAT_MIDNIGHT + timedelta(hours=1), later)
+    bars = p.bars_for("BTC-USD", "C247", Interval.M1, *around_midnight)
+    assert len(bars) == 120 and bars[60].ts == SAT_MIDNIGHT
+    assert all(0 < b.volume < 20 and not b.volume.is_integer() for b in bars)
+    hours = p.bars_for("BTC-USD", "C247", Interval.H1, *around_midnight)
+    assert [h.volume for h in hours] == [
+        round(sum(b.volume for b in bars[:60]), 8),
+        round(sum(b.volume for b in bars[60:]), 8),
+    ]
+    quote = p.quote_at("BTC-USD", "C247", SAT_MIDNIGHT + timedelta(seconds=90))
+    assert quote.ts == SAT_MIDNIGHT + timedelta(seconds=90)  # a live quote on a Saturday night
+    assert quote.bid_size is not None and not quote.bid_size.is_integer()
+    # equities keep whole volumes and sizes
+    aapl = p.bars_for("AAPL", "XNYS", Interval.M1, MON_OPEN, MON_OPEN + timedelta(minutes=5), TUE_NIGHT)
+    assert all(b.volume.is_integer() for b in aapl)
+
+
+def test_a_corrected_bar_is_served_as_first_delivered_until_its_delay_has_passed() -> None:
+    p = SyntheticProvider(faults=CORRECTING)
+    plain = SyntheticProvider()
+    start, end = SAT_MIDNIGHT, SAT_MIDNIGHT + timedelta(minutes=1)  # the bar ends at 00:01
+
+    def seen_at(seconds_after_end: int):
+        (bar,) = p.bars_for(
+            "ETH-USD", "C247", Interval.M1, start, end, end + timedelta(seconds=seconds_after_end)
+        )
+        return bar
+
+    (first,) = plain.bars_for("ETH-USD", "C247", Interval.M1, start, end, end)
+    assert seen_at(0) == first and seen_at(44) == first
+    revised = seen_at(45)
+    assert seen_at(3600) == revised != first
+    assert first.volume * 1.01 <= revised.volume <= first.volume * 1.1 + 1e-8  # late trades
+    assert abs(revised.close / first.close - 1) <= 0.002 + 1e-4  # moved by up to revision_size
+    assert revised.high >= max(revised.open, revised.close) and revised.low <= min(
+        revised.open, revised.close
+    )
+
+
+def test_which_bars_are_corrected_is_the_same_in_every_instance_and_about_the_rate() -> None:
+    faults = msgspec.structs.replace(CORRECTING, revision_rate=0.08)
+    later = TUE_NIGHT + timedelta(days=7)
+    window = (SAT_MIDNIGHT, SAT_MIDNIGHT + timedelta(days=1))
+    uncorrected = SyntheticProvider().bars_for("SOL-USD", "C247", Interval.M1, *window, later)
+
+    def corrected(provider: SyntheticProvider) -> list[datetime]:
+        bars = provider.bars_for("SOL-USD", "C247", Interval.M1, *window, later)
+        return [
+            b.ts
+            for b, v1 in zip(bars, uncorrected, strict=True)
+            if (b.close, b.volume) != (v1.close, v1.volume)
+        ]
+
+    one = corrected(SyntheticProvider("synthetic", faults))
+    assert corrected(SyntheticProvider("synthetic_backup", faults)) == one
+    assert 0.06 < len(one) / 1440 < 0.10  # 8 % of a day's minutes
+
+
+def test_a_five_minute_bar_changes_with_its_corrected_minute() -> None:
+    p = SyntheticProvider(faults=CORRECTING)
+    start, end = SAT_MIDNIGHT, SAT_MIDNIGHT + timedelta(minutes=5)
+    (before,) = p.bars_for("BTC-USD", "C247", Interval.M5, start, end, end)
+    (after,) = p.bars_for("BTC-USD", "C247", Interval.M5, start, end, end + timedelta(minutes=1))
+    minutes = p.bars_for("BTC-USD", "C247", Interval.M1, start, end, end + timedelta(minutes=1))
+    assert after != before and after.close == minutes[-1].close
+    assert after.volume == round(sum(m.volume for m in minutes), 8)
+
+
+def test_revision_knobs_come_from_the_environment_too() -> None:
+    from market_data.providers.synthetic import faults_with_env
+
+    f = faults_with_env(
+        SyntheticFaults(),
+        {
+            "MD_SYNTHETIC_REVISION_RATE": "0.5",
+            "MD_SYNTHETIC_REVISION_DELAY": "2m",
+            "MD_SYNTHETIC_REVISION_SIZE": "0.01",
+        },
+    )
+    assert (f.revision_rate, f.revision_delay.seconds, f.revision_size) == (0.5, 120, 0.01)
+    with pytest.raises(ValueError, match="MD_SYNTHETIC_"):
+        faults_with_env(None, {"MD_SYNTHETIC_REVISION_SIZE": "0.9"})

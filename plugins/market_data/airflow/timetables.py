@@ -12,7 +12,16 @@ Two modes:
 - `intraday`: a run at every multiple of the cadence (aligned to the epoch) whose preceding
   cadence window overlaps a trading segment of one of the tier's exchanges; nights,
   weekends, holidays and lunch breaks get no runs. The run's data interval is that window.
+  A tier with 24/7 symbols (crypto pairs) trades at every hour, so it runs at every hour.
 - `after_close`: one run per session, `close_delay` after the close (daily bars).
+
+First start, at any hour: while none of a tier's active symbols has a cursor (nothing swept
+yet), or the DAG has never run, the next run is planned at once (its window ends at the
+current minute), so every symbol gets its last completed session without waiting for the
+next open. At most one such run per cadence: a run that fails leaves the tier uncovered,
+and the next one waits a cadence. Once the tier has cursors the schedule above rules, so a
+second start adds no run. (Without catch-up only; with catch-up every window since the
+start date runs anyway.)
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from market_data.policy.reader import SAFE_DEFAULTS, PolicyReader, parse_time_po
 from market_data.policy.schema import Policy, TierPolicy
 from market_data.records import Interval, Tier
 from market_data.settings import get_settings
-from market_data.universe import active_exchanges_blocking, seed_exchanges
+from market_data.universe import TierState, active_tiers_blocking, seed_exchanges
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS = 10.0
@@ -47,10 +56,10 @@ _POLICY = PolicyReader(ttl=CACHE_SECONDS)
 
 
 class _TierSchedule:
-    """What the scheduler reads at run time: the active policy and each tier's exchanges."""
+    """What the scheduler reads at run time: the active policy and each tier's symbols."""
 
     _lock = threading.Lock()
-    _exchanges: tuple[float, dict[str, tuple[str, ...]]] | None = None
+    _tiers: tuple[float, dict[str, TierState]] | None = None
 
     @classmethod
     def policy(cls) -> Policy | None:
@@ -59,26 +68,26 @@ class _TierSchedule:
         return loaded.policy if loaded is not None else None
 
     @classmethod
-    def exchanges(cls, tier: str) -> tuple[str, ...] | None:
-        """Exchanges of the tier's active symbols; None when it has none or Postgres is away."""
+    def tier(cls, tier: str) -> TierState | None:
+        """The tier's active symbols' exchanges and coverage; None when it has none or Postgres is away."""
         with cls._lock:
-            hit = cls._exchanges
+            hit = cls._tiers
             if hit and time.monotonic() - hit[0] < CACHE_SECONDS:
                 return hit[1].get(tier)
         try:
-            by_tier = active_exchanges_blocking(scheduler_market_data_dsn())
+            by_tier = active_tiers_blocking(scheduler_market_data_dsn())
         except Exception as exc:  # the scheduler keeps planning, whatever went wrong
-            log.warning("cannot read the tiers' exchanges (%s); using the parsed ones", exc)
+            log.warning("cannot read the tiers' symbols (%s); using the parsed exchanges", exc)
             by_tier = {}
         with cls._lock:
-            cls._exchanges = (time.monotonic(), by_tier)
+            cls._tiers = (time.monotonic(), by_tier)
         return by_tier.get(tier)
 
     @classmethod
     def clear(cls) -> None:
         _POLICY.invalidate()
         with cls._lock:
-            cls._exchanges = None
+            cls._tiers = None
 
 
 def _mode(tp: TierPolicy) -> str:
@@ -132,6 +141,10 @@ def _closes_after(mics: tuple[str, ...], t: datetime, delay: timedelta) -> datet
 def _now() -> datetime:
     """The scheduler's clock (a function, so tests can set it)."""
     return datetime.now(UTC)
+
+
+def _minute_floor(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
 
 
 class SessionCadenceTimetable(Timetable):
@@ -202,25 +215,46 @@ class SessionCadenceTimetable(Timetable):
         return f"{self.tier}: policy cadence during sessions"
 
     # -- scheduling -----------------------------------------------------------------------
-    def _schedule(self) -> tuple[float, tuple[str, ...]]:
-        """(cadence, exchanges) now; what the DAG was parsed with where nothing else answers."""
+    def _schedule(self) -> tuple[float, tuple[str, ...], bool | None]:
+        """(cadence, exchanges, covered) now; what the DAG was parsed with where nothing else
+        answers (covered None: unknown)."""
         policy = _TierSchedule.policy()
         tp = policy.tiers.get(Tier(self.tier)) if policy is not None else None
         cadence = tp.bar_cadence.seconds if tp is not None else self.default_cadence_seconds
-        return cadence, _TierSchedule.exchanges(self.tier) or self.exchanges
+        state = _TierSchedule.tier(self.tier)
+        if state is None:
+            return cadence, self.exchanges, None
+        return cadence, state.exchanges or self.exchanges, state.covered
 
     def infer_manual_data_interval(self, *, run_after: pendulum.DateTime) -> DataInterval:
-        cadence, _ = self._schedule()
+        cadence, _, _ = self._schedule()
         return DataInterval(start=run_after - timedelta(seconds=cadence), end=run_after)
+
+    def first_run(
+        self, last_end: datetime | None, covered: bool | None, cadence: float, now: datetime
+    ) -> tuple[datetime, datetime] | None:
+        """The data interval of a run planned at once because the tier has no cursor yet (or the
+        DAG never ran): ending at the current minute, or a cadence after the last run when that
+        was less than a cadence ago. None when the tier is covered and the DAG has run."""
+        if last_end is not None and covered is not False:
+            return None
+        step = timedelta(seconds=cadence)
+        end = _minute_floor(now)
+        if last_end is not None and end < last_end + step:
+            end = last_end + step
+        return end - step, end
 
     def next_dagrun_info(
         self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction
     ) -> DagRunInfo | None:
-        cadence, mics = self._schedule()
+        cadence, mics, covered = self._schedule()
+        now = _now()
         after: datetime | None = last_automated_data_interval.end if last_automated_data_interval else None
+        first = None if restriction.catchup else self.first_run(after, covered, cadence, now)
+        if first is not None and restriction.earliest is not None and first[0] < restriction.earliest:
+            first = None  # before the DAG's start date
         if restriction.earliest is not None and (after is None or after < restriction.earliest):
             after = restriction.earliest - timedelta(microseconds=1)
-        now = _now()
         if not restriction.catchup:
             after = (
                 max(after, now - timedelta(seconds=cadence)) if after else now - timedelta(seconds=cadence)
@@ -228,7 +262,9 @@ class SessionCadenceTimetable(Timetable):
         if after is None:
             return None
         start, end = self.next_window(after, cadence, mics)
-        if not restriction.catchup:
+        if first is not None and (end is None or first[1] < end):
+            start, end = first
+        elif not restriction.catchup:
             # no catch-up: only the latest window that has ended, not each one since `after`
             # (after the closes of three exchanges within a day, one run, not three)
             for _ in range(64):

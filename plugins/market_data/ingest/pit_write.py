@@ -9,11 +9,15 @@ either all of it or none of it.
 Writers of the same (symbol, interval) serialise on advisory locks, taken in one order by
 every writer. Under the locks, one index probe per (symbol, interval) span of the delivery
 tells whether any stored bar can collide. A delivery as providers send them (each symbol's
-bars together, in rising time, from one provider) whose spans hold no stored bar (the usual
-sweep) is COPYed straight into `bars`: no staging table, no comparison. Anything else is
-staged and the set-based INSERT compares it with the current versions, read per span (one
-index range scan each), not probed bar by bar. `./dev bench ingest` measures the path
-against a raw COPY of the same rows.
+bars together, in rising time, from one provider) whose spans hold no stored bar (a sweep of
+new minutes only, a first load) is COPYed straight into `bars`: no staging table, no
+comparison. Anything else is staged and the set-based INSERT compares it with the current
+versions, read per span (one index range scan each), not probed bar by bar: a sweep that
+re-reads its tier's `revision_window` (corrections vendors send after the fact) takes this
+path. `./dev bench ingest` measures the path against a raw COPY of the same rows.
+
+Listeners get the newest new version of each (symbol, interval) and every correction of a
+bar stored before, flagged (`version`, `revision`, `previous_as_of`; see notifications.py).
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from market_data.notifications import BAR_CHANNEL, QUOTE_CHANNEL, payload_fields, payload_json
+from market_data.notifications import (
+    BAR_CHANNEL,
+    QUOTE_CHANNEL,
+    payload_fields,
+    payload_json,
+)
 from market_data.records import Bar, Quote
 
 # The stage is COPYed from `msgspec.structs.astuple(bar)`: its columns in Bar's field order.
@@ -40,7 +49,7 @@ _BAR_TYPES = {
     "high": "float8",
     "low": "float8",
     "close": "float8",
-    "volume": "bigint",
+    "volume": "float8",
     "vwap": "float8",
     "trade_count": "integer",
 }
@@ -56,14 +65,14 @@ _TX_SETTINGS = "SET LOCAL work_mem = '64MB'; SET LOCAL jit = off"
 _BAR_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS bars_stage (
     symbol text, interval text, ts timestamptz, provider text, status text,
-    open float8, high float8, low float8, close float8, volume bigint, vwap float8,
+    open float8, high float8, low float8, close float8, volume float8, vwap float8,
     trade_count integer
 ) ON COMMIT DELETE ROWS"""
 
 _QUOTE_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS quotes_stage (
     symbol text, ts timestamptz, provider text, last float8, bid float8, ask float8,
-    bid_size integer, ask_size integer
+    bid_size float8, ask_size float8
 ) ON COMMIT DELETE ROWS"""
 
 # Writers of the same (symbol, interval) serialise here, all in the byte order of
@@ -118,7 +127,35 @@ _NOTIFY_AND_COUNT = """
     SELECT pg_notify($3, {payload}) FROM latest
 )
 SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM notified) AS notified""".format(
-    payload=payload_json("bar")
+    payload=payload_json("bar", versions="first")
+)
+
+# Where stored bars can collide: the newest inserted bar of each (symbol, interval) and every
+# revision (an inserted bar with a current version in `cur`) are notified, in (symbol,
+# interval, ts) order, so a correction that comes with newer bars reaches listeners too. A
+# revision's version is one more than the versions stored before this statement (its own
+# insert is not visible to the statement's snapshot).
+_NOTIFY_REVISIONS_AND_COUNT = """
+, newest AS (
+    SELECT symbol, interval, max(ts) AS ts FROM ins GROUP BY symbol, interval
+), notify AS (
+    SELECT i.*, cur.as_of AS previous_as_of FROM ins i
+    LEFT JOIN cur ON cur.symbol = i.symbol AND cur.interval = i.interval AND cur.ts = i.ts
+    WHERE cur.as_of IS NOT NULL OR (i.symbol, i.interval, i.ts) IN (SELECT * FROM newest)
+    ORDER BY i.symbol, i.interval, i.ts
+), notified AS (
+    SELECT pg_notify($3, {payload}) FROM notify
+)
+SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM notified) AS notified""".format(
+    payload=payload_json(
+        "bar",
+        table="notify",
+        version="""CASE WHEN notify.previous_as_of IS NULL THEN 1 ELSE 1 + (
+            SELECT count(*) FROM bars v WHERE v.symbol = notify.symbol AND v.interval = notify.interval
+            AND v.ts = notify.ts AND v.as_of < $1) END""",
+        revision="notify.previous_as_of IS NOT NULL",
+        previous_as_of="notify.previous_as_of",
+    )
 )
 
 # No span holds a stored bar: every incoming bar is new (inserted in key order).
@@ -134,7 +171,7 @@ _DIRECT_COLUMNS = (*_BAR_COLUMNS, "as_of", "policy_version")
 # The newest row of each run travels as arrays ($3...), one per payload field but `as_of` ($2).
 _NEWEST_COLUMNS = payload_fields("bar", omit=("as_of",))
 _NOTIFY_NEWEST = f"""
-SELECT count(pg_notify($1, {payload_json("bar", as_of="$2::timestamptz")}))
+SELECT count(pg_notify($1, {payload_json("bar", as_of="$2::timestamptz", versions="first")}))
 FROM (
     SELECT * FROM unnest({", ".join(f"${i}::{_BAR_TYPES[c]}[]" for i, c in enumerate(_NEWEST_COLUMNS, 3))})
         WITH ORDINALITY AS l({", ".join(_NEWEST_COLUMNS)}, i)
@@ -148,8 +185,8 @@ WITH {incoming}, spans AS ({spans}
 ), cur AS MATERIALIZED (
     SELECT c.* FROM spans r
     CROSS JOIN LATERAL (
-        SELECT DISTINCT ON (b.ts) b.symbol, b.interval, b.ts, b.open, b.high, b.low, b.close,
-               b.volume, b.vwap, b.trade_count, b.status
+        SELECT DISTINCT ON (b.ts) b.symbol, b.interval, b.ts, b.as_of, b.open, b.high, b.low,
+               b.close, b.volume, b.vwap, b.trade_count, b.status
         FROM bars b
         WHERE b.symbol = r.symbol AND b.interval = r.interval AND b.ts >= r.first_ts AND b.ts <= r.last_ts
         ORDER BY b.ts DESC, b.as_of DESC
@@ -157,7 +194,7 @@ WITH {incoming}, spans AS ({spans}
 ), ins AS ({insert_into}
     FROM incoming s
     LEFT JOIN cur ON cur.symbol = s.symbol AND cur.interval = s.interval AND cur.ts = s.ts
-    WHERE cur.close IS NULL
+    WHERE cur.ts IS NULL
        OR (cur.open, cur.high, cur.low, cur.close, cur.volume, cur.vwap, cur.trade_count, cur.status)
           IS DISTINCT FROM
           (s.open, s.high, s.low, s.close, s.volume, s.vwap, s.trade_count, s.status)
@@ -169,7 +206,7 @@ _INSERT_CHANGED_BARS = _CHANGED_BARS.format(
     spans=_SPANS,
     insert_into=_INSERT_INTO,
     returning=_RETURNING,
-    notify_and_count=_NOTIFY_AND_COUNT,
+    notify_and_count=_NOTIFY_REVISIONS_AND_COUNT,
 )
 _UPSERT_CURSORS = """
 INSERT INTO ingestion_cursors AS c (symbol, interval, provider, last_ts, updated_at, policy_version)

@@ -121,7 +121,8 @@ async def plan_local_jobs(
 
     A symbol without a cursor starts `initial_sessions` completed sessions back; one whose
     cursor is older than the tier's lookback starts at the lookback, and gap detection
-    turns the hole in between into backfill jobs. Closed markets produce no jobs.
+    turns the hole in between into backfill jobs. Every job also reads the tier's
+    `revision_window` again (bars a vendor may still correct). Closed markets produce no jobs.
     """
     tp: TierPolicy = policy.tiers[tier]
     live_quotes = quotes_are_live(tp, now, wall or utcnow())
@@ -130,6 +131,7 @@ async def plan_local_jobs(
         return []
     cursors = await newest_cursors(conn, [e.symbol for e in entries], tp.intervals)
     floor = now - tp.lookback.delta
+    reread_from = now - tp.revision_window.delta
     has_bars: dict[tuple[str, Interval, datetime], bool] = {}
     jobs: list[Job] = []
     for e in entries:
@@ -138,7 +140,7 @@ async def plan_local_jobs(
             if cursor is None:
                 start = initial_start(e.exchange_mic, interval, now, tp.initial_sessions)
             else:
-                start = max(cursor + interval.delta, floor)
+                start = min(max(cursor + interval.delta, floor), reread_from)
             key = (e.exchange_mic, interval, start)
             if key not in has_bars:
                 has_bars[key] = _has_complete_bar(e.exchange_mic, interval, start, now)

@@ -83,6 +83,9 @@ class TierPolicy(_Section):
     """How often quotes are refreshed (defaults to bar_cadence)."""
     lookback: Duration = Duration("15m")
     """How far back a live sweep reaches; older holes become backfill jobs."""
+    revision_window: Duration = Duration("0s")
+    """Recent bars every run reads again, so corrections vendors send after the fact (late
+    trades) are stored as new versions; at most `lookback`."""
     initial_sessions: PositiveInt = 1
     """Sessions of history fetched for a symbol that has no cursor yet."""
     batch_size: PositiveInt = 250
@@ -115,6 +118,13 @@ class SyntheticFaults(_Section):
     """Share of 1m bars that never exist (minutes without trades: not gaps)."""
     symbols_per_request: PositiveInt = 50
     seed: int = 0
+    revision_rate: Probability = 0.0
+    """Share of 1m bars the provider corrects after the fact (late trades), chosen per
+    (symbol, minute) the same way in every process; longer bars holding one change with it."""
+    revision_delay: Duration = Duration("45s")
+    """A corrected bar is served as first delivered until this long after it ends, revised after."""
+    revision_size: Annotated[float, msgspec.Meta(ge=0.0, le=0.5)] = 0.002
+    """Largest move of a corrected bar's close, as a fraction of it (its volume grows 1-10 %)."""
 
 
 class ProviderPolicy(_Section):

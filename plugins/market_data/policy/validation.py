@@ -111,6 +111,13 @@ def _check_tiers(policy: Policy, caps: dict[str, Capabilities], problems: list[P
                     "or every late run leaves a hole",
                 )
             )
+        if tp.revision_window.seconds > tp.lookback.seconds:
+            problems.append(
+                Problem(
+                    f"{path}.revision_window",
+                    f"must not exceed lookback ({tp.lookback.text}): a live sweep reads no further back",
+                )
+            )
         if tp.batch_size > MAX_BATCH:
             problems.append(Problem(f"{path}.batch_size", f"at most {MAX_BATCH}"))
         for i, name in enumerate(tp.providers):

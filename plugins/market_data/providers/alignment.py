@@ -7,6 +7,7 @@ at local midnight, at the open or at UTC midnight. `calendar_bars` maps them ont
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -64,7 +65,7 @@ def _roll_up(symbol: str, interval: Interval, start_ns: int, parts: list[Bar], p
     first = parts[0]
     if len(parts) == 1 and _ns(first.ts) == start_ns:
         return first
-    volume = sum(p.volume for p in parts)
+    volume = math.fsum(p.volume for p in parts)  # exact for whole and fractional volumes alike
     vwap: float | None = None
     if volume > 0 and all(p.vwap is not None for p in parts):
         vwap = round(sum((p.vwap or 0.0) * p.volume for p in parts) / volume, 6)

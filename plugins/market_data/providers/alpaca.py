@@ -1,10 +1,16 @@
-"""Alpaca market data v2 adapter: multi-symbol bars and snapshots, US exchanges only.
+"""Alpaca market data adapter: multi-symbol bars and quotes of US equities and crypto pairs.
 
-Bars: `GET /v2/stocks/bars?symbols=A,B&timeframe=&start=&end=&limit=&page_token=` answers
-`{"bars": {symbol: [{t,o,h,l,c,v,n,vw}]}, "next_page_token": ...}`; `limit` counts bars
+Equities (US exchanges): `GET /v2/stocks/bars?symbols=A,B&timeframe=&start=&end=&limit=&page_token=`
+answers `{"bars": {symbol: [{t,o,h,l,c,v,n,vw}]}, "next_page_token": ...}`; `limit` counts bars
 across all symbols and a symbol may continue on the next page. Quotes:
 `GET /v2/stocks/snapshots?symbols=` gives the latest trade and the latest quote in one
 call (`/v2/stocks/quotes/latest` has no trade price, and a Quote needs `last`).
+
+Crypto pairs (`calendar.CRYPTO_MIC`): `GET /v1beta3/crypto/us/bars` answers in the same shape,
+keyed by Alpaca's pair form `BTC/USD` (ours is `BTC-USD`), with fractional volumes; quotes
+come from `GET /v1beta3/crypto/us/latest/quotes` (`{"quotes": {pair: {t, bp, bs, ap, as}}}`),
+which carries no trade, so a pair's `last` is the middle of its bid and ask.
+
 Authentication is the APCA-API-KEY-ID / APCA-API-SECRET-KEY header pair.
 
 Alpaca's 1Hour bars are clock-aligned and include extended hours (alpaca-py issues #397,
@@ -19,6 +25,7 @@ from datetime import datetime
 
 import msgspec
 
+from market_data.calendar import CRYPTO_MIC
 from market_data.providers.alignment import fetch_window
 from market_data.providers.base import BarRequest, Capabilities, ProviderSpec
 from market_data.providers.credentials import Credentials, CredentialSource
@@ -34,6 +41,8 @@ PAGE_LIMIT = 10_000
 MAX_PAGES = 1_000
 """Guard against a pagination that never ends (a vendor bug), far above any real range."""
 US_EXCHANGES = frozenset({"XNYS", "XNAS", "ARCX", "XASE", "BATS", "IEXG"})
+CRYPTO_LOCATION = "us"
+"""Alpaca's crypto feed (`/v1beta3/crypto/{loc}/...`): its US venues."""
 
 # Alpaca timeframe per interval; 1h comes from 30Min bars (see module docstring).
 TIMEFRAMES: dict[Interval, str] = {
@@ -49,7 +58,7 @@ CAPABILITIES = Capabilities(
     bar_intervals=frozenset(TIMEFRAMES),
     quotes=True,
     max_symbols_per_request=MAX_SYMBOLS_PER_REQUEST,
-    exchanges=US_EXCHANGES,
+    exchanges=US_EXCHANGES | {CRYPTO_MIC},
 )
 
 
@@ -79,13 +88,18 @@ class AlpacaQuote(msgspec.Struct):
     t: datetime
     ap: float
     bp: float
-    ask_size: int | None = msgspec.field(default=None, name="as")
-    bs: int | None = None
+    ask_size: float | None = msgspec.field(default=None, name="as")
+    bs: float | None = None
+    """Sizes: whole shares for equities, fractions of a coin for crypto pairs."""
 
 
 class AlpacaSnapshot(msgspec.Struct, rename="camel"):
     latest_trade: AlpacaTrade | None = None
     latest_quote: AlpacaQuote | None = None
+
+
+class AlpacaLatestQuotes(msgspec.Struct):
+    quotes: dict[str, AlpacaQuote]
 
 
 class AlpacaError(msgspec.Struct):
@@ -95,6 +109,7 @@ class AlpacaError(msgspec.Struct):
 
 _BARS = msgspec.json.Decoder(AlpacaBarsPage)
 _SNAPSHOTS = msgspec.json.Decoder(dict[str, AlpacaSnapshot])
+_LATEST_QUOTES = msgspec.json.Decoder(AlpacaLatestQuotes)
 _ERROR = msgspec.json.Decoder(AlpacaError)
 
 
@@ -105,6 +120,13 @@ def _rfc3339(value: datetime) -> str:
 def _side(price: float) -> float | None:
     """A book side's price; Alpaca reports an empty side as 0."""
     return price if price > 0 else None
+
+
+def crypto_pair(symbol: str) -> str | None:
+    """Alpaca's form of one of our crypto pairs (`BTC-USD` -> `BTC/USD`); None when `symbol` is
+    not BASE-QUOTE."""
+    base, sep, quote = symbol.rpartition("-")
+    return f"{base}/{quote}" if sep and base and quote else None
 
 
 # -- client -----------------------------------------------------------------------------
@@ -138,32 +160,43 @@ class AlpacaProvider(VendorAdapter):
 
     def _check_exchange(self, mic: str) -> None:
         # Alpaca would answer {} for a foreign symbol, which reads as "confirmed empty".
-        if mic not in US_EXCHANGES:
-            raise RequestError(self.name, f"serves US exchanges only, not {mic}")
+        if mic not in CAPABILITIES.exchanges:
+            raise RequestError(self.name, f"serves US exchanges and crypto pairs only, not {mic}")
+
+    def _vendor_symbols(self, symbols: Sequence[str], mic: str) -> dict[str, str]:
+        """Alpaca's symbol of each of ours (crypto pairs change form), in request order."""
+        if mic != CRYPTO_MIC:
+            return {s: s for s in symbols}
+        pairs = {s: crypto_pair(s) for s in symbols}
+        if bad := [s for s, pair in pairs.items() if pair is None]:
+            raise RequestError(self.name, f"not crypto pairs (BASE-QUOTE, e.g. BTC-USD): {', '.join(bad)}")
+        return {pair: s for s, pair in pairs.items() if pair is not None}
 
     async def fetch_bars(self, request: BarRequest) -> list[Bar]:
         self._check_exchange(request.exchange_mic)
         symbols = check_batch(self.name, request.symbols, MAX_SYMBOLS_PER_REQUEST)
+        ours = self._vendor_symbols(symbols, request.exchange_mic)
         interval = request.interval
         lo, hi = fetch_window(interval, request.start, request.end, finer=interval in _ROLLED_UP)
         params: dict[str, str | int] = {
-            "symbols": ",".join(symbols),
+            "symbols": ",".join(ours),
             "timeframe": TIMEFRAMES[interval],
             "start": _rfc3339(lo),
             "end": _rfc3339(hi),
             "limit": self.page_limit,
         }
-        if self.feed:
+        crypto = request.exchange_mic == CRYPTO_MIC
+        if self.feed and not crypto:  # `feed` is an equity option; crypto has one US feed
             params["feed"] = self.feed
-        wanted = set(symbols)
+        path = f"/v1beta3/crypto/{CRYPTO_LOCATION}/bars" if crypto else "/v2/stocks/bars"
         vendor_bars: list[Bar] = []
         seen_tokens: set[str] = set()
         for page_no in range(MAX_PAGES):
             if page_no and self.extra_request_gate is not None:
                 await self.extra_request_gate()
-            page = decode_payload(self.name, _BARS, await self._http.get("/v2/stocks/bars", params), "bars")
-            for symbol, items in (page.bars or {}).items():
-                if symbol in wanted:
+            page = decode_payload(self.name, _BARS, await self._http.get(path, params), "bars")
+            for vendor_symbol, items in (page.bars or {}).items():
+                if (symbol := ours.get(vendor_symbol)) is not None:
                     vendor_bars.extend(
                         self.vendor_bar(
                             symbol,
@@ -190,6 +223,8 @@ class AlpacaProvider(VendorAdapter):
     async def fetch_quotes(self, symbols: Sequence[str], exchange_mic: str) -> list[Quote]:
         self._check_exchange(exchange_mic)
         listed = check_batch(self.name, symbols, MAX_SYMBOLS_PER_REQUEST)
+        if exchange_mic == CRYPTO_MIC:
+            return await self._crypto_quotes(listed)
         params: dict[str, str | int] = {"symbols": ",".join(listed)}
         if self.feed:
             params["feed"] = self.feed
@@ -216,6 +251,34 @@ class AlpacaProvider(VendorAdapter):
             )
         if not out:
             raise EmptyDataError(self.name, f"snapshots: no data for {', '.join(listed)}")
+        return out
+
+    async def _crypto_quotes(self, listed: list[str]) -> list[Quote]:
+        ours = self._vendor_symbols(listed, CRYPTO_MIC)
+        body = await self._http.get(
+            f"/v1beta3/crypto/{CRYPTO_LOCATION}/latest/quotes", {"symbols": ",".join(ours)}
+        )
+        latest = decode_payload(self.name, _LATEST_QUOTES, body, "latest quotes").quotes
+        out: list[Quote] = []
+        for vendor_symbol, symbol in ours.items():
+            book = latest.get(vendor_symbol)
+            bid, ask = (_side(book.bp), _side(book.ap)) if book else (None, None)
+            if book is None or bid is None or ask is None:
+                continue  # unknown pair, or a one-sided book: no middle to call "last"
+            out.append(
+                Quote(
+                    symbol=symbol,
+                    ts=ensure_utc(book.t),
+                    provider=self.name,
+                    last=round((bid + ask) / 2, 10),
+                    bid=bid,
+                    ask=ask,
+                    bid_size=book.bs,
+                    ask_size=book.ask_size,
+                )
+            )
+        if not out:
+            raise EmptyDataError(self.name, f"latest quotes: no data for {', '.join(listed)}")
         return out
 
 

@@ -37,10 +37,24 @@ RESOLUTIONS: dict[Interval, str] = {
 }
 _ROLLED_UP = frozenset({Interval.H1})
 
+STOCK_EXCHANGES = frozenset(
+    {
+        *("XNYS", "XNAS", "ARCX", "XASE", "BATS", "IEXG"),  # US
+        *("XLON", "XETR", "XFRA", "XPAR", "XAMS", "XBRU", "XLIS", "XDUB", "XMIL", "XMAD", "XSWX"),
+        *("XSTO", "XOSL", "XHEL", "XCSE", "XWAR", "XWBO", "XIST", "XTAE", "XJSE"),
+        *("XTKS", "XHKG", "XSHG", "XKRX", "XTAI", "XSES", "XBOM", "XIDX", "XKLS", "XBKK", "XPHS"),
+        *("XASX", "XNZE", "XTSE", "XMEX", "BVMF"),
+    }
+)
+"""Stock exchanges `/stock/candle` and `/quote` serve (by Finnhub's symbol suffixes: `.L`, `.T`,
+`.TO`, ...). Crypto pairs are not among them: Finnhub's crypto candles are another endpoint,
+with exchange-prefixed symbols (`BINANCE:BTCUSDT`), that this adapter does not call."""
+
 CAPABILITIES = Capabilities(
     bar_intervals=frozenset(RESOLUTIONS),
     quotes=True,
     max_symbols_per_request=1,
+    exchanges=STOCK_EXCHANGES,
     # Finnhub truncates long intraday answers silently; its maintainers advise a month per
     # call (Finnhub-API issue #406).
     max_range={interval: timedelta(days=30) for interval in RESOLUTIONS if interval.is_intraday},

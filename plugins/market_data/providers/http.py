@@ -253,7 +253,7 @@ class VendorAdapter:
             high=high,
             low=low,
             close=close,
-            volume=round(volume),
+            volume=float(volume),  # never rounded: crypto volumes are fractions of a coin
             vwap=vwap,
             trade_count=trade_count,
             provider=self.name,

@@ -4,10 +4,16 @@ The same (symbol, interval, ts) gives the same bar in every process and on every
 machine: prices are a function of the symbol's hash and the minute, not of any state.
 Longer intervals are aggregated from the 1m bars they contain, so a 5m bar agrees with
 its five 1m bars. Bars exist only inside the exchange's sessions and only once complete.
+Crypto pairs (the 24/7 calendar, `calendar.CRYPTO_MIC`) trade fractions of a coin: their
+volumes and quote sizes are fractional.
 
 Faults (latency, 5xx, 429, outage windows, late and never-existing bars) come from the
 provider's `SyntheticFaults` in the policy, overridable by MD_SYNTHETIC_* environment
-variables, so a test or an operator can break it on purpose.
+variables, so a test or an operator can break it on purpose. So do corrections: a share
+(`revision_rate`) of 1m bars, picked per (symbol, minute), is served as first delivered until
+`revision_delay` after it ends and revised after (late trades: more volume, the close moved by
+up to `revision_size`), like vendors that re-send a minute bar when late trades arrive; the
+longer bars that hold a corrected minute change with it.
 """
 
 from __future__ import annotations
@@ -31,12 +37,14 @@ from market_data.records import Bar, Interval, Quote, utcnow
 
 DEFAULT_CALLS_PER_MINUTE = 6000
 _NS_PER_MIN = 60_000_000_000
+_COIN_UNITS = 1e-4
+"""A crypto pair's volume is its share-like count times this (0.01 to about 14 coins a minute)."""
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
 _M3 = np.uint64(0x94D049BB133111EB)
 _SALT = {
     name: np.uint64(i * 0x1000193 + 0x51ED27)
-    for i, name in enumerate(("o", "c", "h", "l", "v", "drop", "notrade", "q", "qs"))
+    for i, name in enumerate(("o", "c", "h", "l", "v", "drop", "notrade", "q", "qs", "rev", "revc", "revv"))
 }
 
 
@@ -75,25 +83,45 @@ def _mid_price(seed: np.uint64, minutes: np.ndarray) -> np.ndarray:
 
 
 class MinuteBars:
-    """Column arrays of 1m bars for one symbol (internal to the synthetic provider)."""
+    """Column arrays of 1m bars for one symbol as served at `now_ns` (internal to the synthetic provider)."""
 
-    __slots__ = ("close", "high", "low", "minutes", "open", "volume")
+    __slots__ = ("close", "high", "low", "minutes", "open", "trades", "volume")
 
-    def __init__(self, symbol: str, minute_starts_ns: np.ndarray, no_trade_rate: float) -> None:
+    def __init__(
+        self,
+        symbol: str,
+        minute_starts_ns: np.ndarray,
+        faults: SyntheticFaults,
+        now_ns: int,
+        *,
+        fractional: bool = False,
+    ) -> None:
         seed = symbol_seed(symbol)
         minutes = minute_starts_ns // _NS_PER_MIN
-        if no_trade_rate > 0:
-            keep = _uniform(seed, minutes, "notrade") >= no_trade_rate
+        if faults.no_trade_rate > 0:
+            keep = _uniform(seed, minutes, "notrade") >= faults.no_trade_rate
             minutes = minutes[keep]
         self.minutes = minutes
         o = _mid_price(seed, minutes) * (1 + 0.0008 * (_uniform(seed, minutes, "o") - 0.5))
         c = _mid_price(seed, minutes + 1) * (1 + 0.0008 * (_uniform(seed, minutes, "c") - 0.5))
+        scale = 1.0 + (int(seed) % 7)
+        units = 100 + _uniform(seed, minutes, "v") * 20_000 * scale
+        if faults.revision_rate > 0:
+            # corrected after the fact: the bar ended `revision_delay` before now (late trades)
+            ended_ns = (minutes + 1) * _NS_PER_MIN
+            revised = (_uniform(seed, minutes, "rev") < faults.revision_rate) & (
+                ended_ns + int(faults.revision_delay.seconds * 1e9) <= now_ns
+            )
+            move = faults.revision_size * (2 * _uniform(seed, minutes, "revc") - 1)
+            c = np.where(revised, c * (1 + move), c)
+            units = np.where(revised, units * (1.01 + 0.09 * _uniform(seed, minutes, "revv")), units)
         self.open = np.round(o, 4)
         self.close = np.round(c, 4)
         self.high = np.round(np.maximum(o, c) * (1 + 0.001 * _uniform(seed, minutes, "h")), 4)
         self.low = np.round(np.minimum(o, c) * (1 - 0.001 * _uniform(seed, minutes, "l")), 4)
-        scale = 1.0 + (int(seed) % 7)
-        self.volume = (100 + _uniform(seed, minutes, "v") * 20_000 * scale).astype(np.int64)
+        whole = units.astype(np.int64)
+        self.trades = whole // 50 + 1
+        self.volume = np.round(units * _COIN_UNITS, 8) if fractional else whole.astype(np.float64)
 
 
 def synthetic_capabilities(faults: SyntheticFaults) -> Capabilities:
@@ -186,6 +214,7 @@ class SyntheticProvider:
             return []
         f = self.faults
         seed = symbol_seed(symbol)
+        fractional = mic == calendar.CRYPTO_MIC
         if f.drop_rate > 0:
             late = (now_ns - ends) < int(f.drop_heal.seconds * 1e9)
             dropped = late & (
@@ -193,7 +222,7 @@ class SyntheticProvider:
             )
             starts, ends = starts[~dropped], ends[~dropped]
         if interval is Interval.M1:
-            mb = MinuteBars(symbol, starts, f.no_trade_rate)
+            mb = MinuteBars(symbol, starts, f, now_ns, fractional=fractional)
             return [
                 Bar(
                     symbol=symbol,
@@ -203,22 +232,23 @@ class SyntheticProvider:
                     high=float(h),
                     low=float(lo),
                     close=float(c),
-                    volume=int(v),
+                    volume=float(v),
                     vwap=round((float(h) + float(lo) + float(c)) / 3, 4),
-                    trade_count=int(v) // 50 + 1,
+                    trade_count=int(n),
                     provider=self.name,
                 )
-                for m, o, h, lo, c, v in zip(
-                    mb.minutes.tolist(), mb.open, mb.high, mb.low, mb.close, mb.volume, strict=True
+                for m, o, h, lo, c, v, n in zip(
+                    mb.minutes.tolist(), mb.open, mb.high, mb.low, mb.close, mb.volume, mb.trades, strict=True
                 )
             ]
-        return self._aggregate(symbol, mic, interval, starts, ends)
+        return self._aggregate(symbol, mic, interval, (starts, ends), now_ns)
 
     def _aggregate(
-        self, symbol: str, mic: str, interval: Interval, starts: np.ndarray, ends: np.ndarray
+        self, symbol: str, mic: str, interval: Interval, bars: tuple[np.ndarray, np.ndarray], now_ns: int
     ) -> list[Bar]:
+        starts, ends = bars
         minute_starts = calendar.expected_bar_starts_ns(mic, Interval.M1, int(starts[0]), int(ends[-1]))
-        mb = MinuteBars(symbol, minute_starts, self.faults.no_trade_rate)
+        mb = MinuteBars(symbol, minute_starts, self.faults, now_ns, fractional=mic == calendar.CRYPTO_MIC)
         mins_ns = mb.minutes * _NS_PER_MIN
         # each minute belongs to the bar whose start is the last one <= the minute
         owner = np.searchsorted(starts, mins_ns, side="right") - 1
@@ -234,10 +264,11 @@ class SyntheticProvider:
         h = np.maximum.reduceat(mb.high[sel], first)
         lo = np.minimum.reduceat(mb.low[sel], first)
         v = np.add.reduceat(mb.volume[sel], first)
+        n = np.add.reduceat(mb.trades[sel], first)
         pv = np.add.reduceat(((mb.high + mb.low + mb.close) / 3 * mb.volume)[sel], first)
         out = []
         for k, b in enumerate(bars_with_data.tolist()):
-            vol = int(v[k])
+            vol = round(float(v[k]), 8)
             out.append(
                 Bar(
                     symbol=symbol,
@@ -249,7 +280,7 @@ class SyntheticProvider:
                     close=float(c[k]),
                     volume=vol,
                     vwap=round(float(pv[k]) / vol, 4) if vol else None,
-                    trade_count=vol // 50 + 1,
+                    trade_count=int(n[k]),
                     provider=self.name,
                 )
             )
@@ -273,10 +304,14 @@ class SyntheticProvider:
             close = _previous_close(mic, now)
             ts = close
             last_minute = np.array([calendar.to_ns(close) // _NS_PER_MIN - 1])
-            last = float(MinuteBars(symbol, last_minute * _NS_PER_MIN, 0.0).close[0])
+            minute = MinuteBars(symbol, last_minute * _NS_PER_MIN, self.faults, calendar.to_ns(now))
+            last = float(minute.close[0])
         last = round(last, 4)
         spread = max(0.01, round(last * 0.0002, 4))
         size = _uniform(seed, np.array([calendar.to_ns(ts) // 1_000_000_000]), "qs")[0]
+        units = (100 + size * 900, 100 + (1 - size) * 900)
+        crypto = mic == calendar.CRYPTO_MIC
+        bid_size, ask_size = (round(u * _COIN_UNITS * 10, 6) if crypto else float(int(u)) for u in units)
         return Quote(
             symbol=symbol,
             ts=ts,
@@ -284,8 +319,8 @@ class SyntheticProvider:
             last=last,
             bid=round(last - spread / 2, 4),
             ask=round(last + spread / 2, 4),
-            bid_size=int(100 + size * 900),
-            ask_size=int(100 + (1 - size) * 900),
+            bid_size=bid_size,
+            ask_size=ask_size,
         )
 
 
@@ -307,6 +342,9 @@ _ENV_KNOBS = {
     "MD_SYNTHETIC_SYMBOLS_PER_REQUEST": "symbols_per_request",
     "MD_SYNTHETIC_SEED": "seed",
     "MD_SYNTHETIC_OUTAGES": "outages",
+    "MD_SYNTHETIC_REVISION_RATE": "revision_rate",
+    "MD_SYNTHETIC_REVISION_DELAY": "revision_delay",
+    "MD_SYNTHETIC_REVISION_SIZE": "revision_size",
 }
 
 

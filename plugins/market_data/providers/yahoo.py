@@ -4,7 +4,8 @@
 `chart.result[0]` with `timestamp` and parallel `indicators.quote[0]` arrays (bar starts,
 session-aligned), or `chart.error` with a 4xx. Quotes come from the same answer's `meta`
 (`regularMarketPrice` at `regularMarketTime`). Symbols use Yahoo's own suffixes
-(`VOD.L`, `7203.T`), as the universe does.
+(`VOD.L`, `7203.T`), as the universe does, and its own pair form for crypto (`BTC-USD`, ours
+too): the same chart, with bars every minute of the day and daily bars at 00:00 UTC.
 
 Yahoo publishes no API documentation or limits; the limits here are the ones its
 clients observe, kept conservative because it answers bursts with 429s.

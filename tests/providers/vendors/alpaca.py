@@ -190,7 +190,7 @@ VENDOR = Vendor(
         bar_intervals=frozenset(Interval),
         quotes=True,
         max_symbols_per_request=100,
-        exchanges=frozenset({"XNYS", "XNAS", "ARCX", "XASE", "BATS", "IEXG"}),
+        exchanges=frozenset({"XNYS", "XNAS", "ARCX", "XASE", "BATS", "IEXG", "C247"}),
     ),
     base_path="",
     bars_path="/v2/stocks/bars",

@@ -13,7 +13,7 @@ from market_data.providers.errors import (
     RequestError,
     ServerError,
 )
-from market_data.providers.finnhub import FinnhubProvider
+from market_data.providers.finnhub import STOCK_EXCHANGES, FinnhubProvider
 from market_data.records import Bar, Interval, Quote
 
 from ..support import PLAIN_TEXT_200, ErrorCase, encode, fixture_bytes, fixture_json, http_date
@@ -170,6 +170,7 @@ VENDOR = Vendor(
         quotes=True,
         max_symbols_per_request=1,
         max_range={iv: timedelta(days=30) for iv in (Interval.M1, Interval.M5, Interval.M15, Interval.H1)},
+        exchanges=STOCK_EXCHANGES,  # stocks only: never routed a crypto pair (test_crypto.py)
     ),
     base_path="/api/v1",
     bars_path="/api/v1/stock/candle",
