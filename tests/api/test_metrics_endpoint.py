@@ -75,7 +75,7 @@ async def test_market_open_is_exposed_for_every_exchange_of_the_active_universe(
     after = utcnow()
     opened = {dict(labels)["mic"]: value for (name, labels), value in got.items() if name == "market_open"}
     mics = sorted(r[0] for r in await conn.fetch("SELECT DISTINCT exchange_mic FROM symbol_universe"))
-    assert sorted(opened) == mics == ["ARCX", "XLON", "XNAS", "XNYS", "XTKS"]
+    assert sorted(opened) == mics == ["ARCX", "C247", "XLON", "XNAS", "XNYS", "XTKS"]
     for mic, value in opened.items():
         if calendar.is_open_at(mic, before) == calendar.is_open_at(mic, after):  # no session edge meanwhile
             assert value == float(calendar.is_open_at(mic, after)), mic
