@@ -215,6 +215,8 @@ function connect() {
   };
   ws.onmessage = (event) => onMessage(JSON.parse(event.data));
   ws.onclose = () => {
+    subscribed = null;
+    state.live = null;
     setConnection("Live feed: disconnected, reconnecting in 3 s");
     state.ws = null;
     setTimeout(connect, 3000);
@@ -232,13 +234,17 @@ function subscribe() {
   // live bars are stored bars: a built interval follows the interval it is built from
   const live = STORED.includes(state.interval) ? state.interval : state.counted;
   if (subscribed === live) return;
+  state.live = null;
   ws.send(JSON.stringify({ action: "unsubscribe", all: true }));
   ws.send(JSON.stringify({ action: "subscribe", bars: [SYMBOL], intervals: [live], id: "page" }));
   subscribed = live;
 }
 
 function onMessage(m) {
-  if (m.type === "resync") {
+  if (m.type === "subscribed" && m.id === "page") {
+    state.live = subscribed;
+    setConnection(`Live feed: following ${SYMBOL} ${subscribed} bars`);
+  } else if (m.type === "resync") {
     scheduleReload();
   } else if (m.type === "bar" && m.symbol === SYMBOL) {
     if (m.interval === state.interval) applyLiveBar(m);
@@ -282,7 +288,7 @@ function scheduleReload() {
 // text: summary, lists, table, tooltip, versions
 
 function announce(text) {
-  $("connection").textContent = `Live feed: connected. ${text}`;
+  setConnection(`Live feed: following ${SYMBOL} ${state.live} bars. ${text}`);
 }
 
 function describe() {
@@ -466,7 +472,6 @@ function setUp() {
     if (state.end) url.searchParams.set("end", state.end);
     else url.searchParams.delete("end");
     history.replaceState(null, "", url);
-    subscribed = null;
     state.revised = new Map();
     load().catch(showError);
   });

@@ -1,0 +1,225 @@
+"""/ui/{symbol}: the data-quality page, rendered by a real headless Chromium against a live API.
+
+Debian's `chromium` (installed by `./dev test` when absent) is driven by Playwright's Python
+package; the page reads the live server's public endpoints and its /ws feed, on the run's
+database. `MD_UI_SCREENSHOT=docs/quality-page.png` makes the gap test save the README's picture.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from playwright.async_api import Page, async_playwright
+
+from market_data.ingest.pit_write import write_bars
+from market_data.records import Bar
+from tests.api.stocks_data import MON_OPEN, session_bars
+from tests.api.ws_harness import LiveServer, live_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+T0 = int(MON_OPEN.timestamp())
+"""The first bar's time, in the chart's seconds."""
+
+
+def minute(i: int) -> int:
+    return T0 + 60 * i
+
+
+@pytest.fixture(autouse=True)
+def chromium() -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `./dev test` installs Debian's chromium package")
+
+
+@asynccontextmanager
+async def quality_page(server: LiveServer, path: str = "/ui/AAPL") -> AsyncIterator[Page]:
+    """The page opened in headless Chromium, its first load finished; no script error allowed."""
+    errors: list[str] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(server.http(path))
+            assert await page.evaluate("window.mdQualityPage.ready") is True, await page.inner_text("#error")
+            yield page
+        finally:
+            await browser.close()
+    assert errors == []
+
+
+async def js(page: Page, expression: str, arg: Any = None) -> Any:
+    return await page.evaluate(expression, arg)
+
+
+async def candle_times(page: Page) -> list[int]:
+    return list(await js(page, "window.mdQualityPage.candles.data().map((b) => b.time)"))
+
+
+async def quality_marks(page: Page) -> dict[int, str]:
+    """Chart slot -> the state drawn on it (missing, queued, confirmed_empty)."""
+    points = await js(page, "window.mdQualityPage.state.quality.map((p) => [p.time, p.state])")
+    return {t: s for t, s in points}
+
+
+async def until_following(page: Page, interval: str) -> None:
+    await page.wait_for_function(f"window.mdQualityPage.state.live === {interval!r}")
+
+
+async def seed_gaps(conn: Any, bars: list[Bar]) -> list[Bar]:
+    """Store `bars` but for a gap: 10-12 missing, 20-21 confirmed empty, 30-32 queued for backfill."""
+    gone = {10, 11, 12, 20, 21, 30, 31, 32}
+    await write_bars(
+        conn, [b for i, b in enumerate(bars) if i not in gone], policy_version=1, advance_cursors=False
+    )
+    await conn.execute(
+        """INSERT INTO confirmed_empty_ranges (symbol, interval, start_ts, end_ts, provider)
+           VALUES ('AAPL', '1m', $1, $2, 'synthetic')""",
+        MON_OPEN + timedelta(minutes=20),
+        MON_OPEN + timedelta(minutes=22),
+    )
+    await conn.execute(
+        """INSERT INTO backfill_jobs (symbol, interval, start_ts, end_ts, tier, priority, source, status)
+           VALUES ('AAPL', '1m', $1, $2, 'T0', 1, 'gap', 'queued')""",
+        MON_OPEN + timedelta(minutes=30),
+        MON_OPEN + timedelta(minutes=33),
+    )
+    return bars
+
+
+async def test_the_page_draws_the_stored_bars_of_a_symbol(conn) -> None:
+    await write_bars(conn, session_bars(minutes=30), policy_version=1, advance_cursors=False)
+    async with live_server() as server, quality_page(server) as page:
+        assert await candle_times(page) == [minute(i) for i in range(30)]
+        assert await page.locator("#bars-table tbody tr").count() == 30
+        summary = await page.inner_text("#summary")
+        assert "30 1m bars from 2026-11-23 14:30 to 2026-11-23 14:59 UTC" in summary
+        assert "synthetic (30 bars)" in summary
+        assert await page.locator("#summary [data-count=missing]").inner_text() == "0"
+        assert await quality_marks(page) == {}
+        # the interval selector is labelled and offers the stored and built timeframes
+        options = await page.locator("label[for=interval] + select option").all_inner_texts()
+        assert "1m (stored)" in options and "1h (built)" in options
+
+
+async def test_a_bar_written_while_the_page_is_open_appears_live(conn) -> None:
+    bars = session_bars(minutes=40)
+    await write_bars(conn, bars[:10] + bars[11:30], policy_version=1, advance_cursors=False)
+    async with live_server() as server, quality_page(server) as page:
+        await until_following(page, "1m")
+        assert await quality_marks(page) == {minute(10): "missing"}
+        # the write path's NOTIFY reaches the page over /ws: a new bar, then the gap filled
+        await write_bars(conn, [bars[30]], policy_version=1, advance_cursors=False)
+        await page.wait_for_function("window.mdQualityPage.candles.data().length === 30")
+        assert (await candle_times(page))[-1] == minute(30)
+        await write_bars(conn, [bars[10]], policy_version=1, advance_cursors=False)
+        await page.wait_for_function("window.mdQualityPage.candles.data().length === 31")
+        assert await quality_marks(page) == {}
+        assert "New bar 2026-11-23 14:40 from synthetic" in await page.inner_text("#connection")
+        # a correction arrives as a revision and is marked at once
+        await write_bars(
+            conn,
+            [msgspec.structs.replace(bars[5], close=bars[5].close + 2)],
+            policy_version=1,
+            advance_cursors=False,
+        )
+        await page.wait_for_function(f"window.mdQualityPage.state.revised.has({minute(5)})")
+        assert await page.locator("#revised button").all_inner_texts() == ["2026-11-23 14:35 UTC: 2 versions"]
+
+
+async def test_an_injected_gap_is_marked(conn) -> None:
+    await seed_gaps(conn, session_bars(minutes=60))
+    async with live_server() as server, quality_page(server) as page:
+        marks = await quality_marks(page)
+        assert marks == {
+            **{minute(i): "missing" for i in (10, 11, 12)},
+            **{minute(i): "confirmed_empty" for i in (20, 21)},
+            **{minute(i): "queued" for i in (30, 31, 32)},
+        }
+        assert minute(10) not in await candle_times(page)
+        counts = {
+            k: await page.locator(f"#summary [data-count={k}]").inner_text()
+            for k in ("missing", "queued", "confirmed_empty")
+        }
+        assert counts == {"missing": "3", "queued": "3", "confirmed_empty": "2"}
+        assert await page.locator("#ranges li").all_inner_texts() == [
+            "2026-11-23 14:40 to 2026-11-23 14:43 UTC: 3 1m bars missing",
+            "2026-11-23 14:50 to 2026-11-23 14:52 UTC: 2 1m bars confirmed empty",
+            "2026-11-23 15:00 to 2026-11-23 15:03 UTC: 3 1m bars missing, queued for backfill",
+        ]
+        await write_bars(
+            conn,
+            [msgspec.structs.replace(session_bars(minutes=60)[45], close=1.0)],
+            policy_version=1,
+            advance_cursors=False,
+        )
+        if os.environ.get("MD_UI_SCREENSHOT"):
+            await page.reload()
+            await page.evaluate("window.mdQualityPage.ready")
+            await page.wait_for_function(f"window.mdQualityPage.state.revised.has({minute(45)})")
+            await page.locator("main").screenshot(path=os.environ["MD_UI_SCREENSHOT"])
+        # a built interval marks the built bar that holds the gap, worst state first
+        await page.select_option("#interval", "15m")
+        await page.click("#controls button[type=submit]")
+        await page.wait_for_function("window.mdQualityPage.candles.data().length === 4")
+        assert await quality_marks(page) == {
+            minute(0): "missing",
+            minute(15): "confirmed_empty",
+            minute(30): "queued",
+        }
+        await until_following(page, "1m")  # built bars follow the stored interval they are built from
+
+
+async def test_a_revised_bar_shows_its_versions_on_click(conn) -> None:
+    bars = session_bars(minutes=30)
+    await write_bars(conn, bars, policy_version=1, advance_cursors=False)
+    await write_bars(
+        conn, [msgspec.structs.replace(bars[12], close=99.5)], policy_version=2, advance_cursors=False
+    )
+    async with live_server() as server, quality_page(server) as page:
+        x = await js(page, "(t) => window.mdQualityPage.chart.timeScale().timeToCoordinate(t)", minute(12))
+        box = await page.locator("#chart").bounding_box()
+        assert box is not None and x is not None
+        await page.mouse.click(box["x"] + x, box["y"] + box["height"] / 2)
+        await page.wait_for_selector("#versions:not([hidden])")
+        closes = await page.locator("#versions-table tbody tr td:nth-child(7)").all_inner_texts()
+        assert closes == [str(bars[12].close), "99.5"]
+        assert "2026-11-23T14:42:00Z" in await page.inner_text("#versions-table caption")
+        # the same from the keyboard: the list of revised bars holds focusable buttons
+        await page.click("#versions-close")
+        await page.wait_for_selector("#versions", state="hidden")
+        await page.focus("#revised button")
+        await page.keyboard.press("Enter")
+        await page.wait_for_selector("#versions:not([hidden])")
+        assert await js(page, "document.activeElement.id") == "versions"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "parameter"), [("/ui/ZZZZZ", 404, "symbol"), ("/ui/-AAPL", 400, "symbol")]
+)
+async def test_the_page_of_an_unknown_or_malformed_symbol_is_refused(conn, path, status, parameter) -> None:
+    async with live_server() as server, httpx.AsyncClient() as http:
+        r = await http.get(server.http(path))
+        assert r.status_code == status and r.json()["parameter"] == parameter
+
+
+async def test_the_page_and_its_chart_library_come_from_the_api(conn) -> None:
+    async with live_server() as server, httpx.AsyncClient() as http:
+        page = await http.get(server.http("/ui/aapl"))
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert 'data-symbol="AAPL"' in page.text and 'data-stored="1m"' in page.text
+        assert "http" not in page.text.split("<footer>")[0]  # nothing from elsewhere
+        licence = await http.get(server.http("/ui/static/vendor/lightweight-charts/LICENSE"))
+        assert licence.status_code == 200 and "Apache License" in licence.text
+        lib = await http.get(
+            server.http("/ui/static/vendor/lightweight-charts/lightweight-charts.standalone.production.mjs")
+        )
+        assert lib.status_code == 200 and "Lightweight Charts™ v5.2.1" in lib.text
