@@ -70,6 +70,16 @@ async def quality_marks(page: Page) -> dict[int, str]:
     return {t: s for t, s in points}
 
 
+async def hover_bar(page: Page, time: int) -> tuple[float, float]:
+    """Move the mouse onto the chart bar of `time`; returns the point."""
+    x = await js(page, "(t) => window.mdQualityPage.chart.timeScale().timeToCoordinate(t)", time)
+    box = await page.locator("#chart").bounding_box()
+    assert box is not None and x is not None
+    point = (box["x"] + x, box["y"] + box["height"] / 2)
+    await page.mouse.move(*point)
+    return point
+
+
 async def until_following(page: Page, interval: str) -> None:
     await page.wait_for_function(f"window.mdQualityPage.state.live === {interval!r}")
 
@@ -155,9 +165,10 @@ async def test_an_injected_gap_is_marked(conn) -> None:
             "2026-11-23 14:50 to 2026-11-23 14:52 UTC: 2 1m bars confirmed empty",
             "2026-11-23 15:00 to 2026-11-23 15:03 UTC: 3 1m bars missing, queued for backfill",
         ]
+        bar = session_bars(minutes=60)[45]
         await write_bars(
             conn,
-            [msgspec.structs.replace(session_bars(minutes=60)[45], close=1.0)],
+            [msgspec.structs.replace(bar, close=bar.close + 0.25, high=max(bar.high, bar.close + 0.25))],
             policy_version=1,
             advance_cursors=False,
         )
@@ -165,7 +176,8 @@ async def test_an_injected_gap_is_marked(conn) -> None:
             await page.reload()
             await page.evaluate("window.mdQualityPage.ready")
             await page.wait_for_function(f"window.mdQualityPage.state.revised.has({minute(45)})")
-            await page.locator("main").screenshot(path=os.environ["MD_UI_SCREENSHOT"])
+            await hover_bar(page, minute(45))  # its tooltip in the picture
+            await page.screenshot(path=os.environ["MD_UI_SCREENSHOT"])
         # a built interval marks the built bar that holds the gap, worst state first
         await page.select_option("#interval", "15m")
         await page.click("#controls button[type=submit]")
@@ -185,10 +197,9 @@ async def test_a_revised_bar_shows_its_versions_on_click(conn) -> None:
         conn, [msgspec.structs.replace(bars[12], close=99.5)], policy_version=2, advance_cursors=False
     )
     async with live_server() as server, quality_page(server) as page:
-        x = await js(page, "(t) => window.mdQualityPage.chart.timeScale().timeToCoordinate(t)", minute(12))
-        box = await page.locator("#chart").bounding_box()
-        assert box is not None and x is not None
-        await page.mouse.click(box["x"] + x, box["y"] + box["height"] / 2)
+        await page.mouse.click(*await hover_bar(page, minute(12)))
+        tooltip = await page.inner_text("#tooltip")
+        assert "2026-11-23 14:42 UTC" in tooltip and "provider synthetic" in tooltip and "revised" in tooltip
         await page.wait_for_selector("#versions:not([hidden])")
         closes = await page.locator("#versions-table tbody tr td:nth-child(7)").all_inner_texts()
         assert closes == [str(bars[12].close), "99.5"]

@@ -18,6 +18,8 @@ const STATE_TEXT = { missing: "missing", queued: "missing, queued for backfill",
 const STATE_RANK = { missing: 3, queued: 2, confirmed_empty: 1 };
 const PROVIDER_COLORS = ["#1565c0", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037", "#c2185b"];
 const REVISED_COLOR = "#8e24aa";
+const UP_COLOR = "#26a69a";
+const DOWN_COLOR = "#455a64";
 
 const $ = (id) => document.getElementById(id);
 
@@ -66,8 +68,17 @@ const providerStrip = chart.addSeries(HistogramSeries, {
   lastValueVisible: false,
   priceLineVisible: false,
 });
-chart.priceScale("provider").applyOptions({ scaleMargins: { top: 0.95, bottom: 0 }, visible: false });
-const candles = chart.addSeries(CandlestickSeries, { priceLineVisible: false });
+chart.priceScale("provider").applyOptions({ scaleMargins: { top: 0.97, bottom: 0 }, visible: false });
+// up teal, down slate: red is the colour of missing bars
+const candles = chart.addSeries(CandlestickSeries, {
+  priceLineVisible: false,
+  upColor: UP_COLOR,
+  wickUpColor: UP_COLOR,
+  borderUpColor: UP_COLOR,
+  downColor: DOWN_COLOR,
+  wickDownColor: DOWN_COLOR,
+  borderDownColor: DOWN_COLOR,
+});
 const markers = createSeriesMarkers(candles, []);
 
 // ----------------------------------------------------------------------------------------------
@@ -325,6 +336,8 @@ function describe() {
 
 function drawLegend(counts) {
   const items = [
+    [UP_COLOR, "up bar"],
+    [DOWN_COLOR, "down bar"],
     ...Object.keys(STATE_COLOR).map((k) => [STATE_COLOR[k], STATE_TEXT[k]]),
     [REVISED_COLOR, "revised (mark vN: N versions)"],
     ...Object.keys(counts).map((p) => [providerColor(p), `provider ${p} (bottom strip)`]),
@@ -432,7 +445,9 @@ chart.subscribeCrosshairMove((param) => {
   if (state.revised.has(param.time)) lines.push("revised: click for its versions");
   tip.textContent = lines.join("\n");
   tip.hidden = false;
-  tip.style.left = `${Math.min(param.point.x + 12, $("chart").clientWidth - 260)}px`;
+  const width = tip.offsetWidth;
+  const right = param.point.x + 12 + width <= $("chart").clientWidth;
+  tip.style.left = `${right ? param.point.x + 12 : Math.max(0, param.point.x - 12 - width)}px`;
   tip.style.top = `${param.point.y + 12}px`;
 });
 
