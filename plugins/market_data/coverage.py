@@ -47,7 +47,7 @@ class BarState(StrEnum):
 
 
 class StateRange(msgspec.Struct, frozen=True, kw_only=True):
-    """Adjacent expected bars of one session, none stored, all in the same state."""
+    """Expected bars of one session, adjacent in time, none stored, all in the same state."""
 
     state: BarState
     start: datetime
@@ -93,14 +93,20 @@ _STATE_OF_CODE = {1: BarState.CONFIRMED_EMPTY, 2: BarState.MISSING, 3: BarState.
 def _state_ranges(
     expected: np.ndarray, codes: np.ndarray, session_index: np.ndarray, interval: Interval
 ) -> list[StateRange]:
-    """Runs of equal non-zero `codes` (0 stored) over adjacent expected bars of one session."""
+    """Runs of equal non-zero `codes` (0 stored) over expected bars of one session, adjacent in time.
+
+    A lunch break splits a run: each run is [start, end) without a hole, as the page draws it.
+    """
     if expected.size == 0:
         return []
-    change = np.flatnonzero((np.diff(codes) != 0) | (np.diff(session_index) != 0)) + 1
+    step = interval.seconds * 1_000_000_000
+    change = (np.diff(codes) != 0) | (np.diff(session_index) != 0)
+    if interval is not Interval.D1:  # daily bars are one per session: the session split is enough
+        change |= np.diff(expected) != step
+    change = np.flatnonzero(change) + 1
     firsts = np.concatenate(([0], change))
     lasts = np.concatenate((change, [expected.size])) - 1
     keep = codes[firsts] != 0
-    step = interval.seconds * 1_000_000_000
     return [
         StateRange(
             state=_STATE_OF_CODE[code],

@@ -96,6 +96,22 @@ async def test_bars_with_more_than_one_version_are_listed_as_revised(client, con
     assert first["first_as_of"] < first["as_of"] and body["revised_truncated"] is False
 
 
+async def test_a_lunch_break_splits_a_range_not_stored(client, conn) -> None:
+    tokyo = datetime(2025, 11, 26, 0, 0, tzinfo=UTC)  # 09:00 JST; lunch 02:30-03:30 UTC
+    await write_bars(
+        conn,
+        session_bars("7203.T", start=tokyo, minutes=1, mic="XTKS"),
+        policy_version=1,
+        advance_cursors=False,
+    )
+    day = {"start": "2025-11-26T00:00:00Z", "end": "2025-11-27T00:00:00Z", "interval": "1m"}
+    body = (await client.get("/stocks/7203.T/coverage", params=day)).json()
+    assert body["ranges"] == [
+        {"state": "missing", "start": "2025-11-26T00:01:00Z", "end": "2025-11-26T02:30:00Z", "bars": 149},
+        {"state": "missing", "start": "2025-11-26T03:30:00Z", "end": "2025-11-26T06:30:00Z", "bars": 180},
+    ]
+
+
 async def test_a_built_timeframe_counts_the_interval_it_is_built_from(client, conn) -> None:
     body = (await client.get(URL, params={**WEEK, "interval": "1h"})).json()
     assert (body["interval"], body["counted"]) == ("1h", "1m") and body["totals"]["expected"] == 390 * 3 + 210

@@ -267,6 +267,9 @@ function onMessage(m) {
 
 function applyLiveBar(m) {
   const t = seconds(m.ts);
+  const times = sortedTimes();
+  // only bars inside the window shown: a backfill of older bars does not join the chart
+  if ((times.length && t < times[0]) || (state.end && t >= seconds(state.end))) return;
   const isNew = !state.bars.has(t);
   state.bars.set(t, { ...m, complete: true, base_bars: null });
   if (m.revision) {
