@@ -118,6 +118,15 @@ async def test_the_page_draws_the_stored_bars_of_a_symbol(conn) -> None:
         # the interval selector is labelled and offers the stored and built timeframes
         options = await page.locator("label[for=interval] + select option").all_inner_texts()
         assert "1m (stored)" in options and "1h (built)" in options
+        # every control has a label or text a screen reader can announce
+        unlabelled = await js(
+            page,
+            """() => [...document.querySelectorAll('input, select, button')]
+                .filter((el) => !(el.labels?.length || el.textContent.trim() || el.getAttribute('aria-label')))
+                .map((el) => el.outerHTML)""",
+        )
+        assert unlabelled == []
+        assert await page.get_attribute("#chart", "aria-describedby") == "summary"
 
 
 async def test_a_bar_written_while_the_page_is_open_appears_live(conn) -> None:
@@ -188,6 +197,13 @@ async def test_an_injected_gap_is_marked(conn) -> None:
             minute(30): "queued",
         }
         await until_following(page, "1m")  # built bars follow the stored interval they are built from
+        # the missing 1m bars arrive: the page re-reads the built bars and the red mark goes
+        bars = session_bars(minutes=60)
+        await write_bars(conn, bars[10:13], policy_version=1, advance_cursors=False)
+        await page.wait_for_function(
+            f"!window.mdQualityPage.state.quality.some((p) => p.time === {minute(0)})"
+        )
+        assert await quality_marks(page) == {minute(15): "confirmed_empty", minute(30): "queued"}
 
 
 async def test_a_revised_bar_shows_its_versions_on_click(conn) -> None:
