@@ -122,7 +122,7 @@ async def test_the_page_draws_the_stored_bars_of_a_symbol(conn) -> None:
         unlabelled = await js(
             page,
             """() => [...document.querySelectorAll('input, select, button')]
-                .filter((el) => !(el.labels?.length || el.textContent.trim() || el.getAttribute('aria-label')))
+                .filter((el) => !(el.labels?.length || el.textContent.trim() || el.ariaLabel))
                 .map((el) => el.outerHTML)""",
         )
         assert unlabelled == []
