@@ -206,6 +206,15 @@ async def test_an_injected_gap_is_marked(conn) -> None:
         assert await quality_marks(page) == {minute(15): "confirmed_empty", minute(30): "queued"}
 
 
+async def test_a_built_bar_without_any_stored_bar_is_marked_where_it_would_stand(conn) -> None:
+    bars = session_bars(minutes=180)  # 14:30-17:30; the 1h bars start at the open, 14:30
+    await write_bars(conn, bars[:60] + bars[120:], policy_version=1, advance_cursors=False)
+    async with live_server() as server, quality_page(server, "/ui/AAPL?interval=1h") as page:
+        assert await candle_times(page) == [minute(0), minute(120)]
+        assert await quality_marks(page) == {minute(60): "missing"}
+        assert await page.input_value("#interval") == "1h"
+
+
 async def test_a_revised_bar_shows_its_versions_on_click(conn) -> None:
     bars = session_bars(minutes=30)
     await write_bars(conn, bars, policy_version=1, advance_cursors=False)

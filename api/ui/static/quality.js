@@ -100,8 +100,8 @@ function providerColor(name) {
   return state.providers.get(name);
 }
 
-/** The time of the chart bar holding instant t: the bar starting at or before t within a step. */
-function chartBarAt(t, times) {
+/** Index of the last of `times` (sorted) at or before t; -1 when none is. */
+function lastAtOrBefore(t, times) {
   let lo = 0;
   let hi = times.length - 1;
   let found = -1;
@@ -112,8 +112,23 @@ function chartBarAt(t, times) {
       lo = mid + 1;
     } else hi = mid - 1;
   }
-  if (found >= 0 && t < times[found] + stepOf(state.interval)) return times[found];
+  return found;
+}
+
+/** The time of the chart bar holding instant t: the bar starting at or before t within a step. */
+function chartBarAt(t, times) {
+  const i = lastAtOrBefore(t, times);
+  if (i >= 0 && t < times[i] + stepOf(state.interval)) return times[i];
   return null;
+}
+
+/** Where the built bar holding t would stand when no bar of it is stored. Intraday: in step
+ * with the nearest bar shown before it (session-aligned buckets start at the open, e.g. 14:30);
+ * daily and longer: the UTC day. */
+function emptySlot(t, times, step) {
+  if (step >= DAY || !times.length) return t - (t % Math.min(step, DAY));
+  const ref = times[Math.max(0, lastAtOrBefore(t, times))];
+  return ref + Math.floor((t - ref) / step) * step;
 }
 
 function sortedTimes() {
@@ -131,9 +146,7 @@ function qualityPoints() {
     for (let k = 0; k < range.bars; k++) {
       const t = start + k * countedStep;
       let slot = t;
-      if (state.counted !== state.interval) {
-        slot = chartBarAt(t, times) ?? (chartStep >= DAY ? t - (t % DAY) : t - (t % chartStep));
-      }
+      if (state.counted !== state.interval) slot = chartBarAt(t, times) ?? emptySlot(t, times, chartStep);
       const prev = worst.get(slot);
       if (!prev || STATE_RANK[range.state] > STATE_RANK[prev]) worst.set(slot, range.state);
     }
@@ -193,7 +206,7 @@ async function load() {
   state.bars = new Map(page.bars.map((b) => [seconds(b.ts), b]));
   state.counted = page.built_from || page.interval;
   const times = sortedTimes();
-  const nowS = Math.floor(Date.now() / 1000);
+  const nowS = Math.floor(Date.now() / 60000) * 60; // whole minutes
   const endS = state.end ? seconds(state.end) : nowS;
   // quality over the span of the bars shown (without bars: the week before `end`)
   const hi = times.length ? Math.min(times[times.length - 1] + stepOf(state.interval), endS, nowS) : endS;
