@@ -155,7 +155,8 @@ class StocksController(Controller):
             "confirmed empty (the provider reported no trades), missing, and missing but queued for "
             "backfill (inside a queued or running job), counted by the same gap code as the sweeps; `ranges` "
             "lists the bars not stored as runs per session and state, `revised` the stored bars with more "
-            "than one version (see /versions). "
+            "than one version (see /versions), `backfills` the queued or running backfill jobs (no token "
+            "needed). "
             "`interval` defaults to the symbol's finest stored interval; a timeframe that is built "
             "counts the stored interval it is built from (`counted`)."
         ),

@@ -11,6 +11,7 @@ from api.stocks.params import instant, parse_interval
 from api.stocks.symbols import Listed, stored_intervals
 from market_data.bar_reads import resolve_base
 from market_data.coverage import RevisedBar, SessionCoverage, StateRange, session_coverage
+from market_data.gaps import QueuedBackfill
 from market_data.records import Interval
 from market_data.timeframes import Align
 
@@ -46,6 +47,9 @@ class CoverageResponse(ResponseModel, kw_only=True):
     """Stored bars with more than one version (click one on /ui for them), oldest first."""
     revised_truncated: bool
     """More revised bars exist in [start, end) than `revised` lists (5000)."""
+    backfills: list[QueuedBackfill]
+    """The queued or running backfill jobs that overlap [start, end) (start, end, status,
+    source), by start: the same jobs `queued_for_backfill` counts, readable without the ops token."""
 
 
 async def coverage_report(
@@ -92,6 +96,7 @@ async def coverage_report(
         ranges=report.ranges,
         revised=report.revised,
         revised_truncated=report.revised_truncated,
+        backfills=report.backfills,
     )
 
 

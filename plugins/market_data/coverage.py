@@ -85,6 +85,8 @@ class SymbolCoverage(msgspec.Struct, frozen=True, kw_only=True):
     revised: list[RevisedBar]
     """Stored bars with more than one version, oldest first (at most MAX_REVISED)."""
     revised_truncated: bool
+    backfills: list[gaps.QueuedBackfill]
+    """The queued or running backfill jobs that overlap the range, by start."""
 
 
 _STATE_OF_CODE = {1: BarState.CONFIRMED_EMPTY, 2: BarState.MISSING, 3: BarState.QUEUED}
@@ -134,22 +136,25 @@ async def session_coverage(
     start: datetime,
     end: datetime,
 ) -> SymbolCoverage:
-    """Per session with an expected bar in [start, end) its counts, and the runs not stored."""
+    """Per session with an expected bar in [start, end) its counts; the runs not stored, the
+    revised bars and the queued or running backfill jobs of the range."""
     first, last = calendar.calendar_span_ns(mic)
     lo, hi = max(calendar.to_ns(start), first), min(calendar.to_ns(end), last)
     expected = calendar.expected_bar_starts_ns(mic, interval, lo, hi)
     revised_rows = await conn.fetch(_REVISED_BARS, symbol, interval.value, start, end, MAX_REVISED + 1)
     revised = [RevisedBar(**r) for r in revised_rows[:MAX_REVISED]]
     truncated = len(revised_rows) > MAX_REVISED
+    backfills = await gaps.queued_backfills(conn, symbol, interval, start, end)
     if expected.size == 0:
-        return SymbolCoverage(sessions=[], ranges=[], revised=revised, revised_truncated=truncated)
+        return SymbolCoverage(
+            sessions=[], ranges=[], revised=revised, revised_truncated=truncated, backfills=backfills
+        )
     present = (await gaps.stored_bar_starts(conn, [symbol], interval, start, end)).get(
         symbol, np.empty(0, np.int64)
     )
     empty = (await gaps.confirmed_empty_ranges(conn, [symbol], interval, start, end)).get(symbol, [])
-    jobs = await gaps.queued_backfill_ranges(conn, symbol, interval, start, end)
     states = gaps.bar_states(expected, present, empty)
-    queued = states.missing & gaps.in_ranges(expected, jobs)
+    queued = states.missing & gaps.in_ranges(expected, [job.range_ns for job in backfills])
     sessions, inverse = np.unique(_sessions_of(mic, interval, expected), return_inverse=True)
 
     def per_session(mask: np.ndarray) -> list[int]:
@@ -185,4 +190,5 @@ async def session_coverage(
         ranges=_state_ranges(expected, codes, inverse, interval),
         revised=revised,
         revised_truncated=truncated,
+        backfills=backfills,
     )

@@ -77,6 +77,16 @@ async def test_each_session_counts_stored_confirmed_empty_missing_and_queued_bar
         {"state": "missing", "start": "2025-11-28T15:12:00Z", "end": "2025-11-28T15:20:00Z", "bars": 8},
     ]
     assert (body["revised"], body["revised_truncated"]) == ([], False)
+    # the jobs themselves, readable without the ops token (a done job is not listed)
+    assert body["backfills"] == [
+        {"start": "2025-11-28T15:05:00Z", "end": "2025-11-28T15:10:00Z", "status": "queued", "source": "gap"},
+        {
+            "start": "2025-11-28T15:10:00Z",
+            "end": "2025-11-28T15:12:00Z",
+            "status": "running",
+            "source": "gap",
+        },
+    ]
 
 
 async def test_bars_with_more_than_one_version_are_listed_as_revised(client, conn) -> None:

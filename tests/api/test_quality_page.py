@@ -85,7 +85,8 @@ async def until_following(page: Page, interval: str) -> None:
 
 
 async def seed_gaps(conn: Any, bars: list[Bar]) -> list[Bar]:
-    """Store `bars` but for a gap: 10-12 missing, 20-21 confirmed empty, 30-32 queued for backfill."""
+    """Store `bars` but for a gap: 10-12 missing, 20-21 confirmed empty, 30-32 queued for backfill;
+    and a running backfill job over the stored bars 40-44 (a re-fetch)."""
     gone = {10, 11, 12, 20, 21, 30, 31, 32}
     await write_bars(
         conn, [b for i, b in enumerate(bars) if i not in gone], policy_version=1, advance_cursors=False
@@ -101,6 +102,12 @@ async def seed_gaps(conn: Any, bars: list[Bar]) -> list[Bar]:
            VALUES ('AAPL', '1m', $1, $2, 'T0', 1, 'gap', 'queued')""",
         MON_OPEN + timedelta(minutes=30),
         MON_OPEN + timedelta(minutes=33),
+    )
+    await conn.execute(
+        """INSERT INTO backfill_jobs (symbol, interval, start_ts, end_ts, tier, priority, source, status)
+           VALUES ('AAPL', '1m', $1, $2, 'T0', 0, 'api', 'running')""",
+        MON_OPEN + timedelta(minutes=40),
+        MON_OPEN + timedelta(minutes=45),
     )
     return bars
 
@@ -173,6 +180,15 @@ async def test_an_injected_gap_is_marked(conn) -> None:
             "2026-11-23 14:40 to 2026-11-23 14:43 UTC: 3 1m bars missing",
             "2026-11-23 14:50 to 2026-11-23 14:52 UTC: 2 1m bars confirmed empty",
             "2026-11-23 15:00 to 2026-11-23 15:03 UTC: 3 1m bars missing, queued for backfill",
+        ]
+        # the jobs themselves, along the top: the queued one over the gap, the running re-fetch
+        jobs = await js(page, "window.mdQualityPage.state.jobs.map((p) => [p.time, p.status])")
+        assert jobs == [[minute(i), "queued"] for i in (30, 31, 32)] + [
+            [minute(i), "running"] for i in range(40, 45)
+        ]
+        assert await page.locator("#backfills li").all_inner_texts() == [
+            "2026-11-23 15:00 to 2026-11-23 15:03 UTC: queued (gap)",
+            "2026-11-23 15:10 to 2026-11-23 15:15 UTC: running (api)",
         ]
         bar = session_bars(minutes=60)[45]
         await write_bars(

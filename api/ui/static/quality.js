@@ -18,6 +18,7 @@ const STATE_TEXT = { missing: "missing", queued: "missing, queued for backfill",
 const STATE_RANK = { missing: 3, queued: 2, confirmed_empty: 1 };
 const PROVIDER_COLORS = ["#1565c0", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037", "#c2185b"];
 const REVISED_COLOR = "#8e24aa";
+const JOB_COLOR = "#e65100";
 const UP_COLOR = "#26a69a";
 const DOWN_COLOR = "#455a64";
 
@@ -63,6 +64,12 @@ const quality = chart.addSeries(HistogramSeries, {
   base: 0,
 });
 chart.priceScale("quality").applyOptions({ scaleMargins: { top: 0, bottom: 0 }, visible: false });
+const jobStrip = chart.addSeries(HistogramSeries, {
+  priceScaleId: "jobs",
+  lastValueVisible: false,
+  priceLineVisible: false,
+});
+chart.priceScale("jobs").applyOptions({ scaleMargins: { top: 0, bottom: 0.97 }, visible: false });
 const providerStrip = chart.addSeries(HistogramSeries, {
   priceScaleId: "provider",
   lastValueVisible: false,
@@ -156,6 +163,19 @@ function qualityPoints() {
     .map(([time, s]) => ({ time, value: 1, color: STATE_COLOR[s] + "55", state: s }));
 }
 
+/** The slots (bars shown and quality columns) that overlap a queued or running backfill job. */
+function jobPoints() {
+  const step = stepOf(state.interval);
+  const jobs = (state.coverage?.backfills || []).map((j) => [seconds(j.start), seconds(j.end), j.status]);
+  const slots = new Set([...state.bars.keys(), ...state.quality.map((p) => p.time)]);
+  const out = [];
+  for (const t of [...slots].sort((a, b) => a - b)) {
+    const job = jobs.find(([start, end]) => t < end && start < t + step);
+    if (job) out.push({ time: t, value: 1, color: JOB_COLOR, status: job[2] });
+  }
+  return out;
+}
+
 function draw() {
   const times = sortedTimes();
   candles.setData(
@@ -169,6 +189,8 @@ function draw() {
   );
   state.quality = qualityPoints();
   quality.setData(state.quality.map(({ time, value, color }) => ({ time, value, color })));
+  state.jobs = jobPoints();
+  jobStrip.setData(state.jobs.map(({ time, value, color }) => ({ time, value, color })));
   markers.setMarkers(
     [...state.revised.keys()]
       .filter((t) => state.bars.has(t))
@@ -347,6 +369,7 @@ function describe() {
   drawLegend(counts);
   listRevised();
   listRanges();
+  listBackfills();
   fillTable(times);
 }
 
@@ -356,6 +379,7 @@ function drawLegend(counts) {
     [DOWN_COLOR, "down bar"],
     ...Object.keys(STATE_COLOR).map((k) => [STATE_COLOR[k], STATE_TEXT[k]]),
     [REVISED_COLOR, "revised (mark vN: N versions)"],
+    [JOB_COLOR, "in a queued or running backfill job (top strip)"],
     ...Object.keys(counts).map((p) => [providerColor(p), `provider ${p} (bottom strip)`]),
   ];
   $("legend").innerHTML = items
@@ -395,6 +419,19 @@ function listRanges() {
   if (state.ranges.length > 200) {
     const li = document.createElement("li");
     li.textContent = `… and ${state.ranges.length - 200} more ranges`;
+    ul.append(li);
+  }
+}
+
+function listBackfills() {
+  const ul = $("backfills");
+  ul.replaceChildren();
+  const jobs = state.coverage?.backfills || [];
+  if (!jobs.length) ul.innerHTML = "<li>None.</li>";
+  for (const j of jobs) {
+    const li = document.createElement("li");
+    li.dataset.status = j.status;
+    li.textContent = `${label(seconds(j.start))} to ${label(seconds(j.end))} UTC: ${j.status} (${j.source})`;
     ul.append(li);
   }
 }
@@ -458,6 +495,8 @@ chart.subscribeCrosshairMove((param) => {
     lines.push(`provider ${b.provider}, as_of ${b.as_of}${b.complete === false ? ", incomplete" : ""}`);
   }
   if (q) lines.push(STATE_TEXT[q.state]);
+  const job = (state.jobs || []).find((p) => p.time === param.time);
+  if (job) lines.push(`in a ${job.status} backfill job`);
   if (state.revised.has(param.time)) lines.push("revised: click for its versions");
   tip.textContent = lines.join("\n");
   tip.hidden = false;
