@@ -254,6 +254,22 @@ async def test_a_revised_bar_shows_its_versions_on_click(conn) -> None:
         assert await js(page, "document.activeElement.id") == "versions"
 
 
+@pytest.mark.parametrize("interval", ["60m", "soon"])
+async def test_an_interval_the_api_refuses_is_shown_with_its_reason(conn, interval) -> None:
+    async with live_server() as server, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(server.http(f"/ui/AAPL?interval={interval}"))
+            assert await page.evaluate("window.mdQualityPage.ready") is False
+            assert (await page.inner_text("#error")).startswith("interval: ")
+            assert errors == []
+        finally:
+            await browser.close()
+
+
 @pytest.mark.parametrize(
     ("path", "status", "parameter"), [("/ui/ZZZZZ", 404, "symbol"), ("/ui/-AAPL", 400, "symbol")]
 )
