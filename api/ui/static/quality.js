@@ -218,7 +218,8 @@ function rememberRevised(rows) {
   }
 }
 
-async function load() {
+/** Read the bars and their quality; `fit`: show them all (a reload for live data keeps the view). */
+async function load({ fit = true } = {}) {
   $("error").hidden = true;
   const page = await getJson(`/stocks/${SYMBOL}/history`, {
     interval: state.interval,
@@ -245,7 +246,10 @@ async function load() {
   state.coverageWindow = [lo, hi];
   rememberRevised(coverage.revised);
   draw();
-  chart.timeScale().fitContent();
+  if (fit) {
+    chart.timeScale().fitContent();
+    announce(`Showing ${times.length} ${state.interval} bars.`);
+  }
   subscribe();
 }
 
@@ -330,14 +334,16 @@ function splitRange(r, t) {
 
 function scheduleReload() {
   clearTimeout(state.reloadTimer);
-  state.reloadTimer = setTimeout(() => load().catch(showError), 1000);
+  state.reloadTimer = setTimeout(() => load({ fit: false }).catch(showError), 1000);
 }
 
 // ----------------------------------------------------------------------------------------------
 // text: summary, lists, table, tooltip, versions
 
+/** Say it in the status line (a polite live region), after the state of the feed. */
 function announce(text) {
-  setConnection(`Live feed: following ${SYMBOL} ${state.live} bars. ${text}`);
+  const feed = state.live ? `Live feed: following ${SYMBOL} ${state.live} bars.` : "Live feed: connecting…";
+  setConnection(`${feed} ${text}`);
 }
 
 function describe() {
