@@ -27,7 +27,7 @@ from api.stocks.params import OutputFormat
 from api.stocks.schemas import BAR_FIELDS, field_columns
 from market_data.aggregate import Bars
 
-CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+CSV_MEDIA_TYPE = "text/csv"  # Litestar appends "; charset=utf-8" to text/* itself
 CHUNK_ROWS = 5_000
 CSV_COLUMNS = BAR_FIELDS
 
