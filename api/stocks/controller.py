@@ -6,7 +6,7 @@ from litestar import Controller, Request, get
 
 from api.schemas import ErrorBody, documented
 from api.state import Resources
-from api.stocks import csv_export, multi
+from api.stocks import files, multi
 from api.stocks.coverage import CoverageResponse, coverage_report
 from api.stocks.history import HistoryQuery, bar_versions, history, intraday_session
 from api.stocks.params import (
@@ -21,6 +21,7 @@ from api.stocks.params import (
     IntradayIntervalQuery,
     JsonLimitQuery,
     LimitQuery,
+    OutputFormat,
     PageTokenQuery,
     SortOrder,
     SortQuery,
@@ -75,7 +76,7 @@ class StocksController(Controller):
     @get(
         "/{symbol:str}/history",
         operation_id="getHistory",
-        summary="Historical bars of any timeframe (JSON pages or CSV)",
+        summary="Historical bars of any timeframe (JSON pages, CSV or Parquet)",
         description=(
             "Bars whose start is in [start, end) (at most the timeframe's maximum span). A timeframe "
             "stored for the symbol is read as stored; any other (e.g. 1h or 1d of a symbol that stores "
@@ -85,12 +86,17 @@ class StocksController(Controller):
             "and `sort=asc`: oldest first from `start`. Without `start`: the latest `limit` bars before "
             "`end` (oldest first), and each next page the `limit` bars before those. `sort=desc`: newest "
             "first. `next_page_token` continues the read (null on the last page) at the `as_of` of the "
-            "first page. With `Accept: text/csv` or `format=csv` the same page comes as CSV "
-            f"(`limit` up to {MAX_FILE_LIMIT}; the next token in the `X-Next-Page-Token` header): "
-            "`pd.read_csv(url, parse_dates=['ts', 'as_of'])`."
+            "first page. With `format=csv` (or `Accept: text/csv`) the same page comes as CSV, "
+            "`pd.read_csv(url, parse_dates=['ts', 'as_of'])`; with `format=parquet` (or `Accept: "
+            "application/vnd.apache.parquet`) as a Parquet file with typed columns, `pd.read_parquet(url)` "
+            f"(a file's `limit` goes up to {MAX_FILE_LIMIT}; the next token is in the `X-Next-Page-Token` "
+            "header)."
         ),
-        responses={**ERRORS, 200: documented(HistoryResponse, description="A page of bars, or CSV")},
-        operation_class=csv_export.HistoryOperation,
+        responses={
+            **ERRORS,
+            200: documented(HistoryResponse, description="A page of bars (JSON), or a CSV or Parquet file"),
+        },
+        operation_class=files.HistoryOperation,
     )
     async def history(
         self,
@@ -106,9 +112,10 @@ class StocksController(Controller):
         sort: SortQuery = SortOrder.ASC,
         page_token: PageTokenQuery = None,
         format: FormatQuery = None,  # the public name of the query parameter
-    ) -> HistoryResponse | csv_export.CsvStream:
+    ) -> HistoryResponse | files.FileStream:
         listed = await require_listed(resources, symbol)
-        as_file = csv_export.wants_csv(request, format)
+        fmt = files.response_format(request, format)
+        as_file = fmt is not OutputFormat.JSON
         query = HistoryQuery(
             interval=interval,
             align=align,
@@ -121,7 +128,7 @@ class StocksController(Controller):
             as_file=as_file,
         )
         page = await history(resources, listed, query)
-        return csv_export.csv_response(page) if as_file else page.response()
+        return files.file_response(page, fmt) if as_file else page.response()
 
     @get(
         "/{symbol:str}/intraday",

@@ -2,7 +2,7 @@
 
 Every bar read goes through `market_data.bar_reads.read_bars` (fetch at `as_of`, adjust,
 aggregate, completeness); this module only turns request parameters into a read and the
-page it returns into a response body, which the JSON and CSV encoders share.
+page it returns into a response body, which the JSON, CSV and Parquet encoders share.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class HistoryQuery(msgspec.Struct, frozen=True, kw_only=True):
     sort: SortOrder
     page_token: str | None
     as_file: bool
-    """The response is a file (CSV): `limit` may be larger than a JSON page's."""
+    """The response is a file (CSV or Parquet): `limit` may be larger than a JSON page's."""
 
 
 @dataclass(frozen=True)
