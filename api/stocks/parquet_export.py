@@ -84,7 +84,7 @@ def bar_table(bars: Bars, *, symbol: str | None = None) -> pa.Table:
     return pa.Table.from_arrays([columns[n] for n in schema.names], schema=schema)
 
 
-class _Chunks:
+class ChunkSink:
     """A write-only file that keeps what is written until `take` hands it over."""
 
     closed = False
@@ -118,7 +118,7 @@ class ParquetStream:
 
     def __init__(self, *, symbol: str | None = None) -> None:
         self._symbol = symbol
-        self._out = _Chunks()
+        self._out = ChunkSink()
         self._writer = pq.ParquetWriter(self._out, bar_schema(with_symbol=symbol is not None))
 
     def write(self, bars: Bars) -> bytes:

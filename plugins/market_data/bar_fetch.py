@@ -156,3 +156,26 @@ async def stored_extent(
     if row is None or row["first"] is None:
         return None
     return row["first"], row["last"]
+
+
+# Every transaction open now in this database (but ours) started after the result: a version
+# it writes gets an `as_of` after it (pit_write takes clock_timestamp() inside its transaction).
+SETTLED = """
+SELECT least(
+    clock_timestamp(),
+    (SELECT min(xact_start) FROM pg_stat_activity
+     WHERE datname = current_database() AND backend_type = 'client backend'
+       AND pid <> pg_backend_pid() AND xact_start IS NOT NULL)
+) - interval '1 microsecond'"""
+
+
+async def settled_as_of(conn: asyncpg.Connection | asyncpg.Pool) -> datetime:
+    """The newest instant whose versions are all committed: a read at it never changes later.
+
+    A write's `as_of` is taken inside its transaction, which commits a little later, so a read
+    at `now` could miss a version (as_of < now) that commits a moment after it. Before the
+    oldest transaction still open, nothing more can arrive. The role must see other sessions'
+    `xact_start` in pg_stat_activity (superuser, or a member of pg_read_all_stats).
+    """
+    settled: datetime = await conn.fetchval(SETTLED)
+    return settled

@@ -24,7 +24,7 @@ trimmed to where stored base bars exist, and a page reads only its buckets' base
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import asyncpg
@@ -50,6 +50,7 @@ MAX_BASE_BARS = 500_000
 FETCH_PARTS = 4
 ROWS_PER_FETCH_PART = 25_000
 """A page's base bars are read in parts of about this many, up to FETCH_PARTS at once."""
+_NO_LATER = datetime(9999, 1, 1, tzinfo=UTC)
 _EXTENT_BEFORE = timedelta(days=2)
 _EXTENT_AFTER = timedelta(days=32)
 """Base bars of a bucket that starts in [start, end) lie within these margins of the range."""
@@ -269,20 +270,22 @@ async def _built_page(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, li
     return BarPage(bars, False)
 
 
-# The stored intervals that hold at least one bar of each symbol (an index probe per pair).
+# The stored intervals that hold at least one bar of each symbol known at $3 (an index probe per pair).
 _HELD_INTERVALS = """
 SELECT s.symbol, ARRAY(
     SELECT iv FROM unnest($2::text[]) AS iv
-    WHERE EXISTS (SELECT 1 FROM bars WHERE bars.symbol = s.symbol AND bars.interval = iv)
+    WHERE EXISTS (
+        SELECT 1 FROM bars WHERE bars.symbol = s.symbol AND bars.interval = iv AND bars.as_of <= $3
+    )
 ) AS held
 FROM unnest($1::text[]) AS s(symbol)"""
 
 
 async def held_intervals(
-    conn: asyncpg.Connection | asyncpg.Pool, symbols: list[str]
+    conn: asyncpg.Connection | asyncpg.Pool, symbols: list[str], as_of: datetime | None = None
 ) -> dict[str, set[Interval]]:
-    """The intervals with at least one stored bar, per symbol."""
-    rows = await conn.fetch(_HELD_INTERVALS, symbols, [iv.value for iv in Interval])
+    """The intervals with at least one stored bar (known at `as_of`, default: any), per symbol."""
+    rows = await conn.fetch(_HELD_INTERVALS, symbols, [iv.value for iv in Interval], as_of or _NO_LATER)
     return {r["symbol"]: {Interval(v) for v in r["held"]} for r in rows}
 
 
