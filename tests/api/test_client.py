@@ -164,7 +164,7 @@ async def test_export_bars_downloads_verifies_and_reads_back(stored, tmp_path) -
             bad.writestr(name, z.read(name))
         manifest["files"][1]["sha256"] = "0" * 64  # V's file is not what the manifest says
         bad.writestr("manifest.json", json.dumps(manifest))
-    with pytest.raises(ValueError, match="bars/V.parquet"):
+    with pytest.raises(ValueError, match=r"bars/V\.parquet"):
         md_client.verify_export(tmp_path / "bad.zip")
 
 
