@@ -2,11 +2,11 @@
 
     bars/AAPL.parquet   bars/MSFT.parquet   ...   manifest.json
 
-Each symbol is read page by page (`plan.PAGE_ROWS` bars, through `bar_reads.read_bars` like
-every other bar read) and each page is encoded (a CSV chunk, a Parquet row group), hashed
-and written to the zip as it comes, so neither the export nor one symbol of it is ever held
-whole. The manifest comes last because it holds what only the end knows: each file's row
-count, size and sha256.
+Each symbol is read page by page (at most `plan.PAGE_ROWS` bars, through `bar_reads` like
+every other bar read; the next page is read while this one is encoded) and each page is
+encoded (a CSV chunk, a Parquet row group), hashed and written to the zip as it comes, so
+neither the export nor one symbol of it is ever held whole. The manifest comes last because
+it holds what only the end knows: each file's row count, size and sha256.
 
 The bytes are a function of the request and the store as known at `as_of`: zip entries carry
 a fixed date (1980-01-01) and no extra fields, the manifest holds no wall-clock time, and
@@ -22,10 +22,13 @@ client gets a file no zip reader opens, never a partial export that looks whole.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import zipfile
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import TypeVar
 from urllib.parse import urlencode
 
 import asyncpg
@@ -38,8 +41,9 @@ from api.stocks import csv_export, parquet_export
 from api.stocks.params import OutputFormat
 from market_data import calendar
 from market_data.aggregate import Bars
-from market_data.bar_reads import BarPage, BarRead, read_bars
+from market_data.bar_reads import BarPage, BarRead, read_bars, read_window
 
+T = TypeVar("T")
 FORMAT_VERSION = 1
 """Version of the export's layout (files, columns, manifest fields); raised when any changes."""
 ZIP_MEDIA_TYPE = "application/zip"
@@ -131,12 +135,27 @@ class _Encoder:
 
 
 async def _pages(resources: AppResources, plan: ExportPlan, s: SymbolExport) -> AsyncIterator[Bars]:
-    """The symbol's bars in [start, end) known at `as_of`, oldest first, a page at a time."""
+    """The symbol's bars in [start, end) known at `as_of`, oldest first, a page at a time.
+
+    A stored timeframe is read in windows of at most PAGE_ROWS bars the calendar expects (one
+    index scan each, `read_window`); a built one in pages of `page_rows` built bars.
+    """
+    if s.base.value == plan.timeframe.value:
+        for lo, hi in plan.windows(s):
+            window = plan.read(s, lo, hi)
+
+            async def stored(db: asyncpg.Pool, read: BarRead = window) -> Bars:
+                return await read_window(db, read)
+
+            bars = await resources.reads.run(stored, as_of=plan.as_of)
+            if len(bars):
+                yield bars
+        return
     start, limit = plan.start, plan.page_rows(s.base)
     while True:
-        read = plan.read(s, start)
+        rest = plan.read(s, start, plan.end)
 
-        async def page_of(db: asyncpg.Pool, read: BarRead = read) -> BarPage:
+        async def page_of(db: asyncpg.Pool, read: BarRead = rest) -> BarPage:
             return await read_bars(db, read, limit)
 
         page = await resources.reads.run(page_of, as_of=plan.as_of)
@@ -145,6 +164,31 @@ async def _pages(resources: AppResources, plan: ExportPlan, s: SymbolExport) -> 
         if not page.more:
             return
         start = calendar.to_datetime(int(page.bars.ts[-1]) + 1_000)  # just after the last bar
+
+
+async def _read_ahead(pages: AsyncIterator[T]) -> AsyncIterator[T]:
+    """`pages`, with the next one already being read while the caller encodes this one.
+
+    Postgres scans and packs the next page in its own process while this one is encoded here.
+    """
+    nxt = asyncio.ensure_future(anext(pages, None))
+    try:
+        while (item := await nxt) is not None:
+            nxt = asyncio.ensure_future(anext(pages, None))
+            yield item
+    finally:
+        if not nxt.done():
+            nxt.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await nxt
+
+
+async def _all_pages(resources: AppResources, plan: ExportPlan) -> AsyncIterator[tuple[int, Bars | None]]:
+    """(symbol index, page) of every symbol in turn; (i, None) ends symbol i."""
+    for i, s in enumerate(plan.symbols):
+        async for bars in _pages(resources, plan, s):
+            yield i, bars
+        yield i, None
 
 
 def _entry(name: str, fmt: OutputFormat | None) -> zipfile.ZipInfo:
@@ -157,14 +201,15 @@ def _entry(name: str, fmt: OutputFormat | None) -> zipfile.ZipInfo:
 async def export_zip(resources: AppResources, plan: ExportPlan) -> AsyncIterator[bytes]:
     """The export as zip bytes, streamed: each symbol's file as it is read, then the manifest."""
     out = parquet_export.ChunkSink()
+    files: list[ExportedFile] = []
+    pages = _read_ahead(_all_pages(resources, plan))
     with zipfile.ZipFile(out, mode="w") as archive:
-        files: list[ExportedFile] = []
         for s in plan.symbols:
             path = f"bars/{s.symbol}.{plan.format.value}"
             digest, size, rows = hashlib.sha256(), 0, 0
             encoder = _Encoder(plan.format, s.symbol)
             with archive.open(_entry(path, plan.format), mode="w") as member:
-                async for bars in _pages(resources, plan, s):
+                while (bars := (await anext(pages))[1]) is not None:
                     data = encoder.page(bars)
                     rows += len(bars)
                     digest.update(data)

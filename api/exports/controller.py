@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
@@ -44,8 +45,15 @@ ExportAsOfQuery = Annotated[
         )
     ),
 ]
+
+
+class ExportFormat(enum.StrEnum):
+    PARQUET = "parquet"
+    CSV = "csv"
+
+
 ExportFormatQuery = Annotated[
-    OutputFormat,
+    ExportFormat,
     Parameter(description="`parquet` (typed columns, default) or `csv`, one file per symbol"),
 ]
 
@@ -106,7 +114,7 @@ class ExportsController(Controller):
         interval: IntervalQuery = "1m",
         align: AlignQuery = Align.SESSION,
         as_of: ExportAsOfQuery = None,
-        format: ExportFormatQuery = OutputFormat.PARQUET,  # the public name of the query parameter
+        format: ExportFormatQuery = ExportFormat.PARQUET,  # the public name of the query parameter
     ) -> FileStream:
         plan = await plan_export(
             resources,
@@ -116,7 +124,7 @@ class ExportsController(Controller):
             start=start,
             end=end,
             as_of=as_of,
-            fmt=format,
+            fmt=OutputFormat(format.value),
         )
         headers = {
             "Content-Disposition": f'attachment; filename="{export_filename(plan)}"',

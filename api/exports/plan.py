@@ -11,6 +11,7 @@ request gives the same plan, and the same bytes, later.
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 
 import msgspec
@@ -53,8 +54,8 @@ class ExportPlan(msgspec.Struct, frozen=True, kw_only=True):
     expected_rows: int
     """The bars the exchange calendars expect in the range, all symbols together (the cap's count)."""
 
-    def read(self, s: SymbolExport, start: datetime) -> BarRead:
-        """The read of one symbol's bars from `start` to the end of the range, oldest first."""
+    def read(self, s: SymbolExport, start: datetime, end: datetime) -> BarRead:
+        """The read of one symbol's bars in [start, end), oldest first."""
         return BarRead(
             symbol=s.symbol,
             exchange_mic=s.exchange_mic,
@@ -62,9 +63,16 @@ class ExportPlan(msgspec.Struct, frozen=True, kw_only=True):
             align=self.align,
             base=s.base,
             start=start,
-            end=self.end,
+            end=end,
             as_of=self.as_of,
         )
+
+    def windows(self, s: SymbolExport) -> list[tuple[datetime, datetime]]:
+        """[start, end) cut where every PAGE_ROWS-th bar the calendar expects starts (stored reads)."""
+        lo, hi = calendar.to_ns(self.start), calendar.to_ns(self.end)
+        expected = calendar.expected_bar_starts_ns(s.exchange_mic, s.base, lo, hi)
+        cuts = [lo, *(int(t) for t in expected[PAGE_ROWS::PAGE_ROWS]), hi]
+        return [(calendar.to_datetime(a), calendar.to_datetime(b)) for a, b in itertools.pairwise(cuts)]
 
     def page_rows(self, base: Interval) -> int:
         """Bars per page: PAGE_ROWS, fewer when each is built from many base bars (MAX_BASE_BARS)."""
@@ -111,8 +119,6 @@ async def plan_export(
     fmt: OutputFormat,
 ) -> ExportPlan:
     """The plan of an export, or a 400 naming the parameter that stops it."""
-    if fmt is OutputFormat.JSON:
-        raise BadParameter("format: an export is `parquet` (default) or `csv`", parameter="format")
     timeframe = parse_interval(interval)
     if start is None:
         raise BadParameter("start: required (an export covers [start, end))", parameter="start")

@@ -119,7 +119,11 @@ class ParquetStream:
     def __init__(self, *, symbol: str | None = None) -> None:
         self._symbol = symbol
         self._out = ChunkSink()
-        self._writer = pq.ParquetWriter(self._out, bar_schema(with_symbol=symbol is not None))
+        # dictionaries only where values repeat (a few providers, one symbol): on every column
+        # they cost more than the whole rest of the encoding and save nothing on prices
+        self._writer = pq.ParquetWriter(
+            self._out, bar_schema(with_symbol=symbol is not None), use_dictionary=["symbol", "provider"]
+        )
 
     def write(self, bars: Bars) -> bytes:
         """Append `bars` as one row group (none when empty); the bytes written so far."""

@@ -15,6 +15,8 @@
 
 The caller encodes the result (`aggregate.Bars`, columns) as JSON, CSV or Parquet.
 
+Bulk reads of a stored timeframe (`read_window`) take every bar of a window in one scan.
+
 Pages: a read walks [start, end) from one end (`backward`: from `end`) and returns up to
 `limit` bars and whether more follow. Built bars are selected by their bucket's start in
 [start, end), each built whole; the buckets come from the calendar (`bucket_grid_ns`),
@@ -128,6 +130,19 @@ async def read_bars(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, limi
     if not read.built:
         return await _stored_page(conn, read, limit)
     return await _built_page(conn, read, limit)
+
+
+async def read_window(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead) -> Bars:
+    """Every bar of a stored timeframe in [start, end) known at `as_of`, oldest first.
+
+    The bulk form of a stored read (exports): one scan in index order, the newest version of
+    each bar kept in numpy, no sort and no limit, so the caller bounds the window. A built
+    timeframe is read in pages (`read_bars`), which bound the base bars themselves.
+    """
+    if read.built:
+        raise ValueError(f"{read.timeframe.value} is built from {read.base.value}: read it in pages")
+    bars = await bar_fetch.range_versions(conn, read.symbol, read.base, read.start, read.end, read.as_of)
+    return adjust_base_bars(bars, read)
 
 
 async def _stored_page(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, limit: int) -> BarPage:

@@ -277,7 +277,7 @@ class MarketDataClient:
         frames: dict[str, pd.DataFrame] = {}
         for symbol, bars in body["bars"].items():
             df = _json_bar_frame(bars)
-            wanted = limit if limit is not None else None
+            wanted = limit
             if start is not None and symbol in body["truncated"] and (wanted is None or len(df) < wanted):
                 rest = self.history(
                     symbol,

@@ -53,11 +53,11 @@ NAME = "exports"
 MIC = "XNAS"
 SPAN = timedelta(days=93)
 TARGET_RATIO = 0.5
-COPY_SQL = """COPY (
-    SELECT symbol, ts, open, high, low, close, volume, vwap, trade_count, provider, as_of FROM bars
-    WHERE symbol = ANY('{symbols}'::text[]) AND interval = '1m' AND ts >= '{start}' AND ts < '{end}'
-    ORDER BY symbol, ts
-) TO STDOUT (FORMAT csv)"""
+COPY_SELECT = """
+SELECT symbol, ts, open, high, low, close, volume, vwap, trade_count, provider, as_of FROM bars
+WHERE symbol = ANY('{symbols}'::text[]) AND interval = '1m' AND ts >= '{start}' AND ts < '{end}'
+ORDER BY symbol, ts"""
+"""asyncpg sends it as `COPY (<this>) TO STDOUT (FORMAT csv)`."""
 
 
 def symbols_of(n: int) -> list[str]:
@@ -134,7 +134,7 @@ async def copy_csv(dsn: str, sql: str) -> tuple[float, int]:
     conn = await db.connect(dsn)
     try:
         t = time.perf_counter()
-        await conn.copy_from_query(sql, output=sink)
+        await conn.copy_from_query(sql, output=sink, format="csv")
         return time.perf_counter() - t, size
     finally:
         await conn.close()
@@ -156,7 +156,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
             "as_of": as_of.isoformat(),
             "format": "parquet",
         }
-        sql = COPY_SQL.format(
+        sql = COPY_SELECT.format(
             symbols="{" + ",".join(symbols) + "}", start=start.isoformat(), end=end.isoformat()
         )
         with temp_dir("md-bench-exports-") as logs:
