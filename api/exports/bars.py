@@ -37,7 +37,8 @@ import msgspec
 from api.exports.plan import ExportPlan, SymbolExport
 from api.schemas import ResponseModel
 from api.state import AppResources
-from api.stocks import csv_export, parquet_export
+from api.stocks import parquet_export
+from api.stocks.files import BarFileEncoder
 from api.stocks.params import OutputFormat
 from market_data import calendar
 from market_data.aggregate import Bars
@@ -113,27 +114,6 @@ def export_filename(plan: ExportPlan) -> str:
     )
 
 
-class _Encoder:
-    """One symbol's file: pages of bars in, encoded bytes out."""
-
-    def __init__(self, fmt: OutputFormat, symbol: str) -> None:
-        self._symbol = symbol
-        self._parquet = parquet_export.ParquetStream(symbol=symbol) if fmt is OutputFormat.PARQUET else None
-        self._started = False
-
-    def page(self, bars: Bars) -> bytes:
-        if self._parquet is not None:
-            return self._parquet.write(bars)
-        head = b"" if self._started else csv_export.csv_header(with_symbol=True).encode()
-        self._started = True
-        return head + csv_export.csv_lines(bars, symbol=self._symbol).encode()
-
-    def close(self) -> bytes:
-        if self._parquet is not None:
-            return self._parquet.close()
-        return b"" if self._started else csv_export.csv_header(with_symbol=True).encode()
-
-
 async def _pages(resources: AppResources, plan: ExportPlan, s: SymbolExport) -> AsyncIterator[Bars]:
     """The symbol's bars in [start, end) known at `as_of`, oldest first, a page at a time.
 
@@ -207,10 +187,10 @@ async def export_zip(resources: AppResources, plan: ExportPlan) -> AsyncIterator
         for s in plan.symbols:
             path = f"bars/{s.symbol}.{plan.format.value}"
             digest, size, rows = hashlib.sha256(), 0, 0
-            encoder = _Encoder(plan.format, s.symbol)
+            encoder = BarFileEncoder(plan.format, with_symbol=True)
             with archive.open(_entry(path, plan.format), mode="w") as member:
                 while (bars := (await anext(pages))[1]) is not None:
-                    data = encoder.page(bars)
+                    data = encoder.part(bars, s.symbol)
                     rows += len(bars)
                     digest.update(data)
                     size += len(data)

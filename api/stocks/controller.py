@@ -96,7 +96,7 @@ class StocksController(Controller):
             **ERRORS,
             200: documented(HistoryResponse, description="A page of bars (JSON), or a CSV or Parquet file"),
         },
-        operation_class=files.HistoryOperation,
+        operation_class=files.BarFileOperation,
     )
     async def history(
         self,

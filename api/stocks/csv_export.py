@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -44,10 +43,3 @@ def csv_lines(bars: Bars, *, symbol: str | None = None) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(zip(*columns, strict=True))
     return buf.getvalue()
-
-
-def csv_chunks(parts: Iterable[Bars]) -> Iterator[str]:
-    """One CSV file of `parts`: the header, then the lines of each part."""
-    yield csv_header()
-    for bars in parts:
-        yield csv_lines(bars)

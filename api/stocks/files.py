@@ -1,16 +1,21 @@
-"""/history as a file (CSV or Parquet): format negotiation, the streamed response, its headers.
+"""Bar reads as files (CSV or Parquet): format negotiation, the streamed response, its headers.
 
-Every parameter applies to a file as it does to JSON (`limit`, `sort`, `page_token`, `as_of`,
-`interval`, `align`), so a file holds the rows of the JSON page of the same request, in the
-same order; `limit` may go up to MAX_FILE_LIMIT. The next page's token is the
-`X-Next-Page-Token` header (absent on the last page); `X-As-Of` is the read's `as_of`.
-Encodings: `csv_export` (text) and `parquet_export` (typed columns).
+/history, /intraday and /stocks/bars answer JSON, or with `format=csv|parquet` (or an Accept
+header preferring text/csv or application/vnd.apache.parquet) a file of the same rows in the
+same order: every parameter applies as it does to JSON (`limit`, `sort`, `page_token`,
+`as_of`, `interval`, `align`). What JSON carries beside the bars travels in headers:
+`X-As-Of`, `X-Next-Page-Token` (/history; absent on the last page), `X-Truncated`
+(/stocks/bars), `X-Session-Open` / `X-Session-Close` / `X-Market-Open` (/intraday). A
+/history file's `limit` may go up to MAX_FILE_LIMIT. Encodings: `csv_export` (text) and
+`parquet_export` (typed columns); exports (`api.exports`) write their files with the same
+`BarFileEncoder`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from litestar import Request
@@ -42,21 +47,26 @@ _NEGOTIATED = {
 
 
 @dataclass
-class HistoryOperation(Operation):
-    """OpenAPI operation of /history: its 200 is JSON, or CSV or Parquet when asked for."""
+class BarFileOperation(Operation):
+    """OpenAPI operation of a bar read (/history, /intraday, /stocks/bars): its 200 is JSON, or
+    CSV or Parquet when asked for."""
 
     def __post_init__(self) -> None:
         ok = (self.responses or {}).get("200")
         if isinstance(ok, OpenAPIResponse):
             csv_schema = Schema(
                 type=OpenAPIType.STRING,
-                description="Header row " + ",".join(csv_export.CSV_COLUMNS) + "; ISO 8601 UTC timestamps",
+                description=(
+                    "Header row " + ",".join(csv_export.CSV_COLUMNS) + " (/stocks/bars: `symbol` first); "
+                    "ISO 8601 UTC timestamps"
+                ),
             )
             parquet_schema = Schema(
                 type=OpenAPIType.STRING,
                 format=OpenAPIFormat.BINARY,
                 description=(
-                    "An Apache Parquet file, columns " + ",".join(csv_export.CSV_COLUMNS) + ": ts and as_of "
+                    "An Apache Parquet file, columns " + ",".join(csv_export.CSV_COLUMNS) + " (/stocks/bars: "
+                    "`symbol` first): ts and as_of "
                     "timestamp[us, UTC], prices, volume and vwap float64, trade_count and base_bars int64 "
                     "(null when unknown / read as stored), provider string, complete bool"
                 ),
@@ -94,30 +104,79 @@ def response_format(request: Request, fmt: OutputFormat | None) -> OutputFormat:
     return _NEGOTIATED.get(best or "", OutputFormat.JSON)
 
 
-def _row_groups(bars: Bars) -> Iterator[Bars]:
+class BarFileEncoder:
+    """One CSV or Parquet file of bars, encoded a part at a time (a CSV chunk, a Parquet row group).
+
+    With `with_symbol`, each row starts with its symbol (multi-symbol files, exports).
+    """
+
+    def __init__(self, fmt: OutputFormat, *, with_symbol: bool = False) -> None:
+        if fmt is OutputFormat.JSON:
+            raise ValueError("JSON is not a file format")
+        self._with_symbol = with_symbol
+        self._parquet = (
+            parquet_export.ParquetStream(with_symbol=with_symbol) if fmt is OutputFormat.PARQUET else None
+        )
+        self._header: bytes | None = csv_export.csv_header(with_symbol=with_symbol).encode()
+
+    def part(self, bars: Bars, symbol: str | None = None) -> bytes:
+        """The bytes `bars` (of `symbol`) add to the file."""
+        if self._parquet is not None:
+            return self._parquet.write(bars, symbol)
+        head, self._header = self._header or b"", None
+        if not len(bars):
+            return head
+        return head + csv_export.csv_lines(bars, symbol=symbol if self._with_symbol else None).encode()
+
+    def close(self) -> bytes:
+        """The file's last bytes (Parquet's footer; a CSV file's header if nothing came before)."""
+        if self._parquet is not None:
+            return self._parquet.close()
+        head, self._header = self._header or b"", None
+        return head
+
+
+def _chunks(bars: Bars) -> Iterator[Bars]:
     for i in range(0, len(bars), csv_export.CHUNK_ROWS):
         yield bars.take(slice(i, i + csv_export.CHUNK_ROWS))
 
 
-async def _encoded(bars: Bars, fmt: OutputFormat) -> AsyncIterator[bytes | str]:
-    if fmt is OutputFormat.CSV:
-        for chunk in csv_export.csv_chunks(_row_groups(bars)):
-            yield chunk
-    else:
-        for data in parquet_export.parquet_chunks(_row_groups(bars)):
-            yield data
+def _iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def bar_file(
+    fmt: OutputFormat,
+    bars_by_symbol: dict[str, Bars] | Bars,
+    filename: str,
+    headers: dict[str, str],
+) -> FileStream:
+    """A CSV or Parquet file of bars, streamed in chunks of CHUNK_ROWS bars.
+
+    `bars_by_symbol` (several symbols, in order) gives a `symbol` column first; plain `Bars` none.
+    """
+    with_symbol = isinstance(bars_by_symbol, dict)
+    parts = bars_by_symbol if isinstance(bars_by_symbol, dict) else {"": bars_by_symbol}
+
+    async def encoded() -> AsyncIterator[bytes]:
+        encoder = BarFileEncoder(fmt, with_symbol=with_symbol)
+        for symbol, bars in parts.items():
+            for chunk in _chunks(bars):
+                if data := encoder.part(chunk, symbol):
+                    yield data
+        yield encoder.close()
+
+    all_headers = {"Content-Disposition": f'attachment; filename="{filename}.{fmt.value}"', **headers}
+    return FileStream(encoded(), media_type=MEDIA_TYPES[fmt], headers=all_headers)
 
 
 def file_response(page: HistoryPage, fmt: OutputFormat) -> FileStream:
-    """The page as a CSV or Parquet file, streamed in chunks of CHUNK_ROWS bars."""
+    """A /history page as a CSV or Parquet file."""
     w = page.window
     lo, hi = w.remaining()
-    extension = fmt.value
-    filename = f"{w.symbol}_{w.timeframe}_{lo:%Y%m%dT%H%M%SZ}_{hi:%Y%m%dT%H%M%SZ}.{extension}"
-    headers = {
-        "Content-Disposition": f'attachment; filename="{filename}"',
-        "X-As-Of": w.as_of.isoformat().replace("+00:00", "Z"),
-    }
+    headers = {"X-As-Of": _iso(w.as_of)}
     if page.next_page_token is not None:
         headers["X-Next-Page-Token"] = page.next_page_token
-    return FileStream(_encoded(page.bars, fmt), media_type=MEDIA_TYPES[fmt], headers=headers)
+    return bar_file(
+        fmt, page.bars, f"{w.symbol}_{w.timeframe}_{lo:%Y%m%dT%H%M%SZ}_{hi:%Y%m%dT%H%M%SZ}", headers
+    )

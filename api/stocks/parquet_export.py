@@ -20,8 +20,6 @@ Parquet. The same bars give the same bytes (same pyarrow version, same row group
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -116,31 +114,23 @@ class ChunkSink:
 class ParquetStream:
     """One Parquet file written as row groups: `write` returns the bytes each adds, `close` the footer."""
 
-    def __init__(self, *, symbol: str | None = None) -> None:
-        self._symbol = symbol
+    def __init__(self, *, with_symbol: bool = False) -> None:
+        self._with_symbol = with_symbol
         self._out = ChunkSink()
         # dictionaries only where values repeat (a few providers, one symbol): on every column
         # they cost more than the whole rest of the encoding and save nothing on prices
         self._writer = pq.ParquetWriter(
-            self._out, bar_schema(with_symbol=symbol is not None), use_dictionary=["symbol", "provider"]
+            self._out, bar_schema(with_symbol=with_symbol), use_dictionary=["symbol", "provider"]
         )
 
-    def write(self, bars: Bars) -> bytes:
-        """Append `bars` as one row group (none when empty); the bytes written so far."""
+    def write(self, bars: Bars, symbol: str | None = None) -> bytes:
+        """Append `bars` (of `symbol`, if the file has that column) as one row group (none when
+        empty); the bytes written so far."""
         if len(bars):
-            self._writer.write_table(bar_table(bars, symbol=self._symbol))
+            self._writer.write_table(bar_table(bars, symbol=symbol if self._with_symbol else None))
         return self._out.take()
 
     def close(self) -> bytes:
         """Finish the file: the remaining bytes (the footer)."""
         self._writer.close()
         return self._out.take()
-
-
-def parquet_chunks(parts: Iterator[Bars]) -> Iterator[bytes]:
-    """One Parquet file of `parts`, a row group each, as byte chunks (empty ones left out)."""
-    stream = ParquetStream()
-    for bars in parts:
-        if chunk := stream.write(bars):
-            yield chunk
-    yield stream.close()
