@@ -16,6 +16,7 @@ from api.stocks.params import (
     AsOfQuery,
     CoverageIntervalQuery,
     EndQuery,
+    FileFormatQuery,
     FormatQuery,
     IntervalQuery,
     IntradayIntervalQuery,
@@ -139,18 +140,29 @@ class StocksController(Controller):
             "of the last session; with the session's open and close and whether the market is open now. "
             "Any intraday timeframe (1m-59m, 1h-23h): one not stored is built as on /history, the "
             "running bar marked incomplete. "
-            "A crypto pair's session is the current UTC day."
+            "A crypto pair's session is the current UTC day. With `format=csv|parquet` the same bars as a "
+            "file, the session in `X-Session-Open`, `X-Session-Close` and `X-Market-Open`."
         ),
-        responses=ERRORS,
+        responses={
+            **ERRORS,
+            200: documented(
+                IntradayResponse, description="The session's bars (JSON), or a CSV or Parquet file"
+            ),
+        },
+        operation_class=files.BarFileOperation,
     )
     async def intraday(
         self,
+        request: Request,
         resources: Resources,
         symbol: SymbolPath,
         interval: IntradayIntervalQuery = "1m",
         align: AlignQuery = Align.SESSION,
-    ) -> IntradayResponse:
-        return await intraday_session(resources, await require_listed(resources, symbol), interval, align)
+        format: FileFormatQuery = None,  # the public name of the query parameter
+    ) -> IntradayResponse | files.FileStream:
+        fmt = files.response_format(request, format)
+        session = await intraday_session(resources, await require_listed(resources, symbol), interval, align)
+        return session.response() if fmt is OutputFormat.JSON else files.intraday_file(session, fmt)
 
     @get(
         "/{symbol:str}/coverage",
@@ -210,12 +222,21 @@ class StocksController(Controller):
             "before `end`; oldest first. `truncated` lists the symbols with more bars in the range. "
             "Any timeframe, each symbol's bars read or built from its own stored intervals as on "
             "/history (`built_from` says which); a symbol that cannot be read at `interval` makes the "
-            "request a 400 naming it. Unknown symbols make the whole request a 404 that lists them."
+            "request a 400 naming it. Unknown symbols make the whole request a 404 that lists them. With "
+            "`format=csv|parquet` one file of the same rows, `symbol` first (symbols in the order asked, "
+            "each oldest first), `as_of` in `X-As-Of` and `truncated` in `X-Truncated`."
         ),
-        responses=MANY_ERRORS,
+        responses={
+            **MANY_ERRORS,
+            200: documented(
+                MultiBarsResponse, description="Bars per symbol (JSON), or a CSV or Parquet file"
+            ),
+        },
+        operation_class=files.BarFileOperation,
     )
     async def bars(
         self,
+        request: Request,
         resources: Resources,
         symbols: SymbolsQuery,
         interval: IntervalQuery = "1m",
@@ -224,8 +245,10 @@ class StocksController(Controller):
         end: EndQuery = None,
         limit: JsonLimitQuery = 1000,
         as_of: AsOfQuery = None,
-    ) -> MultiBarsResponse:
-        return await multi.multi_bars(
+        format: FileFormatQuery = None,  # the public name of the query parameter
+    ) -> MultiBarsResponse | files.FileStream:
+        fmt = files.response_format(request, format)
+        result = await multi.multi_bars(
             resources,
             await require_listed_many(resources, symbols),
             interval=interval,
@@ -236,6 +259,7 @@ class StocksController(Controller):
             limit=limit,
             now=utcnow(),
         )
+        return result.response() if fmt is OutputFormat.JSON else files.multi_bars_file(result, fmt)
 
     @get(
         "/snapshots",

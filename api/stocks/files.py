@@ -31,7 +31,8 @@ from litestar.openapi.spec import (
 from litestar.response import Stream
 
 from api.stocks import csv_export, parquet_export
-from api.stocks.history import HistoryPage
+from api.stocks.history import HistoryPage, IntradaySession
+from api.stocks.multi import MultiBars
 from api.stocks.params import OutputFormat
 from market_data.aggregate import Bars
 
@@ -180,3 +181,23 @@ def file_response(page: HistoryPage, fmt: OutputFormat) -> FileStream:
     return bar_file(
         fmt, page.bars, f"{w.symbol}_{w.timeframe}_{lo:%Y%m%dT%H%M%SZ}_{hi:%Y%m%dT%H%M%SZ}", headers
     )
+
+
+def intraday_file(session: IntradaySession, fmt: OutputFormat) -> FileStream:
+    """/intraday as a CSV or Parquet file; the session in `X-Session-Open`, `-Close`, `X-Market-Open`."""
+    headers = {
+        "X-Session-Open": _iso(session.session_open),
+        "X-Session-Close": _iso(session.session_close),
+        "X-Market-Open": "true" if session.market_open else "false",
+    }
+    name = f"{session.listed.symbol}_{session.timeframe}_{session.session_open:%Y%m%dT%H%M%SZ}"
+    return bar_file(fmt, session.bars, name, headers)
+
+
+def multi_bars_file(result: MultiBars, fmt: OutputFormat) -> FileStream:
+    """/stocks/bars as one CSV or Parquet file (`symbol` first; symbols in the order asked, each
+    oldest first); `X-As-Of`, and `X-Truncated` listing the symbols with more bars in the range."""
+    headers = {"X-As-Of": _iso(result.as_of)}
+    if result.truncated:
+        headers["X-Truncated"] = ",".join(result.truncated)
+    return bar_file(fmt, result.bars, f"bars_{result.timeframe}_{result.end:%Y%m%dT%H%M%SZ}", headers)

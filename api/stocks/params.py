@@ -171,6 +171,16 @@ FormatQuery = Annotated[
         ),
     ),
 ]
+FileFormatQuery = Annotated[
+    OutputFormat | None,
+    Parameter(
+        description=(
+            "`csv` (same as `Accept: text/csv`) or `parquet` (typed columns; same as "
+            "`Accept: application/vnd.apache.parquet`): the same bars as the JSON body as a file, what "
+            "JSON holds beside them in `X-` headers. Default JSON"
+        ),
+    ),
+]
 PageTokenQuery = Annotated[
     str | None,
     Parameter(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pandas as pd
@@ -14,6 +14,8 @@ from litestar.testing import AsyncTestClient
 from api.stocks import csv_export
 from api.stocks.parquet_export import PARQUET_MEDIA_TYPE, bar_schema
 from market_data.ingest.pit_write import write_bars
+from market_data.providers.synthetic import SyntheticProvider
+from market_data.records import Interval
 from tests.api.stocks_data import session_bars
 
 URL = "/stocks/AAPL/history"
@@ -176,3 +178,72 @@ async def test_openapi_documents_the_file_media_types(client) -> None:
     content = doc["paths"]["/stocks/{symbol}/history"]["get"]["responses"]["200"]["content"]
     assert {"application/json", "text/csv", PARQUET_MEDIA_TYPE} <= set(content)
     assert content[PARQUET_MEDIA_TYPE]["schema"]["format"] == "binary"
+
+
+def _symbol_frame(fmt: str, r) -> pd.DataFrame:
+    """A /stocks/bars file, or its JSON, as one canonical frame with `symbol` first."""
+    if fmt == "json":
+        body = r.json()
+        parts = [pd.DataFrame(bars, columns=COLUMNS).assign(symbol=s) for s, bars in body["bars"].items()]
+        df = pd.concat(parts, ignore_index=True)
+    elif fmt == "csv":
+        df = pd.read_csv(io.StringIO(r.text))
+    else:
+        assert pq.read_schema(io.BytesIO(r.content)) == bar_schema(with_symbol=True)
+        df = pd.read_parquet(io.BytesIO(r.content))
+    return pd.concat([df[["symbol"]].reset_index(drop=True), _canonical(df)], axis=1)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {**RANGE, "limit": 500},
+        {**RANGE, "interval": "1h", "limit": 8},
+        {"end": RANGE["end"], "interval": "30m", "limit": 9},
+        {**RANGE, "interval": "1d"},
+    ],
+    ids=["1m", "1h", "30m tail", "1d"],
+)
+@pytest.mark.parametrize("as_of", ["now", "before the revision"])
+async def test_stocks_bars_files_hold_the_rows_of_the_json_body(
+    client, conn, revised_sessions: Revised, params, as_of
+) -> None:
+    v = session_bars("V", interval=Interval.M5, start=SESSIONS[0], mic="XNYS")
+    await write_bars(conn, v, policy_version=1, advance_cursors=False)
+    if as_of != "now":
+        params = {**params, "as_of": revised_sessions.before}
+    params = {**params, "symbols": "AAPL,V"} if params.get("interval") else {**params, "symbols": "AAPL"}
+    by_format = {}
+    for fmt in FORMATS:
+        r = await client.get("/stocks/bars", params={**params, "format": fmt})
+        assert r.status_code == 200, r.text
+        by_format[fmt] = (_symbol_frame(fmt, r), r)
+    want, body = by_format["json"][0], by_format["json"][1].json()
+    assert len(want) > 0
+    for fmt in ("csv", "parquet"):
+        got, r = by_format[fmt]
+        pd.testing.assert_frame_equal(got, want, obj=fmt)
+        if as_of != "now":  # without it, each request reads at its own now
+            assert pd.Timestamp(r.headers["x-as-of"]) == pd.Timestamp(body["as_of"])
+        assert r.headers.get("x-truncated", "") == ",".join(body["truncated"])
+
+
+async def test_intraday_files_hold_the_rows_of_the_json_body(client, conn) -> None:
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    minutes = max(1, int((now - midnight).total_seconds() // 60) - 1)
+    bars = SyntheticProvider().bars_for(
+        "BTC-USD", "C247", Interval.M1, midnight, midnight + timedelta(minutes=minutes), now
+    )
+    await write_bars(conn, bars, policy_version=1, advance_cursors=False)
+    for interval in ("1m", "15m"):
+        body = (await client.get("/stocks/BTC-USD/intraday", params={"interval": interval})).json()
+        want = _canonical(pd.DataFrame(body["bars"], columns=COLUMNS))
+        assert len(want) > 0
+        for fmt in ("csv", "parquet"):
+            r = await client.get("/stocks/BTC-USD/intraday", params={"interval": interval, "format": fmt})
+            assert r.status_code == 200, r.text
+            df, _ = _page(fmt, r)
+            pd.testing.assert_frame_equal(_canonical(df), want, obj=fmt)
+            assert r.headers["x-session-open"] == body["session_open"].replace("+00:00", "Z")
+            assert r.headers["x-market-open"] == "true"
