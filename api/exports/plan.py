@@ -19,10 +19,10 @@ import msgspec
 from api.errors import BadParameter
 from api.state import AppResources
 from api.stocks.params import OutputFormat, bar_range, instant, parse_interval
-from api.stocks.symbols import Listed, stored_intervals
+from api.stocks.symbols import Listed, bases_of, stored_intervals
 from market_data import calendar
 from market_data.bar_fetch import settled_as_of
-from market_data.bar_reads import MAX_BASE_BARS, BarRead, ReadRefused, held_intervals, resolve_base
+from market_data.bar_reads import MAX_BASE_BARS, BarRead, held_intervals
 from market_data.policy.store import version_active_at
 from market_data.records import Interval
 from market_data.timeframes import Align, Timeframe, Unit, bucket_grid_ns
@@ -127,19 +127,13 @@ async def plan_export(
     assert lo is not None
     held = await resources.reads.run(lambda db: held_intervals(db, [x.symbol for x in listed], at), as_of=at)
     fallback = await stored_intervals(resources, [x for x in listed if not held.get(x.symbol)])
-    symbols: list[SymbolExport] = []
-    refused: list[str] = []
-    for x in listed:
-        # what the symbol held at as_of: a finer interval stored later does not change the export
-        stored = held.get(x.symbol) or fallback[x.symbol]
-        try:
-            base = resolve_base(timeframe, align, stored, x.symbol, x.exchange_mic)
-        except ReadRefused as exc:
-            refused.append(exc.detail.removeprefix("interval: "))
-            continue
-        symbols.append(SymbolExport(symbol=x.symbol, exchange_mic=x.exchange_mic, base=base))
-    if refused:
-        raise BadParameter(f"interval: {'; '.join(refused)}", parameter="interval")
+    # what each symbol held at as_of: a finer interval stored later does not change the export
+    bases = bases_of(
+        timeframe, align, listed, {x.symbol: held.get(x.symbol) or fallback[x.symbol] for x in listed}
+    )
+    symbols = [
+        SymbolExport(symbol=x.symbol, exchange_mic=x.exchange_mic, base=bases[x.symbol]) for x in listed
+    ]
     lo_ns, hi_ns = calendar.to_ns(lo), calendar.to_ns(hi)
     expected = sum(int(bucket_grid_ns(s.exchange_mic, timeframe, align, lo_ns, hi_ns).size) for s in symbols)
     if expected > MAX_EXPORT_ROWS:

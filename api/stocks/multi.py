@@ -21,10 +21,10 @@ from api.stocks.schemas import (
     bars_out,
     stored_bar_out,
 )
-from api.stocks.symbols import Listed, stored_intervals
+from api.stocks.symbols import Listed, bases_of, stored_intervals
 from market_data import calendar
 from market_data.aggregate import Bars
-from market_data.bar_reads import BarRead, ReadRefused, read_bars, resolve_base
+from market_data.bar_reads import BarRead, read_bars
 from market_data.timeframes import Align
 
 MAX_TOTAL_BARS = 100_000
@@ -87,30 +87,21 @@ async def multi_bars(
     timeframe = parse_interval(interval)
     lo, hi = bar_range(timeframe, start, end, now)
     at = instant(as_of, "as_of") if as_of is not None else resources.reads.newest_complete(now)
-    stored = await stored_intervals(resources, listed)
-    reads: list[BarRead] = []
-    refused: list[str] = []
-    for x in listed:
-        try:
-            base = resolve_base(timeframe, align, stored[x.symbol], x.symbol, x.exchange_mic)
-        except ReadRefused as exc:
-            refused.append(exc.detail.removeprefix("interval: "))
-            continue
-        reads.append(
-            BarRead(
-                symbol=x.symbol,
-                exchange_mic=x.exchange_mic,
-                timeframe=timeframe,
-                align=align,
-                base=base,
-                start=lo or EARLIEST,
-                end=hi,
-                as_of=at,
-                backward=lo is None,
-            )
+    bases = bases_of(timeframe, align, listed, await stored_intervals(resources, listed))
+    reads = [
+        BarRead(
+            symbol=x.symbol,
+            exchange_mic=x.exchange_mic,
+            timeframe=timeframe,
+            align=align,
+            base=bases[x.symbol],
+            start=lo or EARLIEST,
+            end=hi,
+            as_of=at,
+            backward=lo is None,
         )
-    if refused:
-        raise BadParameter(f"interval: {'; '.join(refused)}", parameter="interval")
+        for x in listed
+    ]
     out: dict[str, Bars] = {}
     truncated: list[str] = []
 
