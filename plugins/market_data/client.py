@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import io
 import json
+import re
 import time
 import zipfile
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -47,6 +48,8 @@ JSON_PAGE_ROWS = 10_000
 MAX_BARS_PER_REQUEST = 100_000
 """The API's cap of `limit` x symbols on /stocks/bars."""
 _TIMESTAMP_COLUMNS = ("ts", "as_of")
+_ABOUT = re.compile(r"about (\d+)")
+"""How many bars fit a page, in the 400 of a page built from too many base bars."""
 _CLOSE_CODES_NOT_RETRIED = {1008, 4400, 4404}
 """The server refused the connection for what the client asked: reconnecting would not help."""
 
@@ -216,7 +219,8 @@ class MarketDataClient:
 
         Without `start`: the latest `limit` bars before `end` (default 1,000). `limit` caps the
         bars returned either way; `as_of` reads each bar as known then (the first page's
-        `as_of` holds for every page).
+        `as_of` holds for every page). Pages of bars built from more base bars than the API reads
+        at once (a 400 naming `limit`) are asked for again smaller.
         """
         if start is None and limit is None:
             limit = 1_000
@@ -229,10 +233,18 @@ class MarketDataClient:
             "format": "parquet",
         }
         frames: list[pd.DataFrame] = []
-        have, token = 0, None
+        have, token, page_cap = 0, None, FILE_PAGE_ROWS
         while True:
-            page_rows = FILE_PAGE_ROWS if limit is None else min(FILE_PAGE_ROWS, limit - have)
-            r = self.get(f"/stocks/{symbol}/history", {**params, "limit": page_rows, "page_token": token})
+            page_rows = page_cap if limit is None else min(page_cap, limit - have)
+            try:
+                r = self.get(f"/stocks/{symbol}/history", {**params, "limit": page_rows, "page_token": token})
+            except BadRequest as exc:
+                # a page of bars built from more base bars than one request reads: smaller pages
+                if exc.parameter != "limit" or page_rows <= 1:
+                    raise
+                hint = _ABOUT.search(exc.detail)
+                page_cap = max(1, min(page_rows // 2, int(hint.group(1)) if hint else page_rows))
+                continue
             frame = bar_frame(pq.read_table(io.BytesIO(r.content)))
             frames.append(frame)
             have += len(frame)

@@ -13,6 +13,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from market_data import bar_reads
 from market_data import client as md_client
 from market_data.client import BadRequest, MarketDataClient, NotFound, Unavailable, read_export
 from market_data.ingest.pit_write import write_bars
@@ -215,3 +216,18 @@ def test_instants_are_sent_as_utc_iso() -> None:
         == "2025-11-24T10:30:00Z"
     )
     assert md_client._iso(pd.Timestamp("2025-11-24T09:30:00-05:00")) == "2025-11-24T14:30:00Z"
+
+
+async def test_history_asks_for_smaller_pages_when_a_page_is_built_from_too_many_base_bars(
+    stored, monkeypatch
+) -> None:
+    async with api() as (_, md):
+        whole = await asyncio.to_thread(md.history, "AAPL", "1h", START, END)
+        monkeypatch.setattr(bar_reads, "MAX_BASE_BARS", 300)  # 11 hourly bars of 600 1m bars do not fit
+        paged = await asyncio.to_thread(md.history, "AAPL", "1h", START, END)
+        monkeypatch.setattr(bar_reads, "MAX_BASE_BARS", 50)  # not even one hour
+        with pytest.raises(BadRequest) as refused:
+            await asyncio.to_thread(md.history, "AAPL", "1h", START, END)
+    assert len(whole) == 11 and whole["base_bars"].sum() == 600
+    pd.testing.assert_frame_equal(paged, whole)
+    assert refused.value.parameter == "limit"
