@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import uuid
 import zipfile
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import msgspec
 import pandas as pd
 import pyarrow.parquet as pq
@@ -16,7 +18,7 @@ import pytest
 from api.exports import bars as export_bars
 from api.exports import plan as export_plan
 from api.stocks.parquet_export import bar_schema
-from market_data import db
+from market_data import bar_fetch, db
 from market_data.ingest.pit_write import write_bars
 from market_data.records import Interval
 from tests.api.stocks_data import session_bars
@@ -188,3 +190,23 @@ async def test_openapi_documents_the_zip(client) -> None:
     op = doc["paths"]["/exports/bars"]["get"]
     assert set(op["responses"]["200"]["content"]) == {export_bars.ZIP_MEDIA_TYPE}
     assert {"400", "404", "503"} <= set(op["responses"])
+
+
+async def test_a_role_that_cannot_see_other_sessions_assumes_they_are_a_minute_old(md_dsn, conn) -> None:
+    role = f"md_probe_{uuid.uuid4().hex[:8]}"
+    await conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        probe = await asyncpg.connect(md_dsn, user=role)
+        try:
+            async with conn.transaction():  # another role's open transaction, opaque to the probe
+                await conn.execute("SELECT 1")
+                now = await probe.fetchval("SELECT clock_timestamp()")
+                settled = await bar_fetch.settled_as_of(probe)
+                after = await probe.fetchval("SELECT clock_timestamp()")
+            margin = timedelta(seconds=bar_fetch.SETTLE_MARGIN_SECONDS)
+            assert now - margin - timedelta(seconds=1) < settled <= after - margin
+            assert await bar_fetch.settled_as_of(conn) > now - timedelta(seconds=5)  # superuser sees in
+        finally:
+            await probe.close()
+    finally:
+        await conn.execute(f'DROP ROLE "{role}"')
