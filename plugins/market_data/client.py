@@ -1,3 +1,4 @@
+# Over 400 lines: one user-facing client (its methods, paging, retries and typed frames) read as one page.
 """A Python client of the market-data API: pandas DataFrames out, pages and retries handled.
 
     from market_data.client import MarketDataClient
