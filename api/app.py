@@ -10,6 +10,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.errors import EXCEPTION_HANDLERS, AcceptHeaderGuard
+from api.exports.controller import ExportsController
 from api.instants import refuse_numeric_instants
 from api.observability.controller import MetricsController
 from api.observability.http import RequestLatencyMiddleware
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SystemController,
             MetricsController,
             StocksController,
+            ExportsController,
             CadenceController,
             ProvidersController,
             SloController,
