@@ -12,6 +12,7 @@ from api.stocks.history import HistoryQuery, bar_versions, history, intraday_ses
 from api.stocks.params import (
     ERRORS,
     MAX_FILE_LIMIT,
+    AdjustmentQuery,
     AlignQuery,
     AsOfQuery,
     CoverageIntervalQuery,
@@ -40,6 +41,7 @@ from api.stocks.schemas import (
     VersionsResponse,
 )
 from api.stocks.symbols import require_listed, require_listed_many, require_symbol, require_symbols
+from market_data.adjustment import Adjustment
 from market_data.records import Interval, utcnow
 from market_data.timeframes import Align
 
@@ -87,7 +89,8 @@ class StocksController(Controller):
             "first. `next_page_token` continues the read (null on the last page) at the `as_of` of the "
             "first page. With `Accept: text/csv` or `format=csv` the same page comes as CSV "
             f"(`limit` up to {MAX_FILE_LIMIT}; the next token in the `X-Next-Page-Token` header): "
-            "`pd.read_csv(url, parse_dates=['ts', 'as_of'])`."
+            "`pd.read_csv(url, parse_dates=['ts', 'as_of'])`. `adjustment=split|dividend|all` reads the bars "
+            "adjusted by the corporate actions known at `as_of` (listed in `adjustment`, with the set's `id`)."
         ),
         responses={**ERRORS, 200: documented(HistoryResponse, description="A page of bars, or CSV")},
         operation_class=csv_export.HistoryOperation,
@@ -106,6 +109,7 @@ class StocksController(Controller):
         sort: SortQuery = SortOrder.ASC,
         page_token: PageTokenQuery = None,
         format: FormatQuery = None,  # the public name of the query parameter
+        adjustment: AdjustmentQuery = Adjustment.RAW,
     ) -> HistoryResponse | csv_export.CsvStream:
         listed = await require_listed(resources, symbol)
         as_file = csv_export.wants_csv(request, format)
@@ -119,6 +123,7 @@ class StocksController(Controller):
             sort=sort,
             page_token=page_token,
             as_file=as_file,
+            adjustment=adjustment,
         )
         page = await history(resources, listed, query)
         return csv_export.csv_response(page) if as_file else page.response()
@@ -142,8 +147,10 @@ class StocksController(Controller):
         symbol: SymbolPath,
         interval: IntradayIntervalQuery = "1m",
         align: AlignQuery = Align.SESSION,
+        adjustment: AdjustmentQuery = Adjustment.RAW,
     ) -> IntradayResponse:
-        return await intraday_session(resources, await require_listed(resources, symbol), interval, align)
+        listed = await require_listed(resources, symbol)
+        return await intraday_session(resources, listed, interval, align, adjustment)
 
     @get(
         "/{symbol:str}/coverage",
@@ -217,6 +224,7 @@ class StocksController(Controller):
         end: EndQuery = None,
         limit: JsonLimitQuery = 1000,
         as_of: AsOfQuery = None,
+        adjustment: AdjustmentQuery = Adjustment.RAW,
     ) -> MultiBarsResponse:
         return await multi.multi_bars(
             resources,
@@ -228,6 +236,7 @@ class StocksController(Controller):
             as_of=as_of,
             limit=limit,
             now=utcnow(),
+            adjustment=adjustment,
         )
 
     @get(

@@ -5,7 +5,9 @@ Every parameter applies as it does to JSON (`limit`, `sort`, `page_token`, `as_o
 to MAX_FILE_LIMIT. `pd.read_csv(url, parse_dates=["ts", "as_of"])` gives one row per bar: ISO
 8601 UTC timestamps (`Z`), empty cells for a missing vwap or trade_count and for `base_bars`
 of a bar read as stored, `complete` as true/false. The next page's token is the
-`X-Next-Page-Token` header (absent on the last page); `X-As-Of` is the read's `as_of`.
+`X-Next-Page-Token` header (absent on the last page); `X-As-Of` is the read's `as_of`; an
+adjusted read (`adjustment`) says its mode and the id of its set of actions in `X-Adjustment`
+and `X-Adjustment-Id` (the actions themselves: the JSON page of the same request).
 """
 
 from __future__ import annotations
@@ -105,4 +107,7 @@ def csv_response(page: HistoryPage) -> CsvStream:
     }
     if page.next_page_token is not None:
         headers["X-Next-Page-Token"] = page.next_page_token
+    if page.adjustment is not None:
+        headers["X-Adjustment"] = page.adjustment.mode.value
+        headers["X-Adjustment-Id"] = page.adjustment.id
     return CsvStream(_chunks(page.bars), media_type=CSV_MEDIA_TYPE, headers=headers)

@@ -19,9 +19,17 @@ from api.state import AppResources
 from api.stocks import queries
 from api.stocks.pagination import HistoryWindow, encode_token, history_window
 from api.stocks.params import LATEST, SortOrder, check_limit, instant, parse_interval
-from api.stocks.schemas import BarVersion, HistoryResponse, IntradayResponse, VersionsResponse, bars_out
+from api.stocks.schemas import (
+    BarVersion,
+    HistoryResponse,
+    IntradayResponse,
+    VersionsResponse,
+    adjustment_out,
+    bars_out,
+)
 from api.stocks.symbols import Listed, stored_intervals
 from market_data import calendar
+from market_data.adjustment import Adjustment, AdjustmentSet
 from market_data.aggregate import Bars
 from market_data.bar_reads import BarRead, read_bars, resolve_base
 from market_data.records import Interval, utcnow
@@ -44,6 +52,7 @@ class HistoryQuery(msgspec.Struct, frozen=True, kw_only=True):
     sort: SortOrder
     page_token: str | None
     as_file: bool
+    adjustment: Adjustment = Adjustment.RAW
     """The response is a file (CSV): `limit` may be larger than a JSON page's."""
 
 
@@ -55,6 +64,8 @@ class HistoryPage:
     bars: Bars
     """In display order: oldest first for `sort=asc`, newest first for `desc`."""
     next_page_token: str | None
+    adjustment: AdjustmentSet | None = None
+    """The corporate actions applied (None: raw)."""
 
     @property
     def built_from(self) -> str | None:
@@ -77,12 +88,15 @@ class HistoryPage:
             bars=out,
             as_of=self.window.as_of,
             next_page_token=self.next_page_token,
+            adjustment=adjustment_out(self.adjustment),
         )
 
 
-async def read_page(db: asyncpg.Pool, window: HistoryWindow, exchange_mic: str, limit: int) -> HistoryPage:
+async def read_page(
+    db: asyncpg.Pool, window: HistoryWindow, exchange_mic: str, limit: int, security_id: int | None = None
+) -> HistoryPage:
     """The next `limit` bars of a window, and the token of the page after."""
-    page = await read_bars(db, window.read(exchange_mic), limit)
+    page = await read_bars(db, window.read(exchange_mic, security_id), limit)
     bars = page.bars
     after = None
     if page.more:
@@ -90,7 +104,7 @@ async def read_page(db: asyncpg.Pool, window: HistoryWindow, exchange_mic: str, 
         after = encode_token(msgspec.structs.replace(window, cursor=cursor))
     if window.backward and window.sort is SortOrder.ASC:
         bars = bars.reversed()  # the tail of the range, shown oldest first
-    return HistoryPage(window=window, bars=bars, next_page_token=after)
+    return HistoryPage(window=window, bars=bars, next_page_token=after, adjustment=page.adjustment)
 
 
 async def history(resources: AppResources, listed: Listed, q: HistoryQuery) -> HistoryPage:
@@ -112,14 +126,19 @@ async def history(resources: AppResources, listed: Listed, q: HistoryQuery) -> H
         page_token=q.page_token,
         now=now,
         as_of_default=resources.reads.newest_complete(now),
+        adjustment=q.adjustment,
     )
     return await resources.reads.run(
-        lambda db: read_page(db, window, listed.exchange_mic, limit), as_of=window.as_of
+        lambda db: read_page(db, window, listed.exchange_mic, limit, listed.security_id), as_of=window.as_of
     )
 
 
 async def intraday_session(
-    resources: AppResources, listed: Listed, interval: str, align: Align
+    resources: AppResources,
+    listed: Listed,
+    interval: str,
+    align: Align,
+    adjustment: Adjustment = Adjustment.RAW,
 ) -> IntradayResponse:
     """Bars of the session trading now, or of the last one (the latest session opened before now)."""
     timeframe = parse_interval(interval)
@@ -147,6 +166,8 @@ async def intraday_session(
         start=opened,
         end=closes,
         as_of=LATEST,  # the session as stored now, whatever the versions' as_of
+        adjustment=adjustment,
+        security_id=listed.security_id,
     )
     page = await resources.reads.run(lambda db: read_bars(db, read, MAX_SESSION_BARS))
     bars = bars_out(page.bars)
@@ -161,6 +182,7 @@ async def intraday_session(
         market_open=market_open,
         count=len(bars),
         bars=bars,
+        adjustment=adjustment_out(page.adjustment),
     )
 
 

@@ -12,16 +12,19 @@ from api.state import AppResources
 from api.stocks import queries
 from api.stocks.params import EARLIEST, bar_range, check_limit, instant, parse_interval
 from api.stocks.schemas import (
+    AdjustmentOut,
     BarOut,
     MultiBarsResponse,
     QuoteOut,
     Snapshot,
     SnapshotsResponse,
+    adjustment_out,
     bars_out,
     stored_bar_out,
 )
 from api.stocks.symbols import Listed, stored_intervals
 from market_data import calendar
+from market_data.adjustment import Adjustment
 from market_data.bar_reads import BarRead, ReadRefused, read_bars, resolve_base
 from market_data.timeframes import Align
 
@@ -40,6 +43,7 @@ async def multi_bars(
     as_of: datetime | None,
     limit: int,
     now: datetime,
+    adjustment: Adjustment = Adjustment.RAW,
 ) -> MultiBarsResponse:
     """Per symbol: the first `limit` bars from `start`, or without `start` the latest `limit` before `end`.
 
@@ -76,22 +80,28 @@ async def multi_bars(
                 end=hi,
                 as_of=at,
                 backward=lo is None,
+                adjustment=adjustment,
+                security_id=x.security_id,
             )
         )
     if refused:
         raise BadParameter(f"interval: {'; '.join(refused)}", parameter="interval")
     out: dict[str, list[BarOut]] = {}
     truncated: list[str] = []
+    applied: dict[str, AdjustmentOut] = {}
 
     async def read_all(db: asyncpg.Pool) -> None:
         out.clear()
         truncated.clear()
+        applied.clear()
         async with db.acquire() as conn:
             for read in reads:
                 page = await read_bars(conn, read, limit)
                 out[read.symbol] = bars_out(page.bars.reversed() if read.backward else page.bars)
                 if page.more:
                     truncated.append(read.symbol)
+                if (adjusted := adjustment_out(page.adjustment)) is not None:
+                    applied[read.symbol] = adjusted
 
     await resources.reads.run(read_all, as_of=at)
     return MultiBarsResponse(
@@ -104,6 +114,7 @@ async def multi_bars(
         limit=limit,
         bars=out,
         truncated=truncated,
+        adjustments=applied,
     )
 
 

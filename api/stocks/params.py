@@ -10,6 +10,7 @@ from litestar.params import Parameter
 
 from api.errors import BadParameter
 from api.schemas import UNAVAILABLE, ErrorBody, documented
+from market_data.adjustment import ADJUSTMENTS_TEXT, Adjustment
 from market_data.records import SYMBOL_REGEX, Interval, ensure_utc
 from market_data.timeframes import (
     TIMEFRAME_PATTERN,
@@ -144,6 +145,16 @@ EndQuery = Annotated[datetime | None, Parameter(description="Exclusive end (ISO 
 AsOfQuery = Annotated[
     datetime | None,
     Parameter(description="Point-in-time: each bar as known at this instant (default: now)"),
+]
+AdjustmentQuery = Annotated[
+    Adjustment,
+    Parameter(
+        description=(
+            f"Corporate-action adjustment: {ADJUSTMENTS_TEXT}. Only the actions known at `as_of` apply; "
+            "the response's `adjustment` lists them with an `id` of the set (CSV: the `X-Adjustment-Id` "
+            "header), so two reads can be compared. A symbol without a security master entry reads raw only"
+        )
+    ),
 ]
 JsonLimitQuery = Annotated[
     int, Parameter(ge=1, le=MAX_LIMIT, description="Maximum bars returned (page size)")

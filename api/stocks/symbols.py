@@ -58,6 +58,8 @@ class Listed(NamedTuple):
     symbol: str
     exchange_mic: str
     tier: str
+    security_id: int | None = None
+    """The security the symbol stores (`market_data.securities`); None: no security master entry."""
 
 
 class _Directory:
@@ -79,7 +81,7 @@ class _Directory:
                 missing.append(s)
         if missing:
             for row in await reads.run(lambda db: queries.exchanges_of(db, missing)):
-                entry = Listed(row["symbol"], row["exchange_mic"], row["tier"])
+                entry = Listed(row["symbol"], row["exchange_mic"], row["tier"], row["security_id"])
                 found[entry.symbol] = entry
                 self._known[entry.symbol] = (entry, now + KNOWN_TTL_SECONDS)
         return found
