@@ -90,7 +90,7 @@ class StocksController(Controller):
             "first page. With `Accept: text/csv` or `format=csv` the same page comes as CSV "
             f"(`limit` up to {MAX_FILE_LIMIT}; the next token in the `X-Next-Page-Token` header): "
             "`pd.read_csv(url, parse_dates=['ts', 'as_of'])`. `adjustment=split|dividend|all` reads the bars "
-            "adjusted by the corporate actions known at `as_of` (listed in `adjustment`, with the set's `id`)."
+            "adjusted by the corporate actions known at `as_of` (listed, with the set's `id`)."
         ),
         responses={**ERRORS, 200: documented(HistoryResponse, description="A page of bars, or CSV")},
         operation_class=csv_export.HistoryOperation,
