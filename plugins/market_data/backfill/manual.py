@@ -46,8 +46,11 @@ def check_manual(req: ManualBackfill, policy: Policy, now: datetime, known: dict
         problems.append(
             Problem("end", f"the range is longer than backfill.max_range ({policy.backfill.max_range.text})")
         )
-    if req.start < now - policy.backfill.max_age.delta:
-        problems.append(Problem("start", f"is older than backfill.max_age ({policy.backfill.max_age.text})"))
+    max_age = policy.backfill.max_age_for(req.interval)
+    if req.start < now - max_age.delta:
+        problems.append(
+            Problem("start", f"is older than backfill.max_age for {req.interval.value} bars ({max_age.text})")
+        )
     unknown = [s for s in req.symbols if s not in known]
     if unknown:
         problems.append(Problem("symbols", f"not in the active universe: {', '.join(unknown)}"))

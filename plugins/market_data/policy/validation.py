@@ -207,6 +207,13 @@ def _check_thresholds(policy: Policy, problems: list[Problem]) -> None:
         )
     if bf.max_range.seconds > bf.max_age.seconds:
         problems.append(Problem("backfill.max_range", "must not exceed backfill.max_age"))
+    for iv, age in bf.max_age_per_interval.items():
+        if bf.max_range.seconds > age.seconds:
+            problems.append(
+                Problem(
+                    f"backfill.max_age_per_interval.{iv.value}", "must not be shorter than backfill.max_range"
+                )
+            )
     if bf.batch_size > bf.claim_limit:
         problems.append(Problem("backfill.batch_size", "must not exceed backfill.claim_limit"))
     for key, d in (("cadence", bf.cadence), ("lease", bf.lease), ("max_range", bf.max_range)):
