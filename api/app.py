@@ -9,6 +9,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
+from api.actions.controller import CorporateActionsController
 from api.errors import EXCEPTION_HANDLERS, AcceptHeaderGuard
 from api.instants import refuse_numeric_instants
 from api.observability.controller import MetricsController
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SystemController,
             MetricsController,
             StocksController,
+            CorporateActionsController,
             CadenceController,
             ProvidersController,
             SloController,

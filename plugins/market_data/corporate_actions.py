@@ -225,11 +225,21 @@ _LEARNED_SINCE = f"""
 SELECT a.action_key, a.security_id, a.as_of, a.kind, a.ex_date, s.storage_symbol AS symbol,
        {", ".join("a." + c for c in _VALUE_COLUMNS)}
 FROM corporate_actions a JOIN securities s USING (security_id)
-WHERE a.as_of > $1 AND a.as_of <= $2 ORDER BY a.as_of, a.action_key LIMIT $3"""
+WHERE (a.as_of > $1 OR (a.as_of = $1 AND a.action_key > $2)) AND a.as_of <= $3
+ORDER BY a.as_of, a.action_key LIMIT $4"""
 
 
 async def learned_since(
-    conn: asyncpg.Connection | asyncpg.Pool, since: datetime, until: datetime, limit: int
+    conn: asyncpg.Connection | asyncpg.Pool,
+    since: datetime,
+    until: datetime,
+    limit: int,
+    *,
+    after_key: str | None = None,
 ) -> list[StoredAction]:
-    """Versions learned in (since, until], oldest first, at most `limit` (a feed of every security)."""
-    return [_stored(r) for r in await conn.fetch(_LEARNED_SINCE, since, until, limit)]
+    """Versions learned in (since, until], oldest first, at most `limit` (a feed of every security).
+
+    `after_key` continues a page that ended inside the versions learned at `since`: those of
+    them with a later `action_key` follow too.
+    """
+    return [_stored(r) for r in await conn.fetch(_LEARNED_SINCE, since, after_key, until, limit)]
