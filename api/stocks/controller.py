@@ -8,7 +8,7 @@ from api.schemas import ErrorBody, documented
 from api.state import Resources
 from api.stocks import csv_export, multi
 from api.stocks.coverage import CoverageResponse, coverage_report
-from api.stocks.history import HistoryQuery, bar_versions, history, intraday_session
+from api.stocks.history import HistoryQuery, bar_versions, history, intraday_session, resolution_date
 from api.stocks.params import (
     ERRORS,
     MAX_FILE_LIMIT,
@@ -30,6 +30,7 @@ from api.stocks.params import (
     SymbolPath,
     SymbolsQuery,
     TsQuery,
+    choosing_date,
 )
 from api.stocks.price import latest_price
 from api.stocks.schemas import (
@@ -111,7 +112,6 @@ class StocksController(Controller):
         format: FormatQuery = None,  # the public name of the query parameter
         adjustment: AdjustmentQuery = Adjustment.RAW,
     ) -> HistoryResponse | csv_export.CsvStream:
-        listed = await require_listed(resources, symbol)
         as_file = csv_export.wants_csv(request, format)
         query = HistoryQuery(
             interval=interval,
@@ -125,6 +125,7 @@ class StocksController(Controller):
             as_file=as_file,
             adjustment=adjustment,
         )
+        listed = await require_listed(resources, symbol, on=resolution_date(query))
         page = await history(resources, listed, query)
         return csv_export.csv_response(page) if as_file else page.response()
 
@@ -228,7 +229,7 @@ class StocksController(Controller):
     ) -> MultiBarsResponse:
         return await multi.multi_bars(
             resources,
-            await require_listed_many(resources, symbols),
+            await require_listed_many(resources, symbols, on=choosing_date(start, end)),
             interval=interval,
             align=align,
             start=start,

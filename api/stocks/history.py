@@ -8,7 +8,7 @@ page it returns into a response body, which the JSON and CSV encoders share.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 import asyncpg
 import msgspec
@@ -17,8 +17,8 @@ from api.errors import BadParameter, NotFound
 from api.schemas import quantity
 from api.state import AppResources
 from api.stocks import queries
-from api.stocks.pagination import HistoryWindow, encode_token, history_window
-from api.stocks.params import LATEST, SortOrder, check_limit, instant, parse_interval
+from api.stocks.pagination import HistoryWindow, decode_token, encode_token, history_window
+from api.stocks.params import LATEST, SortOrder, check_limit, choosing_date, instant, parse_interval
 from api.stocks.schemas import (
     BarVersion,
     HistoryResponse,
@@ -92,11 +92,11 @@ class HistoryPage:
         )
 
 
-async def read_page(
-    db: asyncpg.Pool, window: HistoryWindow, exchange_mic: str, limit: int, security_id: int | None = None
-) -> HistoryPage:
-    """The next `limit` bars of a window, and the token of the page after."""
-    page = await read_bars(db, window.read(exchange_mic, security_id), limit)
+async def read_page(db: asyncpg.Pool, window: HistoryWindow, listed: Listed, limit: int) -> HistoryPage:
+    """The next `limit` bars of a window of `listed`'s security, and the token of the page after."""
+    read = window.read(listed.exchange_mic, listed.security_id)
+    start, end = listed.within_life(read.start, read.end)
+    page = await read_bars(db, msgspec.structs.replace(read, start=start, end=end), limit)
     bars = page.bars
     after = None
     if page.more:
@@ -105,6 +105,15 @@ async def read_page(
     if window.backward and window.sort is SortOrder.ASC:
         bars = bars.reversed()  # the tail of the range, shown oldest first
     return HistoryPage(window=window, bars=bars, next_page_token=after, adjustment=page.adjustment)
+
+
+def resolution_date(q: HistoryQuery) -> date | None:
+    """The date that chooses the security a ticker means: `start`, else `end` (of the page
+    token's window when the request leaves them out); None: the request names no date."""
+    if q.page_token is not None and q.start is None and q.end is None:
+        window = decode_token(q.page_token)
+        return choosing_date(window.start, window.end)
+    return choosing_date(q.start, q.end)
 
 
 async def history(resources: AppResources, listed: Listed, q: HistoryQuery) -> HistoryPage:
@@ -128,9 +137,7 @@ async def history(resources: AppResources, listed: Listed, q: HistoryQuery) -> H
         as_of_default=resources.reads.newest_complete(now),
         adjustment=q.adjustment,
     )
-    return await resources.reads.run(
-        lambda db: read_page(db, window, listed.exchange_mic, limit, listed.security_id), as_of=window.as_of
-    )
+    return await resources.reads.run(lambda db: read_page(db, window, listed, limit), as_of=window.as_of)
 
 
 async def intraday_session(

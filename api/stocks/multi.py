@@ -64,6 +64,7 @@ async def multi_bars(
     reads: list[BarRead] = []
     refused: list[str] = []
     for x in listed:
+        first, last = x.within_life(lo or EARLIEST, hi)
         try:
             base = resolve_base(timeframe, align, stored[x.symbol], x.symbol, x.exchange_mic)
         except ReadRefused as exc:
@@ -76,8 +77,8 @@ async def multi_bars(
                 timeframe=timeframe,
                 align=align,
                 base=base,
-                start=lo or EARLIEST,
-                end=hi,
+                start=first,
+                end=last,
                 as_of=at,
                 backward=lo is None,
                 adjustment=adjustment,

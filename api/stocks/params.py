@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 from litestar.params import Parameter
@@ -208,6 +208,13 @@ def instant(value: datetime | None, name: str) -> datetime:
             parameter=name,
         )
     return v
+
+
+def choosing_date(start: datetime | None, end: datetime | None) -> date | None:
+    """The date that chooses the security of a ticker several securities had: `start`, else
+    `end`; None when the request names neither."""
+    given = start if start is not None else end
+    return None if given is None else ensure_utc(given).date()
 
 
 def parse_interval(value: str, parameter: str = "interval") -> Timeframe:

@@ -1,5 +1,10 @@
 """Symbols of /stocks/*: normalising, parsing lists, the universe look-up, stored intervals.
 
+A requested ticker is first resolved to its security (`market_data.securities`): an old ticker
+on a date it was valid (FB in 2022-05) or today's ticker on any date means the security, read
+by its storage symbol (META); a ticker several securities had needs a date that chooses one
+(400 otherwise). Tickers no security had are looked up in the universe as they are.
+
 Every read checks its symbols against `symbol_universe`. Known symbols are remembered for
 a minute per app, so the hot paths (/price, /history) skip that round trip; unknown ones are
 always asked again, so a symbol added to the universe is served at once. A removed symbol
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from datetime import UTC, date, datetime
 from typing import NamedTuple
 
 from api.errors import BadParameter, NotFound
@@ -22,7 +28,8 @@ from api.state import AppResources
 from api.stocks import queries
 from api.stocks.params import MAX_SYMBOLS
 from market_data.bar_reads import held_intervals, stored_for
-from market_data.records import Interval, is_valid_symbol
+from market_data.records import Interval, is_valid_symbol, utcnow
+from market_data.securities import AmbiguousTicker, Security, TickerHolder, choose_security, ticker_holders
 
 KNOWN_TTL_SECONDS = 60.0
 
@@ -53,13 +60,37 @@ def parse_symbols(raw: str | None, parameter: str = "symbols") -> list[str]:
 
 
 class Listed(NamedTuple):
-    """A symbol of the universe."""
+    """A symbol of the universe (the storage symbol of the security asked for)."""
 
     symbol: str
     exchange_mic: str
     tier: str
     security_id: int | None = None
     """The security the symbol stores (`market_data.securities`); None: no security master entry."""
+    listed_from: date | None = None
+    delisted_on: date | None = None
+    """The security's life: its bars under `symbol` outside it belong to another security."""
+
+    def within_life(self, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+        """[start, end) narrowed to the security's life (bars under `symbol` outside it are
+        another security's); empty (end == start) when they do not meet."""
+        if self.listed_from is not None:
+            start = max(
+                start,
+                datetime(self.listed_from.year, self.listed_from.month, self.listed_from.day, tzinfo=UTC),
+            )
+        if self.delisted_on is not None:
+            end = min(
+                end, datetime(self.delisted_on.year, self.delisted_on.month, self.delisted_on.day, tzinfo=UTC)
+            )
+        return start, max(start, end)
+
+
+class _Today:
+    """`on` default of the look-ups: the security a ticker means today."""
+
+
+TODAY = _Today()
 
 
 class _Directory:
@@ -68,6 +99,18 @@ class _Directory:
     def __init__(self) -> None:
         self._known: dict[str, tuple[Listed, float]] = {}
         self._held: dict[str, tuple[set[Interval], float]] = {}
+        self._holders: dict[str, tuple[list[TickerHolder], float]] = {}
+
+    async def holders(self, reads: Reads, tickers: list[str]) -> dict[str, list[TickerHolder]]:
+        """ticker -> the securities that had it (kept a minute; unknown tickers: asked again)."""
+        now = time.monotonic()
+        out = {t: hit[0] for t in tickers if (hit := self._holders.get(t)) is not None and hit[1] > now}
+        missing = [t for t in tickers if t not in out]
+        if missing:
+            for t, found in (await reads.run(lambda db: ticker_holders(db, missing))).items():
+                out[t] = found
+                self._holders[t] = (found, now + KNOWN_TTL_SECONDS)
+        return out
 
     async def listed(self, reads: Reads, symbols: list[str]) -> dict[str, Listed]:
         now = time.monotonic()
@@ -107,10 +150,44 @@ def _directory(resources: AppResources) -> _Directory:
     return d
 
 
-async def require_listed(resources: AppResources, symbol: str) -> Listed:
-    """A symbol in the universe; 404 otherwise."""
+async def _resolve(
+    resources: AppResources, tickers: list[str], on: date | _Today | None, parameter: str
+) -> dict[str, Listed | None]:
+    """ticker -> the universe entry of the security it means on `on` (None: not in the universe).
+
+    Raises:
+        BadParameter: a ticker several securities had, without a date that chooses one.
+    """
+    day = utcnow().date() if isinstance(on, _Today) else on
+    d = _directory(resources)
+    holders = await d.holders(resources.reads, tickers)
+    chosen: dict[str, Security | None] = {}
+    for t in tickers:
+        try:
+            chosen[t] = choose_security(t, holders.get(t, []), day)
+        except AmbiguousTicker as exc:
+            raise BadParameter(f"{parameter}: {exc}", parameter=parameter) from None
+    storage = {t: sec.storage_symbol if sec else t for t, sec in chosen.items()}
+    found = await d.listed(resources.reads, list(dict.fromkeys(storage.values())))
+    out: dict[str, Listed | None] = {}
+    for t, sec in chosen.items():
+        entry = found.get(storage[t])
+        if entry is not None and sec is not None:
+            entry = entry._replace(
+                security_id=sec.security_id, listed_from=sec.listed_from, delisted_on=sec.delisted_on
+            )
+        out[t] = entry
+    return out
+
+
+async def require_listed(resources: AppResources, symbol: str, on: date | _Today | None = TODAY) -> Listed:
+    """The universe entry of the security `symbol` means on `on` (default today); 404 when none.
+
+    Raises:
+        BadParameter: a ticker several securities had and `on` (None: no date) chooses none.
+    """
     s = normalize_symbol(symbol)
-    found = (await _directory(resources).listed(resources.reads, [s])).get(s)
+    found = (await _resolve(resources, [s], on, "symbol"))[s]
     if found is None:
         raise NotFound(f"symbol: {s} is not in the universe", parameter="symbol")
     return found
@@ -122,14 +199,17 @@ async def require_symbol(resources: AppResources, symbol: str) -> tuple[str, str
     return found.symbol, found.exchange_mic
 
 
-async def require_listed_many(resources: AppResources, raw: str | None) -> list[Listed]:
-    """The symbols of a comma-separated list, in request order; 404 naming unknowns."""
+async def require_listed_many(
+    resources: AppResources, raw: str | None, on: date | _Today | None = TODAY
+) -> list[Listed]:
+    """The securities of a comma-separated list of tickers on `on`, in request order; 404 naming
+    unknowns, 400 naming a ticker several securities had that `on` does not choose among."""
     symbols = parse_symbols(raw)
-    found = await _directory(resources).listed(resources.reads, symbols)
-    unknown = [s for s in symbols if s not in found]
+    found = await _resolve(resources, symbols, on, "symbols")
+    unknown = [s for s in symbols if found[s] is None]
     if unknown:
         raise NotFound(f"symbols: not in the universe: {', '.join(unknown)}", parameter="symbols")
-    return [found[s] for s in symbols]
+    return [x for s in symbols if (x := found[s]) is not None]
 
 
 async def listed_symbols(resources: AppResources, symbols: list[str]) -> list[Listed]:

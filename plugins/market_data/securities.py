@@ -33,6 +33,14 @@ class Security(msgspec.Struct, frozen=True, kw_only=True):
     delisted_on: date | None = None
 
 
+class TickerHolder(msgspec.Struct, frozen=True, kw_only=True):
+    """A security that had a ticker, and when ([valid_from, valid_to))."""
+
+    security: Security
+    valid_from: date
+    valid_to: date | None
+
+
 class AmbiguousTicker(ValueError):
     """A ticker that meant several securities, without a date that picks one."""
 
@@ -44,10 +52,10 @@ class AmbiguousTicker(ValueError):
 
 
 _CANDIDATES = """
-SELECT s.security_id, s.storage_symbol, s.exchange_mic, s.listed_from, s.delisted_on,
+SELECT t.ticker, s.security_id, s.storage_symbol, s.exchange_mic, s.listed_from, s.delisted_on,
        t.valid_from, t.valid_to
 FROM security_tickers t JOIN securities s USING (security_id)
-WHERE t.ticker = $1 ORDER BY t.valid_from"""
+WHERE t.ticker = ANY($1::text[]) ORDER BY t.ticker, t.valid_from"""
 
 
 def _security(r: asyncpg.Record) -> Security:
@@ -64,30 +72,49 @@ def _within(on: date, lo: date | None, hi: date | None) -> bool:
     return (lo is None or lo <= on) and (hi is None or on < hi)
 
 
-async def security_of(
-    conn: asyncpg.Connection | asyncpg.Pool, ticker: str, on: date | None
-) -> Security | None:
-    """The security `ticker` means on `on` (see the module docstring); None when no security had it.
+async def ticker_holders(
+    conn: asyncpg.Connection | asyncpg.Pool, tickers: list[str]
+) -> dict[str, list[TickerHolder]]:
+    """ticker -> every security that had it, oldest span first (tickers no security had: absent)."""
+    out: dict[str, list[TickerHolder]] = {}
+    for r in await conn.fetch(_CANDIDATES, tickers):
+        holder = TickerHolder(security=_security(r), valid_from=r["valid_from"], valid_to=r["valid_to"])
+        out.setdefault(r["ticker"], []).append(holder)
+    return out
+
+
+def choose_security(ticker: str, holders: list[TickerHolder], on: date | None) -> Security | None:
+    """The security `ticker` means on `on`, among its `holders` (see the module docstring).
 
     Raises:
         AmbiguousTicker: several securities had the ticker and `on` does not choose one.
     """
-    rows = await conn.fetch(_CANDIDATES, ticker)
-    by_id = {r["security_id"]: _security(r) for r in rows}
+    by_id = {h.security.security_id: h.security for h in holders}
     if len(by_id) <= 1:
         return next(iter(by_id.values()), None)
     if on is not None:
-        held = {r["security_id"] for r in rows if _within(on, r["valid_from"], r["valid_to"])}
+        held = {h.security.security_id for h in holders if _within(on, h.valid_from, h.valid_to)}
         if len(held) != 1:
             held = {s.security_id for s in by_id.values() if _within(on, s.listed_from, s.delisted_on)}
         if len(held) == 1:
             return by_id[held.pop()]
     spans = [
-        f"security {r['security_id']} from {r['valid_from']}"
-        + (f" until {r['valid_to']}" if r["valid_to"] else "")
-        for r in rows
+        f"security {h.security.security_id} from {h.valid_from}"
+        + (f" until {h.valid_to}" if h.valid_to else "")
+        for h in holders
     ]
     raise AmbiguousTicker(ticker, spans)
+
+
+async def security_of(
+    conn: asyncpg.Connection | asyncpg.Pool, ticker: str, on: date | None
+) -> Security | None:
+    """The security `ticker` means on `on`; None when no security had it.
+
+    Raises:
+        AmbiguousTicker: several securities had the ticker and `on` does not choose one.
+    """
+    return choose_security(ticker, (await ticker_holders(conn, [ticker])).get(ticker, []), on)
 
 
 _ENSURE = """
