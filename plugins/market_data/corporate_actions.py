@@ -99,7 +99,7 @@ _COLUMNS = (
     "new_ticker",
 )
 _VALUE_COLUMNS = ("provider", "cancelled", *_COLUMNS)
-"""What makes two versions different (a re-delivered identical report stores nothing)."""
+"""The stored fields of a version besides its identity."""
 
 _LATEST = """
 SELECT DISTINCT ON (action_key) action_key, as_of, {columns}
@@ -117,6 +117,16 @@ def _values(a: CorporateAction) -> tuple[object, ...]:
     return (a.provider, a.cancelled, *(getattr(a, c) for c in _COLUMNS))
 
 
+def _adds_to(a: CorporateAction, latest: asyncpg.Record | None) -> bool:
+    """Whether report `a` says something the latest version does not: it is new, its
+    cancellation differs, or a field it states differs. A field the report leaves out (Yahoo
+    gives no record date) is not a difference, and neither is the provider: the same action
+    from a second provider stores nothing, so providers that state it alike never alternate."""
+    if latest is None or latest["cancelled"] != a.cancelled:
+        return True
+    return any(getattr(a, c) is not None and getattr(a, c) != latest[c] for c in _COLUMNS)
+
+
 class UnknownSecurity(ValueError):
     """An action names a ticker no security of the master had on its ex-date."""
 
@@ -124,7 +134,7 @@ class UnknownSecurity(ValueError):
 async def record_actions(
     conn: asyncpg.Connection, actions: list[CorporateAction], as_of: datetime
 ) -> list[StoredAction]:
-    """Store each action that is new or differs from its latest version, as a version at `as_of`.
+    """Store each action that is new or adds to its latest version (`_adds_to`), as a version at `as_of`.
 
     A ticker change also updates the security's ticker history. Runs in one transaction; each
     stored version is notified on `md_corporate_actions` when it commits.
@@ -144,10 +154,10 @@ async def record_actions(
                 raise UnknownSecurity(f"{a.symbol}: no security had this ticker on {a.ex_date}")
             resolved[action_key(sec.security_id, a.kind, a.ex_date)] = (sec.security_id, a)
         latest = {
-            r["action_key"]: tuple(r[c] for c in _VALUE_COLUMNS)
+            r["action_key"]: r
             for r in await conn.fetch(_LATEST.format(columns=", ".join(_VALUE_COLUMNS)), list(resolved))
         }
-        new = {k: v for k, v in resolved.items() if latest.get(k) != _values(v[1])}
+        new = {k: v for k, v in resolved.items() if _adds_to(v[1], latest.get(k))}
         if not new:
             return []
         cols: list[list[object]] = [[] for _ in range(15)]

@@ -247,3 +247,41 @@ async def test_an_adjusted_read_of_a_symbol_without_a_security_is_refused(conn) 
     with pytest.raises(ReadRefused) as info:
         await read_bars(conn, read, 10)
     assert info.value.parameter == "adjustment"
+
+
+async def test_a_sync_stores_the_providers_history_once_and_a_rerun_stores_nothing(conn) -> None:
+    from market_data.corporate_action_sync import (
+        HISTORY_START,
+        ActionSyncRefused,
+        ActionSyncRequest,
+        sync_corporate_actions,
+    )
+    from market_data.policy import load_policy_file
+    from market_data.registry import ProviderRegistry
+    from market_data.settings import get_settings
+
+    policy = load_policy_file(get_settings().policy_file).policy
+    registry = ProviderRegistry(policy, adapters={"synthetic": SyntheticProvider()})
+    first = await sync_corporate_actions(conn, registry, ActionSyncRequest(), NOW)
+    assert first.start == HISTORY_START and first.errors == {} and first.unknown == []
+    assert first.stored == len(synthetic_actions("synthetic")) == first.fetched["synthetic"]
+    again = await sync_corporate_actions(conn, registry, ActionSyncRequest(start=HISTORY_START), NOW)
+    assert again.stored == 0 and again.fetched == first.fetched
+    later = await sync_corporate_actions(conn, registry, ActionSyncRequest(), NOW)
+    assert later.start == NOW.date() - timedelta(days=30)  # the history is stored: the recent window
+    sec = await security_of(conn, "FB", date(2022, 6, 1))
+    assert sec is not None and sec.storage_symbol == "META"
+    with pytest.raises(ActionSyncRefused, match="symbols"):
+        await sync_corporate_actions(conn, registry, ActionSyncRequest(symbols=["BTC-USD"]), NOW)
+    with pytest.raises(ActionSyncRefused, match="end"):
+        await sync_corporate_actions(
+            conn, registry, ActionSyncRequest(start=date(2020, 1, 2), end=date(2020, 1, 1)), NOW
+        )
+
+
+async def test_a_second_provider_reporting_alike_stores_nothing_and_more_detail_is_a_version(conn) -> None:
+    bare = msgspec.structs.replace(DIVIDEND, provider="yahoo", record_date=None, pay_date=None)
+    assert len(await record_actions(conn, [bare], NOW)) == 1
+    assert await record_actions(conn, [msgspec.structs.replace(bare, provider="finnhub")], NOW) == []
+    assert len(await record_actions(conn, [DIVIDEND], NOW + timedelta(seconds=1))) == 1  # adds the dates
+    assert await record_actions(conn, [bare], NOW + timedelta(seconds=2)) == []  # says less, not otherwise
