@@ -23,7 +23,8 @@ from datetime import UTC, date, datetime
 import asyncpg
 import msgspec
 
-from market_data import notifications, securities
+from market_data import securities
+from market_data.notifications import ACTION_CHANNEL, payload_json
 from market_data.records import Symbol
 
 
@@ -88,29 +89,35 @@ def action_key(security_id: int, kind: ActionKind, ex_date: date) -> str:
     return f"{security_id}:{kind.value}:{ex_date.isoformat()}"
 
 
-_COLUMNS = (
-    "split_from",
-    "split_to",
-    "amount",
-    "currency",
-    "record_date",
-    "pay_date",
-    "old_ticker",
-    "new_ticker",
+_VALUES = (
+    "provider, cancelled, split_from, split_to, amount, currency, record_date, pay_date, "
+    "old_ticker, new_ticker"
 )
-_VALUE_COLUMNS = ("provider", "cancelled", *_COLUMNS)
-"""The stored fields of a version besides its identity."""
+"""The stored fields of a version besides its identity, in SQL (`_A_VALUES`: the same of `a`)."""
+_A_VALUES = (
+    "a.provider, a.cancelled, a.split_from, a.split_to, a.amount, a.currency, a.record_date, a.pay_date, "
+    "a.old_ticker, a.new_ticker"
+)
+_VALUE_COLUMNS = tuple(_VALUES.split(", "))
+_COLUMNS = _VALUE_COLUMNS[2:]
+"""What a report states besides its provider and whether it cancels."""
 
-_LATEST = """
-SELECT DISTINCT ON (action_key) action_key, as_of, {columns}
+_LATEST = f"""
+SELECT DISTINCT ON (action_key) action_key, as_of, {_VALUES}
 FROM corporate_actions WHERE action_key = ANY($1::text[]) ORDER BY action_key, as_of DESC"""
 
+_PAYLOAD = payload_json(
+    "corporate_action",
+    symbol="(SELECT s.storage_symbol FROM securities s WHERE s.security_id = corporate_actions.security_id)",
+)
+"""The `md_corporate_actions` payload of an inserted row (`ActionNotification`)."""
+
 _INSERT = f"""
-INSERT INTO corporate_actions (action_key, as_of, security_id, kind, ex_date, {", ".join(_VALUE_COLUMNS)})
+INSERT INTO corporate_actions (action_key, as_of, security_id, kind, ex_date, {_VALUES})
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::text[], $5::date[], $6::text[],
     $7::boolean[], $8::float8[], $9::float8[], $10::float8[], $11::text[], $12::date[], $13::date[],
     $14::text[], $15::text[])
-RETURNING action_key, security_id, as_of, {notifications.action_payload_columns()}"""
+RETURNING action_key, security_id, as_of, {_PAYLOAD} AS payload"""
 
 
 def _values(a: CorporateAction) -> tuple[object, ...]:
@@ -153,10 +160,7 @@ async def record_actions(
             if sec is None:
                 raise UnknownSecurity(f"{a.symbol}: no security had this ticker on {a.ex_date}")
             resolved[action_key(sec.security_id, a.kind, a.ex_date)] = (sec.security_id, a)
-        latest = {
-            r["action_key"]: r
-            for r in await conn.fetch(_LATEST.format(columns=", ".join(_VALUE_COLUMNS)), list(resolved))
-        }
+        latest = {r["action_key"]: r for r in await conn.fetch(_LATEST, list(resolved))}
         new = {k: v for k, v in resolved.items() if _adds_to(v[1], latest.get(k))}
         if not new:
             return []
@@ -169,7 +173,7 @@ async def record_actions(
             if a.kind is ActionKind.TICKER_CHANGE and not a.cancelled and a.old_ticker and a.new_ticker:
                 await securities.record_ticker_change(conn, sid, a.old_ticker, a.new_ticker, a.ex_date)
         for r in rows:
-            await conn.execute("SELECT pg_notify($1, $2)", notifications.ACTION_CHANNEL, r["payload"])
+            await conn.execute("SELECT pg_notify($1, $2)", ACTION_CHANNEL, r["payload"])
         return [
             StoredAction(
                 action_key=r["action_key"],
@@ -184,7 +188,7 @@ async def record_actions(
 _KNOWN = f"""
 SELECT * FROM (
     SELECT DISTINCT ON (a.action_key) a.action_key, a.security_id, a.as_of, a.kind, a.ex_date,
-           t.ticker AS symbol, {", ".join("a." + c for c in _VALUE_COLUMNS)}
+           t.ticker AS symbol, {_A_VALUES}
     FROM corporate_actions a
     LEFT JOIN LATERAL (
         SELECT ticker FROM security_tickers st
@@ -193,9 +197,8 @@ SELECT * FROM (
     ) t ON true
     WHERE a.security_id = ANY($1::bigint[]) AND a.as_of <= $2
       AND ($3::text[] IS NULL OR a.kind = ANY($3::text[]))
-      AND ($4::date IS NULL OR a.ex_date > $4)
     ORDER BY a.action_key, a.as_of DESC
-) v {{where}} ORDER BY ex_date, action_key"""
+) v WHERE $4 OR NOT cancelled ORDER BY ex_date, action_key"""
 
 
 def _stored(r: asyncpg.Record) -> StoredAction:
@@ -214,26 +217,22 @@ async def known_actions(
     as_of: datetime,
     *,
     kinds: list[ActionKind] | None = None,
-    after: date | None = None,
     with_cancelled: bool = False,
 ) -> list[StoredAction]:
     """The version known at `as_of` of each action of `security_ids`, by ex-date.
 
     Args:
         kinds: only these kinds (default: all).
-        after: only actions with an ex-date after this date.
         with_cancelled: include actions whose known version is a cancellation.
     """
-    sql = _KNOWN.format(where="" if with_cancelled else "WHERE NOT cancelled")
-    rows = await conn.fetch(
-        sql, security_ids, as_of, [k.value for k in kinds] if kinds is not None else None, after
-    )
+    kind_values = [k.value for k in kinds] if kinds is not None else None
+    rows = await conn.fetch(_KNOWN, security_ids, as_of, kind_values, with_cancelled)
     return [_stored(r) for r in rows]
 
 
 _LEARNED_SINCE = f"""
 SELECT a.action_key, a.security_id, a.as_of, a.kind, a.ex_date, s.storage_symbol AS symbol,
-       {", ".join("a." + c for c in _VALUE_COLUMNS)}
+       {_A_VALUES}
 FROM corporate_actions a JOIN securities s USING (security_id)
 WHERE (a.as_of > $1 OR (a.as_of = $1 AND a.action_key > $2)) AND a.as_of <= $3
 ORDER BY a.as_of, a.action_key LIMIT $4"""

@@ -6,7 +6,7 @@ format. Postgres builds it (`payload_json`) from the fields of `BarNotification`
 `QuoteNotification`, in their order, and the API's snapshots build their entries the same
 way. A policy activation notifies `md_policy` with the new version number. A corporate action
 learned (a new version: new, revised or cancelled) notifies `md_corporate_actions`
-(`ActionNotification`, built by `action_payload_columns`); the API forwards it to the
+(`ActionNotification`, built by `corporate_actions.record_actions`); the API forwards it to the
 WebSocket clients that follow the symbol.
 
 A bar payload also says which version of the bar it is (`version`, `revision`,
@@ -172,12 +172,6 @@ def payload_json(
     if notified:
         pairs.append(f"'notified_at', {NOTIFIED_AT}")
     return f"json_build_object({', '.join(pairs)})::text"
-
-
-def action_payload_columns() -> str:
-    """`<payload> AS payload` for the RETURNING list of an insert into `corporate_actions`."""
-    symbol = "(SELECT s.storage_symbol FROM securities s WHERE s.security_id = corporate_actions.security_id)"
-    return payload_json("corporate_action", symbol=symbol) + " AS payload"
 
 
 class Routing(msgspec.Struct, frozen=True, kw_only=True):

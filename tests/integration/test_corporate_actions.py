@@ -285,3 +285,11 @@ async def test_a_second_provider_reporting_alike_stores_nothing_and_more_detail_
     assert await record_actions(conn, [msgspec.structs.replace(bare, provider="finnhub")], NOW) == []
     assert len(await record_actions(conn, [DIVIDEND], NOW + timedelta(seconds=1))) == 1  # adds the dates
     assert await record_actions(conn, [bare], NOW + timedelta(seconds=2)) == []  # says less, not otherwise
+
+
+def test_the_sql_column_lists_name_every_field_of_an_action() -> None:
+    from market_data import corporate_actions as ca
+
+    assert ca._A_VALUES == ", ".join("a." + c for c in ca._VALUE_COLUMNS)
+    stated = {f.name for f in msgspec.structs.fields(CorporateAction)} - {"symbol", "kind", "ex_date"}
+    assert set(ca._VALUE_COLUMNS) == stated
