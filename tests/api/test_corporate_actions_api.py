@@ -75,6 +75,10 @@ async def test_the_feed_lists_what_was_learned_since_in_pages(client: AsyncTestC
     assert [a["amount"] for a in later["actions"]] == [0.76]
     bad = await client.get("/corporate-actions", params={"since": "yesterday"})
     assert bad.status_code == 400 and bad.json()["parameter"] == "since"
+    repeated = await client.get(
+        "/corporate-actions", params=[("since", "2026-01-01T00:00:00Z"), ("since", "5000")]
+    )
+    assert repeated.status_code == 400 and repeated.json()["parameter"] == "since"
 
 
 async def test_a_learned_action_reaches_websocket_clients_following_the_symbol(conn) -> None:
