@@ -17,7 +17,7 @@ from market_data.corporate_action_sync import (
 )
 from market_data.db import connect
 from market_data.policy import load_active_policy
-from market_data.records import SYMBOL_PATTERN, run_instant
+from market_data.records import SYMBOL_PATTERN, utcnow
 from market_data.registry import ProviderRegistry
 from market_data.settings import get_settings
 
@@ -60,9 +60,13 @@ def _context() -> Any:
 
 
 def sync() -> dict[str, Any]:
-    """Pull the corporate actions of every provider that has them; store new versions."""
+    """Pull the corporate actions of every provider that has them; store new versions.
+
+    A version's `as_of` is when this task learned it (the wall clock, not the run's logical
+    date: a late or re-run run must not claim it knew earlier); a re-run stores nothing new.
+    """
     ctx = _context()
-    now = run_instant(ctx.get("data_interval_end") or ctx.get("logical_date"))
+    now = utcnow()
     raw = (ctx.get("params") or {}).get(REQUEST_PARAM)
     try:
         req = msgspec.convert(raw or {}, ActionSyncRequest, strict=False)
