@@ -7,9 +7,11 @@ standing on a date sees only what was known then:
 - `split`: a bar before a split's ex-date has its prices divided by the ratio (new shares per
   old one) and its volume multiplied by it, so the series is in today's shares.
 - `dividend`: the standard backward factor: a bar before a cash dividend's ex-date has its
-  prices multiplied by `1 - amount / close`, `close` the last close before the ex-date (of the
-  daily bars when stored, else of the read's own stored interval) known at `as_of`; volume
-  unchanged. A dividend with no stored close before it changes no stored bar (factor 1).
+  prices multiplied by `1 - amount / close`, `close` the close of the session before the
+  ex-date (the last stored bar in the `REFERENCE_WINDOW` before it: of the daily bars when
+  stored, else of the read's own stored interval) known at `as_of`; volume unchanged. A
+  dividend without that close stored is listed, not applied (factor 1, `reference_close`
+  null): a close weeks away would give a wrong factor.
 - `all`: both. Factors of several actions multiply.
 
 The set of actions a read applies is an `AdjustmentSet`: every action of the mode's kinds
@@ -24,7 +26,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import msgspec
@@ -70,7 +72,8 @@ class AppliedAction(msgspec.Struct, frozen=True, kw_only=True):
     amount: float | None = None
     currency: str | None = None
     reference_close: float | None = None
-    """The close before the ex-date a dividend's factor uses (null: no bar before it is stored)."""
+    """The close of the session before the ex-date a dividend's factor uses (null: not stored,
+    so the dividend is not applied: `price_factor` 1)."""
     price_factor: float
     volume_factor: float
 
@@ -104,13 +107,16 @@ class AdjustmentSet(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
-# The last close before each ex-date known at $3: of the daily bars, else of interval $2.
+REFERENCE_WINDOW = timedelta(days=7)
+"""How far before an ex-date the session before it may lie (weekends, holidays)."""
+
+# The last close in [ex - $5, ex) of each ex-date, known at $3: of the daily bars, else of interval $2.
 _REFERENCE_CLOSES = """
 SELECT coalesce(
-    (SELECT close FROM bars WHERE symbol = $1 AND interval = '1d' AND ts < e.ex AND as_of <= $3
-     ORDER BY ts DESC, as_of DESC LIMIT 1),
-    (SELECT close FROM bars WHERE symbol = $1 AND interval = $2 AND ts < e.ex AND as_of <= $3
-     ORDER BY ts DESC, as_of DESC LIMIT 1)) AS close
+    (SELECT close FROM bars WHERE symbol = $1 AND interval = '1d' AND ts < e.ex AND ts >= e.ex - $5
+     AND as_of <= $3 ORDER BY ts DESC, as_of DESC LIMIT 1),
+    (SELECT close FROM bars WHERE symbol = $1 AND interval = $2 AND ts < e.ex AND ts >= e.ex - $5
+     AND as_of <= $3 ORDER BY ts DESC, as_of DESC LIMIT 1)) AS close
 FROM unnest($4::timestamptz[]) WITH ORDINALITY AS e(ex, n) ORDER BY e.n"""
 
 
@@ -163,7 +169,7 @@ async def adjustment_set(
             datetime(s.action.ex_date.year, s.action.ex_date.month, s.action.ex_date.day, tzinfo=UTC)
             for s in dividends
         ]
-        rows = await conn.fetch(_REFERENCE_CLOSES, symbol, interval.value, as_of, ex)
+        rows = await conn.fetch(_REFERENCE_CLOSES, symbol, interval.value, as_of, ex, REFERENCE_WINDOW)
         closes = {s.action_key: r["close"] for s, r in zip(dividends, rows, strict=True)}
     actions = [_applied(s, closes.get(s.action_key)) for s in stored]
     return AdjustmentSet(mode=mode, id=_set_id(mode, actions), actions=actions)

@@ -293,3 +293,16 @@ def test_the_sql_column_lists_name_every_field_of_an_action() -> None:
     assert ca._A_VALUES == ", ".join("a." + c for c in ca._VALUE_COLUMNS)
     stated = {f.name for f in msgspec.structs.fields(CorporateAction)} - {"symbol", "kind", "ex_date"}
     assert set(ca._VALUE_COLUMNS) == stated
+
+
+async def test_a_dividend_without_the_close_of_the_session_before_it_is_listed_not_applied(conn) -> None:
+    start, end = datetime(2020, 8, 3, tzinfo=UTC), datetime(2020, 8, 12, tzinfo=UTC)
+    stored = await _store_aapl_daily(conn, start, end)
+    later = msgspec.structs.replace(DIVIDEND, ex_date=date(2021, 2, 5), amount=0.205)
+    await record_actions(conn, [later], stored)
+    raw = (await _read(conn, Adjustment.RAW, stored, start, end)).bars
+    page = await _read(conn, Adjustment.DIVIDEND, stored, start, end)
+    assert page.adjustment is not None
+    (listed,) = page.adjustment.actions
+    assert (listed.reference_close, listed.price_factor) == (None, 1.0)
+    np.testing.assert_array_equal(page.bars.close, raw.close)
