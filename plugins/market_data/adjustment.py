@@ -113,9 +113,9 @@ REFERENCE_WINDOW = timedelta(days=7)
 # The last close in [ex - $5, ex) of each ex-date, known at $3: of the daily bars, else of interval $2.
 _REFERENCE_CLOSES = """
 SELECT coalesce(
-    (SELECT close FROM bars WHERE symbol = $1 AND interval = '1d' AND ts < e.ex AND ts >= e.ex - $5
+    (SELECT close FROM bars WHERE symbol = $1 AND interval = '1d' AND ts < e.ex AND ts >= e.ex - $5::interval
      AND as_of <= $3 ORDER BY ts DESC, as_of DESC LIMIT 1),
-    (SELECT close FROM bars WHERE symbol = $1 AND interval = $2 AND ts < e.ex AND ts >= e.ex - $5
+    (SELECT close FROM bars WHERE symbol = $1 AND interval = $2 AND ts < e.ex AND ts >= e.ex - $5::interval
      AND as_of <= $3 ORDER BY ts DESC, as_of DESC LIMIT 1)) AS close
 FROM unnest($4::timestamptz[]) WITH ORDINALITY AS e(ex, n) ORDER BY e.n"""
 
