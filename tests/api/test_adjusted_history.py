@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from litestar.testing import AsyncTestClient
 
-from market_data.corporate_actions import ActionKind, CorporateAction, record_actions
+from market_data.corporate_actions import record_actions
 from market_data.ingest.pit_write import write_bars
 from market_data.providers.synthetic import SyntheticProvider
 from market_data.records import Interval
+from tests.corporate_actions_data import AAPL_SPLIT as SPLIT
+from tests.corporate_actions_data import NOW
 
 URL = "/stocks/AAPL/history"
 AROUND_SPLIT = {"interval": "1d", "start": "2020-08-24T00:00:00Z", "end": "2020-09-05T00:00:00Z"}
-SPLIT = CorporateAction(
-    symbol="AAPL",
-    kind=ActionKind.SPLIT,
-    ex_date=date(2020, 8, 31),
-    provider="synthetic",
-    split_from=1,
-    split_to=4,
-)
-NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 @pytest.fixture

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 from litestar.testing import AsyncTestClient
 
-from market_data.corporate_actions import ActionKind, CorporateAction, record_actions
+from market_data.corporate_actions import record_actions
 from tests.api.ws_harness import connect, live_server, recv, subscribe
+from tests.corporate_actions_data import AAPL_SPLIT as SPLIT
+from tests.corporate_actions_data import MSFT_DIVIDEND as DIVIDEND
 
-SPLIT = CorporateAction(
-    symbol="AAPL",
-    kind=ActionKind.SPLIT,
-    ex_date=date(2020, 8, 31),
-    provider="synthetic",
-    split_from=1,
-    split_to=4,
-)
-DIVIDEND = CorporateAction(
-    symbol="MSFT",
-    kind=ActionKind.CASH_DIVIDEND,
-    ex_date=date(2024, 2, 14),
-    provider="synthetic",
-    amount=0.75,
-    currency="USD",
-    record_date=date(2024, 2, 15),
-    pay_date=date(2024, 3, 14),
-)
 T1 = datetime(2026, 1, 5, tzinfo=UTC)
 
 

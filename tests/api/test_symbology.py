@@ -13,8 +13,8 @@ from market_data.ingest.pit_write import write_bars
 from market_data.providers.synthetic import SyntheticProvider
 from market_data.records import Interval, Tier
 from market_data.universe import UniverseEntry, upsert_universe
+from tests.corporate_actions_data import NOW
 
-NOW = datetime(2026, 12, 1, tzinfo=UTC)
 RENAME = CorporateAction(
     symbol="META",
     kind=ActionKind.TICKER_CHANGE,

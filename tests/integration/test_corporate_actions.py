@@ -27,26 +27,9 @@ from market_data.providers.synthetic_history import synthetic_actions
 from market_data.records import Interval
 from market_data.securities import security_of
 from market_data.timeframes import Align, parse_timeframe
+from tests.corporate_actions_data import AAPL_DIVIDEND, AAPL_SPLIT, NOW
 
-SPLIT = CorporateAction(
-    symbol="AAPL",
-    kind=ActionKind.SPLIT,
-    ex_date=date(2020, 8, 31),
-    provider="synthetic",
-    split_from=1,
-    split_to=4,
-)
-DIVIDEND = CorporateAction(
-    symbol="AAPL",
-    kind=ActionKind.CASH_DIVIDEND,
-    ex_date=date(2020, 8, 7),
-    provider="synthetic",
-    amount=0.82,
-    currency="USD",
-    record_date=date(2020, 8, 10),
-    pay_date=date(2020, 8, 13),
-)
-NOW = datetime(2026, 12, 1, tzinfo=UTC)
+SPLIT, DIVIDEND = AAPL_SPLIT, AAPL_DIVIDEND
 
 
 async def _store_aapl_daily(conn, start: datetime, end: datetime) -> datetime:
