@@ -299,9 +299,13 @@ async def test_daily_bars_may_be_backfilled_back_to_2000_and_intraday_bars_two_y
     now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
     start = datetime(2000, 1, 3, tzinfo=UTC)
     daily = ManualBackfill(
-        symbols=["AAPL"], interval=Interval.D1, start=start, end=start + timedelta(days=20)
+        symbols=["AAPL"], interval=Interval.D1, start=start, end=start + timedelta(days=3000)
     )
-    assert check_manual(daily, POLICY, now, known) == []
+    assert check_manual(daily, POLICY, now, known) == []  # eight years of daily bars in one request
+    decade = msgspec.structs.replace(daily, end=start + timedelta(days=3661))
+    assert [str(p) for p in check_manual(decade, POLICY, now, known)] == [
+        "end: the range is longer than backfill.max_range for 1d bars (3660d)"
+    ]
     minute = ManualBackfill(
         symbols=["AAPL"],
         interval=Interval.M1,

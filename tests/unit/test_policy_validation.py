@@ -145,6 +145,11 @@ INVALID = [
         "backfill.max_age_per_interval.1d",
     ),
     (
+        "a daily max range beyond the daily max age",
+        edit(r'^1d = "3660d"$', '1d = "20000d"'),
+        "backfill.max_range_per_interval.1d",
+    ),
+    (
         "a max age of an unknown interval",
         edit(r'^1d = "18250d"$', '2d = "100d"'),
         "backfill.max_age_per_interval.2d",

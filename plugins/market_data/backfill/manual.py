@@ -42,9 +42,14 @@ def check_manual(req: ManualBackfill, policy: Policy, now: datetime, known: dict
         problems.append(Problem("end", "must be after start"))
     if req.end > now:
         problems.append(Problem("end", "is in the future"))
-    if req.end - req.start > policy.backfill.max_range.delta:
+    max_range = policy.backfill.max_range_for(req.interval)
+    if req.end - req.start > max_range.delta:
         problems.append(
-            Problem("end", f"the range is longer than backfill.max_range ({policy.backfill.max_range.text})")
+            Problem(
+                "end",
+                f"the range is longer than backfill.max_range for {req.interval.value} bars "
+                f"({max_range.text})",
+            )
         )
     max_age = policy.backfill.max_age_for(req.interval)
     if req.start < now - max_age.delta:

@@ -189,7 +189,12 @@ class BackfillPolicy(_Section):
     )
     """Lower runs first."""
     max_range: Duration = Duration("30d")
-    """Longest range a single manual or API backfill may ask for."""
+    """Longest range a single manual or API backfill may ask for, for intervals
+    `max_range_per_interval` does not name (the intraday ones by default)."""
+    max_range_per_interval: dict[Interval, Duration] = msgspec.field(
+        default_factory=lambda: {Interval.D1: Duration("3660d")}
+    )
+    """Per-interval limits instead of `max_range`: ten years of daily bars (about 2,500) per request."""
     max_age: Duration = Duration("730d")
     """How far back a manual or API backfill may start, for intervals `max_age_per_interval`
     does not name (the intraday ones by default)."""
@@ -202,6 +207,10 @@ class BackfillPolicy(_Section):
     """Airflow retries of a backfill batch before its jobs go to the DLQ (read when the DAG is parsed)."""
     retry_delay: Duration = Duration("30s")
     """First retry delay; doubles on every retry, up to 10 minutes (read when the DAG is parsed)."""
+
+    def max_range_for(self, interval: Interval) -> Duration:
+        """Longest range a manual or API backfill of `interval` bars may ask for."""
+        return self.max_range_per_interval.get(interval, self.max_range)
 
     def max_age_for(self, interval: Interval) -> Duration:
         """How far back a manual or API backfill of `interval` bars may start."""
