@@ -183,6 +183,11 @@ class Hub:
         async with asyncio.timeout(self.limits.snapshot_timeout_seconds):
             return await snapshot.unknown_symbols(self.resources.db, symbols)
 
+    async def current_symbols(self, tickers: list[str]) -> dict[str, str]:
+        """Old tickers of `tickers` -> the symbol their security is followed under (FB -> META)."""
+        async with asyncio.timeout(self.limits.snapshot_timeout_seconds):
+            return await snapshot.current_symbols(self.resources.db, tickers)
+
     async def read_snapshot(self, bars: dict[str, list[str]], quotes: list[str]) -> snapshot.SnapshotRows:
         """A snapshot, read in one of `SNAPSHOT_CONCURRENCY` slots, within the snapshot timeout."""
         async with self.snapshot_slots, asyncio.timeout(self.limits.snapshot_timeout_seconds):

@@ -13,6 +13,7 @@ from market_data.ingest.pit_write import write_bars
 from market_data.providers.synthetic import SyntheticProvider
 from market_data.records import Interval, Tier
 from market_data.universe import UniverseEntry, upsert_universe
+from tests.api.ws_harness import connect, live_server, notify_bar, recv, send
 from tests.corporate_actions_data import NOW
 
 RENAME = CorporateAction(
@@ -104,3 +105,19 @@ async def test_a_reused_ticker_without_a_date_that_chooses_is_a_400(client: Asyn
     assert many.status_code == 400 and many.json()["parameter"] == "symbols"
     # the price is about today: the ticker's holder today
     assert (await client.get("/stocks/XYZQ/price")).status_code in (200, 404)
+
+
+async def test_a_websocket_subscription_by_the_old_ticker_follows_the_security(conn) -> None:
+    await record_actions(conn, [RENAME], NOW)
+    async with live_server() as server:
+        ws = await connect(server)
+        await send(ws, {"action": "subscribe", "bars": ["fb"], "id": 1})
+        ack = await recv(ws)
+        assert (ack["type"], ack["bars"]) == ("subscribed", ["META"])
+        assert (await recv(ws))["type"] == "snapshot"
+        await notify_bar(conn, "META", 7)
+        assert (await recv(ws))["seq"] == 7
+        await send(ws, {"action": "subscribe", "bars": ["NOSUCH"], "id": 2})
+        refused = await recv(ws)
+        assert (refused["type"], refused["code"]) == ("error", "not_found")
+        await ws.close()
