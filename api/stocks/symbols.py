@@ -102,14 +102,18 @@ class _Directory:
         self._holders: dict[str, tuple[list[TickerHolder], float]] = {}
 
     async def holders(self, reads: Reads, tickers: list[str]) -> dict[str, list[TickerHolder]]:
-        """ticker -> the securities that had it (kept a minute; unknown tickers: asked again)."""
+        """ticker -> the securities that had it, kept a minute. "None" is kept too for a universe
+        symbol without a security (so its reads ask nothing more); other unknown tickers are
+        asked again, so arbitrary names cannot grow the cache."""
         now = time.monotonic()
         out = {t: hit[0] for t in tickers if (hit := self._holders.get(t)) is not None and hit[1] > now}
         missing = [t for t in tickers if t not in out]
         if missing:
-            for t, found in (await reads.run(lambda db: ticker_holders(db, missing))).items():
-                out[t] = found
-                self._holders[t] = (found, now + KNOWN_TTL_SECONDS)
+            found = await reads.run(lambda db: ticker_holders(db, missing))
+            for t in missing:
+                out[t] = found.get(t, [])
+                if out[t] or t in self._known:
+                    self._holders[t] = (out[t], now + KNOWN_TTL_SECONDS)
         return out
 
     async def listed(self, reads: Reads, symbols: list[str]) -> dict[str, Listed]:
