@@ -18,7 +18,7 @@ it (`notifications.ActionNotification`); the API forwards it to WebSocket client
 from __future__ import annotations
 
 import enum
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import msgspec
@@ -138,6 +138,17 @@ class UnknownSecurity(ValueError):
     """An action names a ticker no security of the master had on its ex-date."""
 
 
+async def _security_of(conn: asyncpg.Connection, a: CorporateAction) -> securities.Security | None:
+    """The security an action is of: by its ticker on the ex-date; a ticker change by its new
+    ticker, else (a master that still knows only the old one) by the old ticker the day before."""
+    if a.kind is not ActionKind.TICKER_CHANGE:
+        return await securities.security_of(conn, a.symbol, a.ex_date)
+    found = await securities.security_of(conn, a.new_ticker or a.symbol, a.ex_date)
+    if found is None and a.old_ticker:
+        found = await securities.security_of(conn, a.old_ticker, a.ex_date - timedelta(days=1))
+    return found
+
+
 async def record_actions(
     conn: asyncpg.Connection, actions: list[CorporateAction], as_of: datetime
 ) -> list[StoredAction]:
@@ -155,8 +166,7 @@ async def record_actions(
     async with conn.transaction():
         resolved: dict[str, tuple[int, CorporateAction]] = {}
         for a in actions:
-            ticker = a.new_ticker if a.kind is ActionKind.TICKER_CHANGE and a.new_ticker else a.symbol
-            sec = await securities.security_of(conn, ticker, a.ex_date)
+            sec = await _security_of(conn, a)
             if sec is None:
                 raise UnknownSecurity(f"{a.symbol}: no security had this ticker on {a.ex_date}")
             resolved[action_key(sec.security_id, a.kind, a.ex_date)] = (sec.security_id, a)
