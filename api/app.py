@@ -11,6 +11,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from api.actions.controller import CorporateActionsController
 from api.errors import EXCEPTION_HANDLERS, AcceptHeaderGuard
+from api.exports.controller import ExportsController
 from api.instants import refuse_numeric_instants
 from api.observability.controller import MetricsController
 from api.observability.http import RequestLatencyMiddleware
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MetricsController,
             StocksController,
             CorporateActionsController,
+            ExportsController,
             CadenceController,
             ProvidersController,
             SloController,

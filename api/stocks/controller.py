@@ -6,7 +6,7 @@ from litestar import Controller, Request, get
 
 from api.schemas import ErrorBody, documented
 from api.state import Resources
-from api.stocks import csv_export, multi
+from api.stocks import files, multi
 from api.stocks.coverage import CoverageResponse, coverage_report
 from api.stocks.history import HistoryQuery, bar_versions, history, intraday_session, resolution_date
 from api.stocks.params import (
@@ -17,11 +17,13 @@ from api.stocks.params import (
     AsOfQuery,
     CoverageIntervalQuery,
     EndQuery,
+    FileFormatQuery,
     FormatQuery,
     IntervalQuery,
     IntradayIntervalQuery,
     JsonLimitQuery,
     LimitQuery,
+    OutputFormat,
     PageTokenQuery,
     SortOrder,
     SortQuery,
@@ -78,7 +80,7 @@ class StocksController(Controller):
     @get(
         "/{symbol:str}/history",
         operation_id="getHistory",
-        summary="Historical bars of any timeframe (JSON pages or CSV)",
+        summary="Historical bars of any timeframe (JSON pages, CSV or Parquet)",
         description=(
             "Bars whose start is in [start, end) (at most the timeframe's maximum span). A timeframe "
             "stored for the symbol is read as stored; any other (e.g. 1h or 1d of a symbol that stores "
@@ -88,13 +90,18 @@ class StocksController(Controller):
             "and `sort=asc`: oldest first from `start`. Without `start`: the latest `limit` bars before "
             "`end` (oldest first), and each next page the `limit` bars before those. `sort=desc`: newest "
             "first. `next_page_token` continues the read (null on the last page) at the `as_of` of the "
-            "first page. With `Accept: text/csv` or `format=csv` the same page comes as CSV "
-            f"(`limit` up to {MAX_FILE_LIMIT}; the next token in the `X-Next-Page-Token` header): "
-            "`pd.read_csv(url, parse_dates=['ts', 'as_of'])`. `adjustment=split|dividend|all` reads the bars "
-            "adjusted by the corporate actions known at `as_of` (listed, with the set's `id`)."
+            "first page. With `format=csv` (or `Accept: text/csv`) the same page comes as CSV, "
+            "`pd.read_csv(url, parse_dates=['ts', 'as_of'])`; with `format=parquet` (or `Accept: "
+            "application/vnd.apache.parquet`) as a Parquet file with typed columns, `pd.read_parquet(url)` "
+            f"(a file's `limit` goes up to {MAX_FILE_LIMIT}; the next token is in the `X-Next-Page-Token` "
+            "header). `adjustment=split|dividend|all` reads the bars adjusted by the corporate actions "
+            "known at `as_of` (listed, with the set's `id`; files: `X-Adjustment`, `X-Adjustment-Id`)."
         ),
-        responses={**ERRORS, 200: documented(HistoryResponse, description="A page of bars, or CSV")},
-        operation_class=csv_export.HistoryOperation,
+        responses={
+            **ERRORS,
+            200: documented(HistoryResponse, description="A page of bars (JSON), or a CSV or Parquet file"),
+        },
+        operation_class=files.BarFileOperation,
     )
     async def history(
         self,
@@ -111,8 +118,9 @@ class StocksController(Controller):
         page_token: PageTokenQuery = None,
         format: FormatQuery = None,  # the public name of the query parameter
         adjustment: AdjustmentQuery = Adjustment.RAW,
-    ) -> HistoryResponse | csv_export.CsvStream:
-        as_file = csv_export.wants_csv(request, format)
+    ) -> HistoryResponse | files.FileStream:
+        fmt = files.response_format(request, format)
+        as_file = fmt is not OutputFormat.JSON
         query = HistoryQuery(
             interval=interval,
             align=align,
@@ -127,7 +135,7 @@ class StocksController(Controller):
         )
         listed = await require_listed(resources, symbol, on=resolution_date(query))
         page = await history(resources, listed, query)
-        return csv_export.csv_response(page) if as_file else page.response()
+        return files.file_response(page, fmt) if as_file else page.response()
 
     @get(
         "/{symbol:str}/intraday",
@@ -138,20 +146,31 @@ class StocksController(Controller):
             "of the last session; with the session's open and close and whether the market is open now. "
             "Any intraday timeframe (1m-59m, 1h-23h): one not stored is built as on /history, the "
             "running bar marked incomplete. "
-            "A crypto pair's session is the current UTC day."
+            "A crypto pair's session is the current UTC day. With `format=csv|parquet` the same bars as a "
+            "file, the session in `X-Session-Open`, `X-Session-Close` and `X-Market-Open`."
         ),
-        responses=ERRORS,
+        responses={
+            **ERRORS,
+            200: documented(
+                IntradayResponse, description="The session's bars (JSON), or a CSV or Parquet file"
+            ),
+        },
+        operation_class=files.BarFileOperation,
     )
     async def intraday(
         self,
+        request: Request,
         resources: Resources,
         symbol: SymbolPath,
         interval: IntradayIntervalQuery = "1m",
         align: AlignQuery = Align.SESSION,
+        format: FileFormatQuery = None,  # the public name of the query parameter
         adjustment: AdjustmentQuery = Adjustment.RAW,
-    ) -> IntradayResponse:
+    ) -> IntradayResponse | files.FileStream:
+        fmt = files.response_format(request, format)
         listed = await require_listed(resources, symbol)
-        return await intraday_session(resources, listed, interval, align, adjustment)
+        session = await intraday_session(resources, listed, interval, align, adjustment)
+        return session.response() if fmt is OutputFormat.JSON else files.intraday_file(session, fmt)
 
     @get(
         "/{symbol:str}/coverage",
@@ -211,12 +230,21 @@ class StocksController(Controller):
             "before `end`; oldest first. `truncated` lists the symbols with more bars in the range. "
             "Any timeframe, each symbol's bars read or built from its own stored intervals as on "
             "/history (`built_from` says which); a symbol that cannot be read at `interval` makes the "
-            "request a 400 naming it. Unknown symbols make the whole request a 404 that lists them."
+            "request a 400 naming it. Unknown symbols make the whole request a 404 that lists them. With "
+            "`format=csv|parquet` one file of the same rows, `symbol` first (symbols in the order asked, "
+            "each oldest first), `as_of` in `X-As-Of` and `truncated` in `X-Truncated`."
         ),
-        responses=MANY_ERRORS,
+        responses={
+            **MANY_ERRORS,
+            200: documented(
+                MultiBarsResponse, description="Bars per symbol (JSON), or a CSV or Parquet file"
+            ),
+        },
+        operation_class=files.BarFileOperation,
     )
     async def bars(
         self,
+        request: Request,
         resources: Resources,
         symbols: SymbolsQuery,
         interval: IntervalQuery = "1m",
@@ -225,9 +253,11 @@ class StocksController(Controller):
         end: EndQuery = None,
         limit: JsonLimitQuery = 1000,
         as_of: AsOfQuery = None,
+        format: FileFormatQuery = None,  # the public name of the query parameter
         adjustment: AdjustmentQuery = Adjustment.RAW,
-    ) -> MultiBarsResponse:
-        return await multi.multi_bars(
+    ) -> MultiBarsResponse | files.FileStream:
+        fmt = files.response_format(request, format)
+        result = await multi.multi_bars(
             resources,
             await require_listed_many(resources, symbols, on=choosing_date(start, end)),
             interval=interval,
@@ -239,6 +269,7 @@ class StocksController(Controller):
             now=utcnow(),
             adjustment=adjustment,
         )
+        return result.response() if fmt is OutputFormat.JSON else files.multi_bars_file(result, fmt)
 
     @get(
         "/snapshots",

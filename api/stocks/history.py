@@ -2,7 +2,7 @@
 
 Every bar read goes through `market_data.bar_reads.read_bars` (fetch at `as_of`, adjust,
 aggregate, completeness); this module only turns request parameters into a read and the
-page it returns into a response body, which the JSON and CSV encoders share.
+page it returns into a response body, which the JSON, CSV and Parquet encoders share.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class HistoryQuery(msgspec.Struct, frozen=True, kw_only=True):
     sort: SortOrder
     page_token: str | None
     as_file: bool
+    """The response is a file (CSV or Parquet): `limit` may be larger than a JSON page's."""
     adjustment: Adjustment = Adjustment.RAW
-    """The response is a file (CSV): `limit` may be larger than a JSON page's."""
 
 
 @dataclass(frozen=True)
@@ -140,13 +140,41 @@ async def history(resources: AppResources, listed: Listed, q: HistoryQuery) -> H
     return await resources.reads.run(lambda db: read_page(db, window, listed, limit), as_of=window.as_of)
 
 
+@dataclass(frozen=True)
+class IntradaySession:
+    """The bars of the session trading now (or of the last one), whatever their encoding."""
+
+    listed: Listed
+    timeframe: str
+    built_from: str | None
+    align: str | None
+    session_open: datetime
+    session_close: datetime
+    market_open: bool
+    bars: Bars
+    adjustment: AdjustmentSet | None = None
+    """The corporate actions applied (None: raw)."""
+
+    def response(self) -> IntradayResponse:
+        bars = bars_out(self.bars)
+        return IntradayResponse(
+            symbol=self.listed.symbol,
+            interval=self.timeframe,
+            built_from=self.built_from,
+            align=self.align,
+            exchange_mic=self.listed.exchange_mic,
+            session_open=self.session_open,
+            session_close=self.session_close,
+            market_open=self.market_open,
+            count=len(bars),
+            bars=bars,
+            adjustment=adjustment_out(self.adjustment),
+        )
+
+
 async def intraday_session(
-    resources: AppResources,
-    listed: Listed,
-    interval: str,
-    align: Align,
-    adjustment: Adjustment = Adjustment.RAW,
-) -> IntradayResponse:
+    resources: AppResources, listed: Listed, interval: str, align: Align, adjustment: Adjustment = Adjustment.RAW
+) -> IntradaySession:
     """Bars of the session trading now, or of the last one (the latest session opened before now)."""
     timeframe = parse_interval(interval)
     if not timeframe.is_intraday:
@@ -177,19 +205,16 @@ async def intraday_session(
         security_id=listed.security_id,
     )
     page = await resources.reads.run(lambda db: read_bars(db, read, MAX_SESSION_BARS))
-    bars = bars_out(page.bars)
-    return IntradayResponse(
-        symbol=listed.symbol,
-        interval=timeframe.value,
+    return IntradaySession(
+        listed=listed,
+        timeframe=timeframe.value,
         built_from=base.value if read.built else None,
         align=align.value if read.built else None,
-        exchange_mic=listed.exchange_mic,
         session_open=opened,
         session_close=closes,
         market_open=market_open,
-        count=len(bars),
-        bars=bars,
-        adjustment=adjustment_out(page.adjustment),
+        bars=page.bars,
+        adjustment=page.adjustment,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -12,7 +13,6 @@ from api.state import AppResources
 from api.stocks import queries
 from api.stocks.params import EARLIEST, bar_range, check_limit, instant, parse_interval
 from api.stocks.schemas import (
-    AdjustmentOut,
     BarOut,
     MultiBarsResponse,
     QuoteOut,
@@ -22,14 +22,47 @@ from api.stocks.schemas import (
     bars_out,
     stored_bar_out,
 )
-from api.stocks.symbols import Listed, stored_intervals
+from api.stocks.symbols import Listed, bases_of, stored_intervals
 from market_data import calendar
-from market_data.adjustment import Adjustment
-from market_data.bar_reads import BarRead, ReadRefused, read_bars, resolve_base
+from market_data.adjustment import Adjustment, AdjustmentSet
+from market_data.aggregate import Bars
+from market_data.bar_reads import BarRead, read_bars
 from market_data.timeframes import Align
 
 MAX_TOTAL_BARS = 100_000
 """Most bars one /stocks/bars response may hold: `limit` x number of symbols."""
+
+
+@dataclass(frozen=True)
+class MultiBars:
+    """The bars of several symbols read at one `as_of`, whatever their encoding."""
+
+    timeframe: str
+    built_from: dict[str, str]
+    align: str | None
+    start: datetime | None
+    end: datetime
+    as_of: datetime
+    limit: int
+    bars: dict[str, Bars]
+    """symbol -> bars, oldest first, in the order the symbols were asked for."""
+    truncated: list[str]
+    adjustments: dict[str, AdjustmentSet]
+    """symbol -> the corporate actions applied to its bars (empty for raw bars)."""
+
+    def response(self) -> MultiBarsResponse:
+        return MultiBarsResponse(
+            interval=self.timeframe,
+            built_from=self.built_from,
+            align=self.align,
+            start=self.start,
+            end=self.end,
+            as_of=self.as_of,
+            limit=self.limit,
+            bars={symbol: bars_out(bars) for symbol, bars in self.bars.items()},
+            truncated=self.truncated,
+            adjustments={s: out for s, a in self.adjustments.items() if (out := adjustment_out(a)) is not None},
+        )
 
 
 async def multi_bars(
@@ -44,11 +77,12 @@ async def multi_bars(
     limit: int,
     now: datetime,
     adjustment: Adjustment = Adjustment.RAW,
-) -> MultiBarsResponse:
+) -> MultiBars:
     """Per symbol: the first `limit` bars from `start`, or without `start` the latest `limit` before `end`.
 
     Each symbol is read from its own stored intervals (a T0 symbol's 1h bars from 1m, a T1
     symbol's from 5m); one that cannot be read at `interval` makes the request a 400 naming them.
+    Each symbol's range is narrowed to its security's life (`Listed.within_life`).
     """
     check_limit(limit, as_file=False)
     if limit * len(listed) > MAX_TOTAL_BARS:
@@ -60,36 +94,27 @@ async def multi_bars(
     timeframe = parse_interval(interval)
     lo, hi = bar_range(timeframe, start, end, now)
     at = instant(as_of, "as_of") if as_of is not None else resources.reads.newest_complete(now)
-    stored = await stored_intervals(resources, listed)
-    reads: list[BarRead] = []
-    refused: list[str] = []
-    for x in listed:
-        first, last = x.within_life(lo or EARLIEST, hi)
-        try:
-            base = resolve_base(timeframe, align, stored[x.symbol], x.symbol, x.exchange_mic)
-        except ReadRefused as exc:
-            refused.append(exc.detail.removeprefix("interval: "))
-            continue
-        reads.append(
-            BarRead(
-                symbol=x.symbol,
-                exchange_mic=x.exchange_mic,
-                timeframe=timeframe,
-                align=align,
-                base=base,
-                start=first,
-                end=last,
-                as_of=at,
-                backward=lo is None,
-                adjustment=adjustment,
-                security_id=x.security_id,
-            )
+    bases = bases_of(timeframe, align, listed, await stored_intervals(resources, listed))
+    reads = [
+        BarRead(
+            symbol=x.symbol,
+            exchange_mic=x.exchange_mic,
+            timeframe=timeframe,
+            align=align,
+            base=bases[x.symbol],
+            start=first,
+            end=last,
+            as_of=at,
+            backward=lo is None,
+            adjustment=adjustment,
+            security_id=x.security_id,
         )
-    if refused:
-        raise BadParameter(f"interval: {'; '.join(refused)}", parameter="interval")
-    out: dict[str, list[BarOut]] = {}
+        for x in listed
+        for first, last in [x.within_life(lo or EARLIEST, hi)]
+    ]
+    out: dict[str, Bars] = {}
     truncated: list[str] = []
-    applied: dict[str, AdjustmentOut] = {}
+    applied: dict[str, AdjustmentSet] = {}
 
     async def read_all(db: asyncpg.Pool) -> None:
         out.clear()
@@ -98,15 +123,15 @@ async def multi_bars(
         async with db.acquire() as conn:
             for read in reads:
                 page = await read_bars(conn, read, limit)
-                out[read.symbol] = bars_out(page.bars.reversed() if read.backward else page.bars)
+                out[read.symbol] = page.bars.reversed() if read.backward else page.bars
                 if page.more:
                     truncated.append(read.symbol)
-                if (adjusted := adjustment_out(page.adjustment)) is not None:
-                    applied[read.symbol] = adjusted
+                if page.adjustment is not None:
+                    applied[read.symbol] = page.adjustment
 
     await resources.reads.run(read_all, as_of=at)
-    return MultiBarsResponse(
-        interval=timeframe.value,
+    return MultiBars(
+        timeframe=timeframe.value,
         built_from={r.symbol: r.base.value for r in reads if r.built},
         align=align.value if timeframe.is_intraday and any(r.built for r in reads) else None,
         start=lo,

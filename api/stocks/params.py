@@ -24,7 +24,7 @@ from market_data.timeframes import (
 MAX_LIMIT = 10_000
 """Largest JSON page of /history and largest per-symbol count of /stocks/bars."""
 MAX_FILE_LIMIT = 200_000
-"""Largest page of /history as a file (CSV)."""
+"""Largest page of /history as a file (CSV or Parquet)."""
 MAX_SYMBOLS = 100
 """Most distinct symbols one /stocks/bars or /stocks/snapshots request may name."""
 MAX_SPAN = {
@@ -57,6 +57,7 @@ class SortOrder(enum.StrEnum):
 class OutputFormat(enum.StrEnum):
     JSON = "json"
     CSV = "csv"
+    PARQUET = "parquet"
 
 
 _TICKER = SYMBOL_REGEX.replace("A-Z", "A-Za-z")  # requests may use lower case; handlers upper-case
@@ -173,8 +174,21 @@ FormatQuery = Annotated[
     OutputFormat | None,
     Parameter(
         description=(
-            "`csv`: the same bars as the JSON page, as text/csv (same as `Accept: text/csv`), `limit` up "
-            f"to {MAX_FILE_LIMIT}; the next page's token is in the `X-Next-Page-Token` header. Default JSON"
+            "`csv`: the same bars as the JSON page, as text/csv (same as `Accept: text/csv`); "
+            "`parquet`: as an Apache Parquet file with typed columns (same as "
+            "`Accept: application/vnd.apache.parquet`). "
+            f"A file's `limit` goes up to {MAX_FILE_LIMIT}; the next page's token is in the "
+            "`X-Next-Page-Token` header, the read's `as_of` in `X-As-Of`. Default JSON"
+        ),
+    ),
+]
+FileFormatQuery = Annotated[
+    OutputFormat | None,
+    Parameter(
+        description=(
+            "`csv` (same as `Accept: text/csv`) or `parquet` (typed columns; same as "
+            "`Accept: application/vnd.apache.parquet`): the same bars as the JSON body as a file, what "
+            "JSON holds beside them in `X-` headers. Default JSON"
         ),
     ),
 ]
@@ -229,7 +243,8 @@ def check_limit(limit: int, *, as_file: bool) -> int:
     """`limit` within the bound of the response's format."""
     if not as_file and limit > MAX_LIMIT:
         raise BadParameter(
-            f"limit: at most {MAX_LIMIT} bars per JSON page (a CSV page takes up to {MAX_FILE_LIMIT})",
+            f"limit: at most {MAX_LIMIT} bars per JSON page (a CSV or Parquet page takes up to "
+            f"{MAX_FILE_LIMIT})",
             parameter="limit",
         )
     return limit

@@ -27,9 +27,10 @@ from api.replica import Reads
 from api.state import AppResources
 from api.stocks import queries
 from api.stocks.params import MAX_SYMBOLS
-from market_data.bar_reads import held_intervals, stored_for
+from market_data.bar_reads import ReadRefused, held_intervals, resolve_base, stored_for
 from market_data.records import Interval, is_valid_symbol, utcnow
 from market_data.securities import AmbiguousTicker, Security, TickerHolder, choose_security, ticker_holders
+from market_data.timeframes import Align, Timeframe
 
 KNOWN_TTL_SECONDS = 60.0
 
@@ -234,3 +235,23 @@ async def stored_intervals(resources: AppResources, listed: list[Listed]) -> dic
     policy = (await resources.policy.get(resources.db)).policy
     held = await _directory(resources).held(resources.reads, [x.symbol for x in listed])
     return {x.symbol: stored_for(policy, x.tier, held.get(x.symbol, set())) for x in listed}
+
+
+def bases_of(
+    timeframe: Timeframe, align: Align, listed: list[Listed], stored: dict[str, set[Interval]]
+) -> dict[str, Interval]:
+    """symbol -> the stored interval its `timeframe` bars are read or built from (`resolve_base`).
+
+    Raises:
+        BadParameter: naming `interval` and every symbol that cannot be read at it.
+    """
+    bases: dict[str, Interval] = {}
+    refused: list[str] = []
+    for x in listed:
+        try:
+            bases[x.symbol] = resolve_base(timeframe, align, stored[x.symbol], x.symbol, x.exchange_mic)
+        except ReadRefused as exc:
+            refused.append(exc.detail.removeprefix("interval: "))
+    if refused:
+        raise BadParameter(f"interval: {'; '.join(refused)}", parameter="interval")
+    return bases

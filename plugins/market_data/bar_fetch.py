@@ -156,3 +156,32 @@ async def stored_extent(
     if row is None or row["first"] is None:
         return None
     return row["first"], row["last"]
+
+
+# Every transaction open now in this database (but ours) started after the result: a version
+# it writes gets an `as_of` after it (pit_write takes clock_timestamp() inside its transaction).
+# Sessions of other roles are opaque to a role without pg_read_all_stats (backend_type and
+# xact_start read NULL): for those, assume a transaction of up to SETTLE_MARGIN.
+SETTLE_MARGIN_SECONDS = 60
+SETTLED = f"""
+SELECT least(
+    clock_timestamp(),
+    min(xact_start) FILTER (WHERE backend_type = 'client backend'),
+    CASE WHEN bool_or(backend_type IS NULL)
+         THEN clock_timestamp() - interval '{SETTLE_MARGIN_SECONDS} seconds' END
+) - interval '1 microsecond'
+FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+
+
+async def settled_as_of(conn: asyncpg.Connection | asyncpg.Pool) -> datetime:
+    """The newest instant whose versions are all committed: a read at it never changes later.
+
+    A write's `as_of` is taken inside its transaction, which commits a little later, so a read
+    at `now` could miss a version (as_of < now) that commits a moment after it. Before the
+    oldest transaction still open, nothing more can arrive. Where this role cannot see another
+    role's sessions (no pg_read_all_stats), it assumes their transactions are at most
+    SETTLE_MARGIN_SECONDS old.
+    """
+    settled: datetime = await conn.fetchval(SETTLED)
+    return settled

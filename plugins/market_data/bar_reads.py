@@ -15,6 +15,8 @@
 
 The caller encodes the result (`aggregate.Bars`, columns) as JSON, CSV or Parquet.
 
+Bulk reads of a stored timeframe (`read_window`) take every bar of a window in one scan.
+
 Pages: a read walks [start, end) from one end (`backward`: from `end`) and returns up to
 `limit` bars and whether more follow. Built bars are selected by their bucket's start in
 [start, end), each built whole; the buckets come from the calendar (`bucket_grid_ns`),
@@ -24,7 +26,7 @@ trimmed to where stored base bars exist, and a page reads only its buckets' base
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import asyncpg
@@ -51,6 +53,7 @@ MAX_BASE_BARS = 500_000
 FETCH_PARTS = 4
 ROWS_PER_FETCH_PART = 25_000
 """A page's base bars are read in parts of about this many, up to FETCH_PARTS at once."""
+_NO_LATER = datetime(9999, 1, 1, tzinfo=UTC)
 _EXTENT_BEFORE = timedelta(days=2)
 _EXTENT_AFTER = timedelta(days=32)
 """Base bars of a bucket that starts in [start, end) lie within these margins of the range."""
@@ -158,6 +161,22 @@ async def read_bars(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, limi
     adjustment = await read_adjustment(conn, read)
     page = await (_stored_page if not read.built else _built_page)(conn, read, limit, adjustment)
     return page._replace(adjustment=adjustment)
+
+
+async def read_window(
+    conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, adjustment: AdjustmentSet | None = None
+) -> Bars:
+    """Every bar of a stored timeframe in [start, end) known at `as_of`, oldest first, adjusted
+    by `adjustment` (the caller's `read_adjustment`, read once for all its windows).
+
+    The bulk form of a stored read (exports): one scan in index order, the newest version of
+    each bar kept in numpy, no sort and no limit, so the caller bounds the window. A built
+    timeframe is read in pages (`read_bars`), which bound the base bars themselves.
+    """
+    if read.built:
+        raise ValueError(f"{read.timeframe.value} is built from {read.base.value}: read it in pages")
+    bars = await bar_fetch.range_versions(conn, read.symbol, read.base, read.start, read.end, read.as_of)
+    return adjust_base_bars(bars, adjustment)
 
 
 async def _stored_page(
@@ -305,20 +324,22 @@ async def _built_page(
     return BarPage(bars, False)
 
 
-# The stored intervals that hold at least one bar of each symbol (an index probe per pair).
+# The stored intervals that hold at least one bar of each symbol known at $3 (an index probe per pair).
 _HELD_INTERVALS = """
 SELECT s.symbol, ARRAY(
     SELECT iv FROM unnest($2::text[]) AS iv
-    WHERE EXISTS (SELECT 1 FROM bars WHERE bars.symbol = s.symbol AND bars.interval = iv)
+    WHERE EXISTS (
+        SELECT 1 FROM bars WHERE bars.symbol = s.symbol AND bars.interval = iv AND bars.as_of <= $3
+    )
 ) AS held
 FROM unnest($1::text[]) AS s(symbol)"""
 
 
 async def held_intervals(
-    conn: asyncpg.Connection | asyncpg.Pool, symbols: list[str]
+    conn: asyncpg.Connection | asyncpg.Pool, symbols: list[str], as_of: datetime | None = None
 ) -> dict[str, set[Interval]]:
-    """The intervals with at least one stored bar, per symbol."""
-    rows = await conn.fetch(_HELD_INTERVALS, symbols, [iv.value for iv in Interval])
+    """The intervals with at least one stored bar (known at `as_of`, default: any), per symbol."""
+    rows = await conn.fetch(_HELD_INTERVALS, symbols, [iv.value for iv in Interval], as_of or _NO_LATER)
     return {r["symbol"]: {Interval(v) for v in r["held"]} for r in rows}
 
 

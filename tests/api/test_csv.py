@@ -38,7 +38,7 @@ def frame(text: str) -> pd.DataFrame:
 async def test_format_csv_streams_text_csv_that_pandas_reads(client: AsyncTestClient, monday) -> None:
     r = await client.get(URL, params={**MON_RANGE, "format": "csv"})
     assert r.status_code == 200, r.text
-    assert r.headers["content-type"].startswith("text/csv")
+    assert r.headers["content-type"] == "text/csv; charset=utf-8"  # one charset, not two
     assert "attachment" in r.headers["content-disposition"]
     assert r.text.splitlines()[0] == HEADER
     assert r.text.splitlines()[1].startswith("2026-11-23T14:30:00Z,")

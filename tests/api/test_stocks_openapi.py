@@ -57,4 +57,4 @@ async def test_parameters_carry_their_bounds(client: AsyncTestClient) -> None:
     assert param("/stocks/snapshots", "symbols")["required"] is True
     assert param("/stocks/{symbol}/versions", "ts")["required"] is True
     ok = paths[history]["get"]["responses"]["200"]["content"]
-    assert set(ok) == {"application/json", "text/csv"}
+    assert set(ok) == {"application/json", "text/csv", "application/vnd.apache.parquet"}

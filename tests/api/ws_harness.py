@@ -49,15 +49,16 @@ class LiveServer:
 
 @asynccontextmanager
 async def live_server(
-    limits: WsLimits | None = None, settings: Settings | None = None
+    limits: WsLimits | None = None, settings: Settings | None = None, *, port: int = 0
 ) -> AsyncIterator[LiveServer]:
-    """A started API on 127.0.0.1:<free port>, listening for notifications; stopped on exit."""
+    """A started API on 127.0.0.1:<port> (default: a free one), listening for notifications;
+    stopped on exit (a later server may take the same port: a client reconnecting finds it)."""
     app = create_app(settings or get_settings())
     if limits is not None:
         app.state.ws_hub.limits = limits
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", ws_per_message_deflate=False, lifespan="on")

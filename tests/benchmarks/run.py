@@ -34,6 +34,7 @@ BENCHMARKS = {
     "backfill": "tests.benchmarks.bench_backfill",
     "timeframes": "tests.benchmarks.bench_timeframes",
     "adjust": "tests.benchmarks.bench_adjust",
+    "exports": "tests.benchmarks.bench_exports",
     "api_procs": "tests.benchmarks.bench_api_procs",
     "storage": "tests.benchmarks.bench_storage",
 }
@@ -93,6 +94,18 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=15,
         help="reads of each kind (built 1h/1d, baseline 1h/1d) per round in the timeframes bench (15)",
+    )
+    p.add_argument(
+        "--exports-symbols",
+        type=int,
+        default=40,
+        help="symbols of 93 days of 1m bars each (40: about 1M bars)",
+    )
+    p.add_argument(
+        "--exports-iterations",
+        type=int,
+        default=3,
+        help="exports and COPYs per round in the exports bench (3)",
     )
     p.add_argument(
         "--storage-sizes",

@@ -142,3 +142,15 @@ async def list_versions(conn: asyncpg.Connection, limit: int = 100) -> list[Poli
 async def active_version(conn: asyncpg.Connection) -> tuple[PolicyVersion, str] | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS}, body FROM policy_versions WHERE active")
     return (_version(row), row["body"]) if row else None
+
+
+async def version_active_at(conn: asyncpg.Connection | asyncpg.Pool, at: datetime) -> int | None:
+    """The version that was active at `at` (the last activated at or before it); None before any.
+
+    Each version is activated once (a rollback stores a new one), so this never changes later.
+    """
+    version: int | None = await conn.fetchval(
+        "SELECT version FROM policy_versions WHERE activated_at <= $1 ORDER BY activated_at DESC LIMIT 1",
+        at,
+    )
+    return version
