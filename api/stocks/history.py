@@ -173,7 +173,11 @@ class IntradaySession:
 
 
 async def intraday_session(
-    resources: AppResources, listed: Listed, interval: str, align: Align, adjustment: Adjustment = Adjustment.RAW
+    resources: AppResources,
+    listed: Listed,
+    interval: str,
+    align: Align,
+    adjustment: Adjustment = Adjustment.RAW,
 ) -> IntradaySession:
     """Bars of the session trading now, or of the last one (the latest session opened before now)."""
     timeframe = parse_interval(interval)

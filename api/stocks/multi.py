@@ -61,7 +61,9 @@ class MultiBars:
             limit=self.limit,
             bars={symbol: bars_out(bars) for symbol, bars in self.bars.items()},
             truncated=self.truncated,
-            adjustments={s: out for s, a in self.adjustments.items() if (out := adjustment_out(a)) is not None},
+            adjustments={
+                s: out for s, a in self.adjustments.items() if (out := adjustment_out(a)) is not None
+            },
         )
 
 

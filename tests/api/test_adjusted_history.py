@@ -127,3 +127,30 @@ async def test_an_adjusted_read_of_a_symbol_without_a_security_is_a_400(
         assert (await client.get("/stocks/NOSECX/history", params=AROUND_SPLIT)).status_code == 200
     finally:
         await conn.execute("DELETE FROM symbol_universe WHERE symbol = 'NOSECX'")
+
+
+async def test_parquet_and_exports_carry_the_adjustment(client: AsyncTestClient, split_stored) -> None:
+    import io
+    import json
+    import zipfile
+
+    import pyarrow.parquet as pq
+
+    js = (await client.get(URL, params={**AROUND_SPLIT, "adjustment": "split"})).json()
+    r = await client.get(URL, params={**AROUND_SPLIT, "adjustment": "split", "format": "parquet"})
+    assert r.status_code == 200, r.text
+    assert (r.headers["x-adjustment"], r.headers["x-adjustment-id"]) == ("split", js["adjustment"]["id"])
+    table = pq.read_table(io.BytesIO(r.content))
+    assert table.column("close").to_pylist() == [b["close"] for b in js["bars"]]
+
+    export = await client.get(
+        "/exports/bars", params={**AROUND_SPLIT, "symbols": "AAPL", "format": "csv", "adjustment": "split"}
+    )
+    assert export.status_code == 200, export.text
+    archive = zipfile.ZipFile(io.BytesIO(export.content))
+    manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["adjustment"] == "split" and manifest["request"]["adjustment"] == "split"
+    (entry,) = manifest["files"]
+    assert [a["split_ratio"] for a in entry["adjustment"]["actions"]] == [4.0]
+    first_row = archive.read(entry["path"]).decode().splitlines()[1].split(",")
+    assert float(first_row[5]) == pytest.approx(js["bars"][0]["close"])  # symbol, ts, open, high, low, close
