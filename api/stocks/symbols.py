@@ -163,9 +163,11 @@ async def _resolve(
     Raises:
         BadParameter: a ticker several securities had, without a date that chooses one.
     """
-    day = utcnow().date() if isinstance(on, _Today) else on
     d = _directory(resources)
     holders = await d.holders(resources.reads, tickers)
+    # the date matters only for a ticker several securities had (the clock is read only then)
+    several = any(len(h) > 1 for h in holders.values())
+    day = (utcnow().date() if isinstance(on, _Today) else on) if several else None
     chosen: dict[str, Security | None] = {}
     for t in tickers:
         try:
