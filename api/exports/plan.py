@@ -12,7 +12,7 @@ request gives the same plan, and the same bytes, later.
 from __future__ import annotations
 
 import itertools
-from datetime import datetime
+from datetime import date, datetime
 
 import asyncpg
 import msgspec
@@ -27,6 +27,7 @@ from market_data.bar_fetch import settled_as_of
 from market_data.bar_reads import MAX_BASE_BARS, BarRead, held_intervals, read_adjustment
 from market_data.policy.store import version_active_at
 from market_data.records import Interval
+from market_data.securities import within_life
 from market_data.timeframes import Align, Timeframe, Unit, bucket_grid_ns
 
 MAX_EXPORT_ROWS = 5_000_000
@@ -42,6 +43,9 @@ class SymbolExport(msgspec.Struct, frozen=True, kw_only=True):
     base: Interval
     """The stored interval its bars are read (or built) from."""
     security_id: int | None = None
+    listed_from: date | None = None
+    delisted_on: date | None = None
+    """The security's life: its bars are read only inside it (`securities.within_life`)."""
     adjustment: AdjustmentSet | None = None
     """The corporate actions applied to its bars (known at the export's `as_of`); None: raw."""
 
@@ -61,7 +65,8 @@ class ExportPlan(msgspec.Struct, frozen=True, kw_only=True):
     """The bars the exchange calendars expect in the range, all symbols together (the cap's count)."""
 
     def read(self, s: SymbolExport, start: datetime, end: datetime) -> BarRead:
-        """The read of one symbol's bars in [start, end), oldest first."""
+        """The read of one symbol's bars in [start, end) within its security's life, oldest first."""
+        start, end = within_life(start, end, s.listed_from, s.delisted_on)
         return BarRead(
             symbol=s.symbol,
             exchange_mic=s.exchange_mic,
@@ -142,7 +147,12 @@ async def plan_export(
     )
     symbols = [
         SymbolExport(
-            symbol=x.symbol, exchange_mic=x.exchange_mic, base=bases[x.symbol], security_id=x.security_id
+            symbol=x.symbol,
+            exchange_mic=x.exchange_mic,
+            base=bases[x.symbol],
+            security_id=x.security_id,
+            listed_from=x.listed_from,
+            delisted_on=x.delisted_on,
         )
         for x in listed
     ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import NamedTuple
 
 from api.errors import BadParameter, NotFound
@@ -29,7 +29,14 @@ from api.stocks import queries
 from api.stocks.params import MAX_SYMBOLS
 from market_data.bar_reads import ReadRefused, held_intervals, resolve_base, stored_for
 from market_data.records import Interval, is_valid_symbol, utcnow
-from market_data.securities import AmbiguousTicker, Security, TickerHolder, choose_security, ticker_holders
+from market_data.securities import (
+    AmbiguousTicker,
+    Security,
+    TickerHolder,
+    choose_security,
+    ticker_holders,
+    within_life,
+)
 from market_data.timeframes import Align, Timeframe
 
 KNOWN_TTL_SECONDS = 60.0
@@ -73,18 +80,8 @@ class Listed(NamedTuple):
     """The security's life: its bars under `symbol` outside it belong to another security."""
 
     def within_life(self, start: datetime, end: datetime) -> tuple[datetime, datetime]:
-        """[start, end) narrowed to the security's life (bars under `symbol` outside it are
-        another security's); empty (end == start) when they do not meet."""
-        if self.listed_from is not None:
-            start = max(
-                start,
-                datetime(self.listed_from.year, self.listed_from.month, self.listed_from.day, tzinfo=UTC),
-            )
-        if self.delisted_on is not None:
-            end = min(
-                end, datetime(self.delisted_on.year, self.delisted_on.month, self.delisted_on.day, tzinfo=UTC)
-            )
-        return start, max(start, end)
+        """[start, end) narrowed to the security's life (`securities.within_life`)."""
+        return within_life(start, end, self.listed_from, self.delisted_on)
 
 
 class _Today:

@@ -15,7 +15,7 @@ no date, or with a date inside none of their lives, is ambiguous (`AmbiguousTick
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 
 import asyncpg
 import msgspec
@@ -66,6 +66,18 @@ def _security(r: asyncpg.Record) -> Security:
         listed_from=r["listed_from"],
         delisted_on=r["delisted_on"],
     )
+
+
+def within_life(
+    start: datetime, end: datetime, listed_from: date | None, delisted_on: date | None
+) -> tuple[datetime, datetime]:
+    """[start, end) narrowed to a security's life [listed_from, delisted_on) (bars stored under
+    its symbol outside it are another security's); empty (end == start) when they do not meet."""
+    if listed_from is not None:
+        start = max(start, datetime(listed_from.year, listed_from.month, listed_from.day, tzinfo=UTC))
+    if delisted_on is not None:
+        end = min(end, datetime(delisted_on.year, delisted_on.month, delisted_on.day, tzinfo=UTC))
+    return start, max(start, end)
 
 
 def _within(on: date, lo: date | None, hi: date | None) -> bool:

@@ -121,3 +121,25 @@ async def test_a_websocket_subscription_by_the_old_ticker_follows_the_security(c
         refused = await recv(ws)
         assert (refused["type"], refused["code"]) == ("error", "not_found")
         await ws.close()
+
+
+async def test_an_export_of_a_reused_ticker_holds_only_the_security_of_its_date(
+    client: AsyncTestClient, reused
+) -> None:
+    import io
+    import zipfile
+
+    r = await client.get(
+        "/exports/bars",
+        params={
+            "symbols": "XYZQ",
+            "interval": "1d",
+            "start": "2015-12-01T00:00:00Z",
+            "end": "2018-02-01T00:00:00Z",
+            "format": "csv",
+        },
+    )
+    assert r.status_code == 200, r.text
+    archive = zipfile.ZipFile(io.BytesIO(r.content))
+    rows = archive.read("bars/XYZQ.csv").decode().splitlines()[1:]
+    assert rows and {row.split(",")[1][:4] for row in rows} == {"2015"}
