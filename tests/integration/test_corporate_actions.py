@@ -289,3 +289,30 @@ async def test_a_dividend_without_the_close_of_the_session_before_it_is_listed_n
     (listed,) = page.adjustment.actions
     assert (listed.reference_close, listed.price_factor) == (None, 1.0)
     np.testing.assert_array_equal(page.bars.close, raw.close)
+
+
+async def test_a_rename_the_master_knows_only_by_the_old_ticker_is_stored_on_that_security(conn) -> None:
+    from market_data.records import Tier
+    from market_data.universe import UniverseEntry, upsert_universe
+
+    await upsert_universe(conn, [UniverseEntry(symbol="OLDCOQ", exchange_mic="XNAS", tier=Tier.T2)])
+    try:
+        rename = CorporateAction(
+            symbol="NEWCOQ",
+            kind=ActionKind.TICKER_CHANGE,
+            ex_date=date(2024, 3, 12),
+            provider="alpaca",
+            old_ticker="OLDCOQ",
+            new_ticker="NEWCOQ",
+        )
+        (stored,) = await record_actions(conn, [rename], NOW)
+        new = await security_of(conn, "NEWCOQ", date(2024, 6, 1))
+        old = await security_of(conn, "OLDCOQ", date(2024, 1, 2))
+        assert new is not None and old == new and new.security_id == stored.security_id
+        assert new.storage_symbol == "OLDCOQ"  # the universe symbol its bars are stored under
+    finally:
+        sid = await conn.fetchval("SELECT security_id FROM securities WHERE storage_symbol = 'OLDCOQ'")
+        await conn.execute("DELETE FROM corporate_actions WHERE security_id = $1", sid)
+        await conn.execute("DELETE FROM security_tickers WHERE security_id = $1", sid)
+        await conn.execute("DELETE FROM securities WHERE security_id = $1", sid)
+        await conn.execute("DELETE FROM symbol_universe WHERE symbol = 'OLDCOQ'")
