@@ -9,6 +9,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
+from api.actions.controller import CorporateActionsController
 from api.errors import EXCEPTION_HANDLERS, AcceptHeaderGuard
 from api.exports.controller import ExportsController
 from api.instants import refuse_numeric_instants
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SystemController,
             MetricsController,
             StocksController,
+            CorporateActionsController,
             ExportsController,
             CadenceController,
             ProvidersController,

@@ -8,6 +8,7 @@ a stack trace out.
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 from collections.abc import Iterable
@@ -90,8 +91,20 @@ def refused_handler(_: Request, exc: Refused) -> Response:
 _MISSING = re.compile(r"^Missing required (\w+) parameter (['\"])(.+?)\2")
 
 
-def validation_handler(_: Request, exc: ValidationException) -> Response:
-    """Litestar's parameter validation, reworded so the detail names the parameter."""
+def _allowed_values(request: Request, key: str) -> str:
+    """ "; allowed: a, b" for an enumerated parameter of the request's handler, else ""."""
+    try:
+        param = request.route_handler.parsed_fn_signature.parameters.get(key)
+    except AttributeError:
+        return ""
+    if param is None or not param.is_subclass_of(enum.Enum):
+        return ""
+    return "; allowed: " + ", ".join(str(m.value) for m in param.annotation)
+
+
+def validation_handler(request: Request, exc: ValidationException) -> Response:
+    """Litestar's parameter validation, reworded so the detail names the parameter (and, for
+    an enumerated one, what it allows)."""
     extra = exc.extra if isinstance(exc.extra, list) else []
     first = extra[0] if extra and isinstance(extra[0], dict) else {}
     key = first.get("key")
@@ -99,6 +112,8 @@ def validation_handler(_: Request, exc: ValidationException) -> Response:
     missing = _MISSING.match(str(exc.detail)) if not key else None
     if missing:
         key, message = missing.group(3), f"missing required {missing.group(1)} parameter"
+    if key and str(message).startswith("Invalid enum value"):
+        message = f"{message}{_allowed_values(request, key)}"
     detail = f"{key}: {message}" if key else str(message)
     return Response(_body(400, detail, key), status_code=400, media_type=MediaType.JSON)
 

@@ -40,8 +40,10 @@ def _instant_parameters(handler: BaseRouteHandler) -> tuple[str, ...]:
 def iso_instants_only(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """Guard: 400 for `?end=7` and the like (see the module docstring)."""
     for name in _instant_parameters(handler):
-        value = connection.query_params.get(name)
-        if value is not None and _NUMBER.fullmatch(value):
+        # every value: a repeated parameter (`?since=x&since=5000`) is read from its last one
+        for value in connection.query_params.getall(name, []):
+            if not _NUMBER.fullmatch(value):
+                continue
             raise BadParameter(
                 f"{name}: expected an ISO 8601 date-time such as 2026-11-23T14:30:00Z, got {value[:24]!r}",
                 parameter=name,

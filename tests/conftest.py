@@ -157,6 +157,7 @@ CLEAN_TABLES = (
     "rejected_jobs",
     "backfill_batch_runs",
     "ops_audit",
+    "corporate_actions",
 )
 
 

@@ -40,6 +40,7 @@ from api.state import AppResources
 from api.stocks import parquet_export
 from api.stocks.files import BarFileEncoder
 from api.stocks.params import OutputFormat
+from api.stocks.schemas import AdjustmentOut, adjustment_out
 from market_data import calendar
 from market_data.aggregate import Bars
 from market_data.bar_reads import BarPage, BarRead, read_bars, read_window
@@ -65,6 +66,8 @@ class ExportedFile(ResponseModel, kw_only=True):
     bytes: int
     sha256: str
     """Of the file's bytes (as extracted from the zip)."""
+    adjustment: AdjustmentOut | None = None
+    """The corporate actions applied to the file's bars (known at `as_of`); null: raw."""
 
 
 class ExportManifest(ResponseModel, kw_only=True):
@@ -76,6 +79,8 @@ class ExportManifest(ResponseModel, kw_only=True):
     """The policy version active at `as_of`."""
     interval: str
     align: str
+    adjustment: str
+    """`raw`, `split`, `dividend` or `all`; each file lists the actions it applied."""
     start: datetime
     end: datetime
     format: str
@@ -104,6 +109,7 @@ def reproducing_request(plan: ExportPlan) -> dict[str, str]:
         "end": _iso(plan.end),
         "as_of": _iso(plan.as_of),
         "format": plan.format.value,
+        "adjustment": plan.adjustment.value,
     }
 
 
@@ -125,7 +131,7 @@ async def _pages(resources: AppResources, plan: ExportPlan, s: SymbolExport) -> 
             window = plan.read(s, lo, hi)
 
             async def stored(db: asyncpg.Pool, read: BarRead = window) -> Bars:
-                return await read_window(db, read)
+                return await read_window(db, read, s.adjustment)
 
             bars = await resources.reads.run(stored, as_of=plan.as_of)
             if len(bars):
@@ -210,6 +216,7 @@ async def export_zip(resources: AppResources, plan: ExportPlan) -> AsyncIterator
                     rows=rows,
                     bytes=size,
                     sha256=digest.hexdigest(),
+                    adjustment=adjustment_out(s.adjustment),
                 )
             )
             if chunk := out.take():
@@ -226,6 +233,7 @@ def manifest_json(plan: ExportPlan, files: list[ExportedFile]) -> bytes:
         policy_version=plan.policy_version,
         interval=plan.timeframe.value,
         align=plan.align.value,
+        adjustment=plan.adjustment.value,
         start=plan.start,
         end=plan.end,
         format=plan.format.value,

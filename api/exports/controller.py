@@ -25,14 +25,17 @@ from api.state import Resources
 from api.stocks.files import FileStream
 from api.stocks.params import (
     ERRORS,
+    AdjustmentQuery,
     AlignQuery,
     EndQuery,
     IntervalQuery,
     OutputFormat,
     StartQuery,
     SymbolsQuery,
+    choosing_date,
 )
 from api.stocks.symbols import require_listed_many
+from market_data.adjustment import Adjustment
 from market_data.timeframes import Align
 
 ExportAsOfQuery = Annotated[
@@ -115,16 +118,18 @@ class ExportsController(Controller):
         align: AlignQuery = Align.SESSION,
         as_of: ExportAsOfQuery = None,
         format: ExportFormatQuery = ExportFormat.PARQUET,  # the public name of the query parameter
+        adjustment: AdjustmentQuery = Adjustment.RAW,
     ) -> FileStream:
         plan = await plan_export(
             resources,
-            await require_listed_many(resources, symbols),
+            await require_listed_many(resources, symbols, on=choosing_date(start, end)),
             interval=interval,
             align=align,
             start=start,
             end=end,
             as_of=as_of,
             fmt=OutputFormat(format.value),
+            adjustment=adjustment,
         )
         headers = {
             "Content-Disposition": f'attachment; filename="{export_filename(plan)}"',

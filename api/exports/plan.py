@@ -12,8 +12,9 @@ request gives the same plan, and the same bytes, later.
 from __future__ import annotations
 
 import itertools
-from datetime import datetime
+from datetime import date, datetime
 
+import asyncpg
 import msgspec
 
 from api.errors import BadParameter
@@ -21,10 +22,12 @@ from api.state import AppResources
 from api.stocks.params import OutputFormat, bar_range, instant, parse_interval
 from api.stocks.symbols import Listed, bases_of, stored_intervals
 from market_data import calendar
+from market_data.adjustment import Adjustment, AdjustmentSet
 from market_data.bar_fetch import settled_as_of
-from market_data.bar_reads import MAX_BASE_BARS, BarRead, held_intervals
+from market_data.bar_reads import MAX_BASE_BARS, BarRead, held_intervals, read_adjustment
 from market_data.policy.store import version_active_at
 from market_data.records import Interval
+from market_data.securities import within_life
 from market_data.timeframes import Align, Timeframe, Unit, bucket_grid_ns
 
 MAX_EXPORT_ROWS = 5_000_000
@@ -39,6 +42,12 @@ class SymbolExport(msgspec.Struct, frozen=True, kw_only=True):
     exchange_mic: str
     base: Interval
     """The stored interval its bars are read (or built) from."""
+    security_id: int | None = None
+    listed_from: date | None = None
+    delisted_on: date | None = None
+    """The security's life: its bars are read only inside it (`securities.within_life`)."""
+    adjustment: AdjustmentSet | None = None
+    """The corporate actions applied to its bars (known at the export's `as_of`); None: raw."""
 
 
 class ExportPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,13 +58,15 @@ class ExportPlan(msgspec.Struct, frozen=True, kw_only=True):
     end: datetime
     as_of: datetime
     format: OutputFormat
+    adjustment: Adjustment = Adjustment.RAW
     policy_version: int | None
     """The policy version active at `as_of`."""
     expected_rows: int
     """The bars the exchange calendars expect in the range, all symbols together (the cap's count)."""
 
     def read(self, s: SymbolExport, start: datetime, end: datetime) -> BarRead:
-        """The read of one symbol's bars in [start, end), oldest first."""
+        """The read of one symbol's bars in [start, end) within its security's life, oldest first."""
+        start, end = within_life(start, end, s.listed_from, s.delisted_on)
         return BarRead(
             symbol=s.symbol,
             exchange_mic=s.exchange_mic,
@@ -65,6 +76,8 @@ class ExportPlan(msgspec.Struct, frozen=True, kw_only=True):
             start=start,
             end=end,
             as_of=self.as_of,
+            adjustment=self.adjustment,
+            security_id=s.security_id,
         )
 
     def windows(self, s: SymbolExport) -> list[tuple[datetime, datetime]]:
@@ -117,6 +130,7 @@ async def plan_export(
     end: datetime | None,
     as_of: datetime | None,
     fmt: OutputFormat,
+    adjustment: Adjustment = Adjustment.RAW,
 ) -> ExportPlan:
     """The plan of an export, or a 400 naming the parameter that stops it."""
     timeframe = parse_interval(interval)
@@ -132,7 +146,15 @@ async def plan_export(
         timeframe, align, listed, {x.symbol: held.get(x.symbol) or fallback[x.symbol] for x in listed}
     )
     symbols = [
-        SymbolExport(symbol=x.symbol, exchange_mic=x.exchange_mic, base=bases[x.symbol]) for x in listed
+        SymbolExport(
+            symbol=x.symbol,
+            exchange_mic=x.exchange_mic,
+            base=bases[x.symbol],
+            security_id=x.security_id,
+            listed_from=x.listed_from,
+            delisted_on=x.delisted_on,
+        )
+        for x in listed
     ]
     lo_ns, hi_ns = calendar.to_ns(lo), calendar.to_ns(hi)
     expected = sum(int(bucket_grid_ns(s.exchange_mic, timeframe, align, lo_ns, hi_ns).size) for s in symbols)
@@ -144,7 +166,7 @@ async def plan_export(
             parameter="start",
         )
     policy_version = await resources.reads.run(lambda db: version_active_at(db, at))
-    return ExportPlan(
+    plan = ExportPlan(
         symbols=symbols,
         timeframe=timeframe,
         align=align,
@@ -152,6 +174,17 @@ async def plan_export(
         end=hi,
         as_of=at,
         format=fmt,
+        adjustment=adjustment,
         policy_version=policy_version,
         expected_rows=expected,
+    )
+    if adjustment is Adjustment.RAW:
+        return plan
+
+    async def adjustments(db: asyncpg.Pool) -> list[AdjustmentSet | None]:
+        return [await read_adjustment(db, plan.read(s, lo, hi)) for s in symbols]
+
+    sets = await resources.reads.run(adjustments, as_of=at)
+    return msgspec.structs.replace(
+        plan, symbols=[msgspec.structs.replace(s, adjustment=a) for s, a in zip(symbols, sets, strict=True)]
     )

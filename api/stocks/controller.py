@@ -8,10 +8,11 @@ from api.schemas import ErrorBody, documented
 from api.state import Resources
 from api.stocks import files, multi
 from api.stocks.coverage import CoverageResponse, coverage_report
-from api.stocks.history import HistoryQuery, bar_versions, history, intraday_session
+from api.stocks.history import HistoryQuery, bar_versions, history, intraday_session, resolution_date
 from api.stocks.params import (
     ERRORS,
     MAX_FILE_LIMIT,
+    AdjustmentQuery,
     AlignQuery,
     AsOfQuery,
     CoverageIntervalQuery,
@@ -31,6 +32,7 @@ from api.stocks.params import (
     SymbolPath,
     SymbolsQuery,
     TsQuery,
+    choosing_date,
 )
 from api.stocks.price import latest_price
 from api.stocks.schemas import (
@@ -42,6 +44,7 @@ from api.stocks.schemas import (
     VersionsResponse,
 )
 from api.stocks.symbols import require_listed, require_listed_many, require_symbol, require_symbols
+from market_data.adjustment import Adjustment
 from market_data.records import Interval, utcnow
 from market_data.timeframes import Align
 
@@ -91,7 +94,8 @@ class StocksController(Controller):
             "`pd.read_csv(url, parse_dates=['ts', 'as_of'])`; with `format=parquet` (or `Accept: "
             "application/vnd.apache.parquet`) as a Parquet file with typed columns, `pd.read_parquet(url)` "
             f"(a file's `limit` goes up to {MAX_FILE_LIMIT}; the next token is in the `X-Next-Page-Token` "
-            "header)."
+            "header). `adjustment=split|dividend|all` reads the bars adjusted by the corporate actions "
+            "known at `as_of` (listed, with the set's `id`; files: `X-Adjustment`, `X-Adjustment-Id`)."
         ),
         responses={
             **ERRORS,
@@ -113,8 +117,8 @@ class StocksController(Controller):
         sort: SortQuery = SortOrder.ASC,
         page_token: PageTokenQuery = None,
         format: FormatQuery = None,  # the public name of the query parameter
+        adjustment: AdjustmentQuery = Adjustment.RAW,
     ) -> HistoryResponse | files.FileStream:
-        listed = await require_listed(resources, symbol)
         fmt = files.response_format(request, format)
         as_file = fmt is not OutputFormat.JSON
         query = HistoryQuery(
@@ -127,7 +131,9 @@ class StocksController(Controller):
             sort=sort,
             page_token=page_token,
             as_file=as_file,
+            adjustment=adjustment,
         )
+        listed = await require_listed(resources, symbol, on=resolution_date(query))
         page = await history(resources, listed, query)
         return files.file_response(page, fmt) if as_file else page.response()
 
@@ -159,9 +165,11 @@ class StocksController(Controller):
         interval: IntradayIntervalQuery = "1m",
         align: AlignQuery = Align.SESSION,
         format: FileFormatQuery = None,  # the public name of the query parameter
+        adjustment: AdjustmentQuery = Adjustment.RAW,
     ) -> IntradayResponse | files.FileStream:
         fmt = files.response_format(request, format)
-        session = await intraday_session(resources, await require_listed(resources, symbol), interval, align)
+        listed = await require_listed(resources, symbol)
+        session = await intraday_session(resources, listed, interval, align, adjustment)
         return session.response() if fmt is OutputFormat.JSON else files.intraday_file(session, fmt)
 
     @get(
@@ -249,11 +257,12 @@ class StocksController(Controller):
         limit: JsonLimitQuery = 1000,
         as_of: AsOfQuery = None,
         format: FileFormatQuery = None,  # the public name of the query parameter
+        adjustment: AdjustmentQuery = Adjustment.RAW,
     ) -> MultiBarsResponse | files.FileStream:
         fmt = files.response_format(request, format)
         result = await multi.multi_bars(
             resources,
-            await require_listed_many(resources, symbols),
+            await require_listed_many(resources, symbols, on=choosing_date(start, end)),
             interval=interval,
             align=align,
             start=start,
@@ -261,6 +270,7 @@ class StocksController(Controller):
             as_of=as_of,
             limit=limit,
             now=utcnow(),
+            adjustment=adjustment,
         )
         return result.response() if fmt is OutputFormat.JSON else files.multi_bars_file(result, fmt)
 

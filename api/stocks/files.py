@@ -5,7 +5,9 @@ header preferring text/csv or application/vnd.apache.parquet) a file of the same
 same order: every parameter applies as it does to JSON (`limit`, `sort`, `page_token`,
 `as_of`, `interval`, `align`). What JSON carries beside the bars travels in headers:
 `X-As-Of`, `X-Next-Page-Token` (/history; absent on the last page), `X-Truncated`
-(/stocks/bars), `X-Session-Open` / `X-Session-Close` / `X-Market-Open` (/intraday). A
+(/stocks/bars), `X-Session-Open` / `X-Session-Close` / `X-Market-Open` (/intraday), and for
+an adjusted read `X-Adjustment` (the mode) and `X-Adjustment-Id` (the set's id; /stocks/bars:
+`SYMBOL=id` pairs); the actions themselves are in the JSON body of the same request. A
 /history file's `limit` may go up to MAX_FILE_LIMIT. Encodings: `csv_export` (text) and
 `parquet_export` (typed columns); exports (`api.exports`) write their files with the same
 `BarFileEncoder`.
@@ -34,6 +36,7 @@ from api.stocks import csv_export, parquet_export
 from api.stocks.history import HistoryPage, IntradaySession
 from api.stocks.multi import MultiBars
 from api.stocks.params import OutputFormat
+from market_data.adjustment import AdjustmentSet
 from market_data.aggregate import Bars
 
 MEDIA_TYPES = {
@@ -171,6 +174,15 @@ def bar_file(
     return FileStream(encoded(), media_type=MEDIA_TYPES[fmt], headers=all_headers)
 
 
+def _adjustment_headers(sets: dict[str, AdjustmentSet], *, one: bool) -> dict[str, str]:
+    """`X-Adjustment` and `X-Adjustment-Id` of an adjusted read (none for raw bars)."""
+    if not sets:
+        return {}
+    mode = next(iter(sets.values())).mode.value
+    ids = next(iter(sets.values())).id if one else ",".join(f"{s}={a.id}" for s, a in sets.items())
+    return {"X-Adjustment": mode, "X-Adjustment-Id": ids}
+
+
 def file_response(page: HistoryPage, fmt: OutputFormat) -> FileStream:
     """A /history page as a CSV or Parquet file."""
     w = page.window
@@ -178,6 +190,7 @@ def file_response(page: HistoryPage, fmt: OutputFormat) -> FileStream:
     headers = {"X-As-Of": _iso(w.as_of)}
     if page.next_page_token is not None:
         headers["X-Next-Page-Token"] = page.next_page_token
+    headers |= _adjustment_headers({w.symbol: page.adjustment} if page.adjustment else {}, one=True)
     return bar_file(
         fmt, page.bars, f"{w.symbol}_{w.timeframe}_{lo:%Y%m%dT%H%M%SZ}_{hi:%Y%m%dT%H%M%SZ}", headers
     )
@@ -189,6 +202,9 @@ def intraday_file(session: IntradaySession, fmt: OutputFormat) -> FileStream:
         "X-Session-Open": _iso(session.session_open),
         "X-Session-Close": _iso(session.session_close),
         "X-Market-Open": "true" if session.market_open else "false",
+        **_adjustment_headers(
+            {session.listed.symbol: session.adjustment} if session.adjustment else {}, one=True
+        ),
     }
     name = f"{session.listed.symbol}_{session.timeframe}_{session.session_open:%Y%m%dT%H%M%SZ}"
     return bar_file(fmt, session.bars, name, headers)
@@ -200,4 +216,5 @@ def multi_bars_file(result: MultiBars, fmt: OutputFormat) -> FileStream:
     headers = {"X-As-Of": _iso(result.as_of)}
     if result.truncated:
         headers["X-Truncated"] = ",".join(result.truncated)
+    headers |= _adjustment_headers(result.adjustments, one=False)
     return bar_file(fmt, result.bars, f"bars_{result.timeframe}_{result.end:%Y%m%dT%H%M%SZ}", headers)

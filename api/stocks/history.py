@@ -8,7 +8,7 @@ page it returns into a response body, which the JSON, CSV and Parquet encoders s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 import asyncpg
 import msgspec
@@ -17,11 +17,19 @@ from api.errors import BadParameter, NotFound
 from api.schemas import quantity
 from api.state import AppResources
 from api.stocks import queries
-from api.stocks.pagination import HistoryWindow, encode_token, history_window
-from api.stocks.params import LATEST, SortOrder, check_limit, instant, parse_interval
-from api.stocks.schemas import BarVersion, HistoryResponse, IntradayResponse, VersionsResponse, bars_out
+from api.stocks.pagination import HistoryWindow, decode_token, encode_token, history_window
+from api.stocks.params import LATEST, SortOrder, check_limit, choosing_date, instant, parse_interval
+from api.stocks.schemas import (
+    BarVersion,
+    HistoryResponse,
+    IntradayResponse,
+    VersionsResponse,
+    adjustment_out,
+    bars_out,
+)
 from api.stocks.symbols import Listed, stored_intervals
 from market_data import calendar
+from market_data.adjustment import Adjustment, AdjustmentSet
 from market_data.aggregate import Bars
 from market_data.bar_reads import BarRead, read_bars, resolve_base
 from market_data.records import Interval, utcnow
@@ -45,6 +53,7 @@ class HistoryQuery(msgspec.Struct, frozen=True, kw_only=True):
     page_token: str | None
     as_file: bool
     """The response is a file (CSV or Parquet): `limit` may be larger than a JSON page's."""
+    adjustment: Adjustment = Adjustment.RAW
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class HistoryPage:
     bars: Bars
     """In display order: oldest first for `sort=asc`, newest first for `desc`."""
     next_page_token: str | None
+    adjustment: AdjustmentSet | None = None
+    """The corporate actions applied (None: raw)."""
 
     @property
     def built_from(self) -> str | None:
@@ -77,12 +88,15 @@ class HistoryPage:
             bars=out,
             as_of=self.window.as_of,
             next_page_token=self.next_page_token,
+            adjustment=adjustment_out(self.adjustment),
         )
 
 
-async def read_page(db: asyncpg.Pool, window: HistoryWindow, exchange_mic: str, limit: int) -> HistoryPage:
-    """The next `limit` bars of a window, and the token of the page after."""
-    page = await read_bars(db, window.read(exchange_mic), limit)
+async def read_page(db: asyncpg.Pool, window: HistoryWindow, listed: Listed, limit: int) -> HistoryPage:
+    """The next `limit` bars of a window of `listed`'s security, and the token of the page after."""
+    read = window.read(listed.exchange_mic, listed.security_id)
+    start, end = listed.within_life(read.start, read.end)
+    page = await read_bars(db, msgspec.structs.replace(read, start=start, end=end), limit)
     bars = page.bars
     after = None
     if page.more:
@@ -90,7 +104,16 @@ async def read_page(db: asyncpg.Pool, window: HistoryWindow, exchange_mic: str, 
         after = encode_token(msgspec.structs.replace(window, cursor=cursor))
     if window.backward and window.sort is SortOrder.ASC:
         bars = bars.reversed()  # the tail of the range, shown oldest first
-    return HistoryPage(window=window, bars=bars, next_page_token=after)
+    return HistoryPage(window=window, bars=bars, next_page_token=after, adjustment=page.adjustment)
+
+
+def resolution_date(q: HistoryQuery) -> date | None:
+    """The date that chooses the security a ticker means: `start`, else `end` (of the page
+    token's window when the request leaves them out); None: the request names no date."""
+    if q.page_token is not None and q.start is None and q.end is None:
+        window = decode_token(q.page_token)
+        return choosing_date(window.start, window.end)
+    return choosing_date(q.start, q.end)
 
 
 async def history(resources: AppResources, listed: Listed, q: HistoryQuery) -> HistoryPage:
@@ -112,10 +135,9 @@ async def history(resources: AppResources, listed: Listed, q: HistoryQuery) -> H
         page_token=q.page_token,
         now=now,
         as_of_default=resources.reads.newest_complete(now),
+        adjustment=q.adjustment,
     )
-    return await resources.reads.run(
-        lambda db: read_page(db, window, listed.exchange_mic, limit), as_of=window.as_of
-    )
+    return await resources.reads.run(lambda db: read_page(db, window, listed, limit), as_of=window.as_of)
 
 
 @dataclass(frozen=True)
@@ -130,6 +152,8 @@ class IntradaySession:
     session_close: datetime
     market_open: bool
     bars: Bars
+    adjustment: AdjustmentSet | None = None
+    """The corporate actions applied (None: raw)."""
 
     def response(self) -> IntradayResponse:
         bars = bars_out(self.bars)
@@ -144,11 +168,16 @@ class IntradaySession:
             market_open=self.market_open,
             count=len(bars),
             bars=bars,
+            adjustment=adjustment_out(self.adjustment),
         )
 
 
 async def intraday_session(
-    resources: AppResources, listed: Listed, interval: str, align: Align
+    resources: AppResources,
+    listed: Listed,
+    interval: str,
+    align: Align,
+    adjustment: Adjustment = Adjustment.RAW,
 ) -> IntradaySession:
     """Bars of the session trading now, or of the last one (the latest session opened before now)."""
     timeframe = parse_interval(interval)
@@ -176,6 +205,8 @@ async def intraday_session(
         start=opened,
         end=closes,
         as_of=LATEST,  # the session as stored now, whatever the versions' as_of
+        adjustment=adjustment,
+        security_id=listed.security_id,
     )
     page = await resources.reads.run(lambda db: read_bars(db, read, MAX_SESSION_BARS))
     return IntradaySession(
@@ -187,6 +218,7 @@ async def intraday_session(
         session_close=closes,
         market_open=market_open,
         bars=page.bars,
+        adjustment=page.adjustment,
     )
 
 

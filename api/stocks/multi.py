@@ -18,11 +18,13 @@ from api.stocks.schemas import (
     QuoteOut,
     Snapshot,
     SnapshotsResponse,
+    adjustment_out,
     bars_out,
     stored_bar_out,
 )
 from api.stocks.symbols import Listed, bases_of, stored_intervals
 from market_data import calendar
+from market_data.adjustment import Adjustment, AdjustmentSet
 from market_data.aggregate import Bars
 from market_data.bar_reads import BarRead, read_bars
 from market_data.timeframes import Align
@@ -45,6 +47,8 @@ class MultiBars:
     bars: dict[str, Bars]
     """symbol -> bars, oldest first, in the order the symbols were asked for."""
     truncated: list[str]
+    adjustments: dict[str, AdjustmentSet]
+    """symbol -> the corporate actions applied to its bars (empty for raw bars)."""
 
     def response(self) -> MultiBarsResponse:
         return MultiBarsResponse(
@@ -57,6 +61,9 @@ class MultiBars:
             limit=self.limit,
             bars={symbol: bars_out(bars) for symbol, bars in self.bars.items()},
             truncated=self.truncated,
+            adjustments={
+                s: out for s, a in self.adjustments.items() if (out := adjustment_out(a)) is not None
+            },
         )
 
 
@@ -71,11 +78,13 @@ async def multi_bars(
     as_of: datetime | None,
     limit: int,
     now: datetime,
+    adjustment: Adjustment = Adjustment.RAW,
 ) -> MultiBars:
     """Per symbol: the first `limit` bars from `start`, or without `start` the latest `limit` before `end`.
 
     Each symbol is read from its own stored intervals (a T0 symbol's 1h bars from 1m, a T1
     symbol's from 5m); one that cannot be read at `interval` makes the request a 400 naming them.
+    Each symbol's range is narrowed to its security's life (`Listed.within_life`).
     """
     check_limit(limit, as_file=False)
     if limit * len(listed) > MAX_TOTAL_BARS:
@@ -95,25 +104,32 @@ async def multi_bars(
             timeframe=timeframe,
             align=align,
             base=bases[x.symbol],
-            start=lo or EARLIEST,
-            end=hi,
+            start=first,
+            end=last,
             as_of=at,
             backward=lo is None,
+            adjustment=adjustment,
+            security_id=x.security_id,
         )
         for x in listed
+        for first, last in [x.within_life(lo or EARLIEST, hi)]
     ]
     out: dict[str, Bars] = {}
     truncated: list[str] = []
+    applied: dict[str, AdjustmentSet] = {}
 
     async def read_all(db: asyncpg.Pool) -> None:
         out.clear()
         truncated.clear()
+        applied.clear()
         async with db.acquire() as conn:
             for read in reads:
                 page = await read_bars(conn, read, limit)
                 out[read.symbol] = page.bars.reversed() if read.backward else page.bars
                 if page.more:
                     truncated.append(read.symbol)
+                if page.adjustment is not None:
+                    applied[read.symbol] = page.adjustment
 
     await resources.reads.run(read_all, as_of=at)
     return MultiBars(
@@ -126,6 +142,7 @@ async def multi_bars(
         limit=limit,
         bars=out,
         truncated=truncated,
+        adjustments=applied,
     )
 
 

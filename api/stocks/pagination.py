@@ -21,6 +21,7 @@ import msgspec
 
 from api.errors import BadParameter
 from api.stocks.params import EARLIEST, LATEST, SortOrder, bar_range, instant, max_span
+from market_data.adjustment import Adjustment
 from market_data.bar_reads import BarRead, resolve_base
 from market_data.records import Interval, is_valid_symbol
 from market_data.timeframes import Align, Timeframe, TimeframeError, divides, parse_timeframe
@@ -48,6 +49,7 @@ class HistoryWindow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     as_of: datetime
     cursor: datetime | None = None
     """`ts` of the last bar served: the next page starts after it in walk order."""
+    adjustment: Adjustment = Adjustment.RAW
 
     def remaining(self) -> tuple[datetime, datetime]:
         """[start, end) of the bars not served yet."""
@@ -58,8 +60,8 @@ class HistoryWindow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
             return lo, self.cursor
         return self.cursor + timedelta(microseconds=1), self.end
 
-    def read(self, exchange_mic: str) -> BarRead:
-        """The read of the bars not served yet."""
+    def read(self, exchange_mic: str, security_id: int | None = None) -> BarRead:
+        """The read of the bars not served yet (of security `security_id`, for adjustment)."""
         lo, hi = self.remaining()
         return BarRead(
             symbol=self.symbol,
@@ -71,6 +73,8 @@ class HistoryWindow(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
             end=hi,
             as_of=self.as_of,
             backward=self.backward,
+            adjustment=self.adjustment,
+            security_id=security_id,
         )
 
 
@@ -149,6 +153,7 @@ def history_window(
     page_token: str | None,
     now: datetime,
     as_of_default: datetime | None = None,
+    adjustment: Adjustment = Adjustment.RAW,
 ) -> HistoryWindow:
     """The window of this request: a new one, or the one its page token continues.
 
@@ -172,6 +177,7 @@ def history_window(
             start=lo,
             end=hi,
             as_of=instant(as_of, "as_of") if as_of is not None else (as_of_default or now),
+            adjustment=adjustment,
         )
     w = decode_token(page_token)
     checks: list[tuple[str, object, object]] = [
@@ -179,6 +185,7 @@ def history_window(
         ("interval", timeframe.value, w.timeframe),
         ("align", align, w.align),
         ("sort", sort, w.sort),
+        ("adjustment", adjustment, w.adjustment),
     ]
     pinned: dict[str, tuple[datetime | None, datetime | None]] = {
         "start": (start, w.start),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 from litestar.params import Parameter
 
 from api.errors import BadParameter
 from api.schemas import UNAVAILABLE, ErrorBody, documented
+from market_data.adjustment import ADJUSTMENTS_TEXT, Adjustment
 from market_data.records import SYMBOL_REGEX, Interval, ensure_utc
 from market_data.timeframes import (
     TIMEFRAME_PATTERN,
@@ -146,6 +147,16 @@ AsOfQuery = Annotated[
     datetime | None,
     Parameter(description="Point-in-time: each bar as known at this instant (default: now)"),
 ]
+AdjustmentQuery = Annotated[
+    Adjustment,
+    Parameter(
+        description=(
+            f"Corporate-action adjustment: {ADJUSTMENTS_TEXT}. Only the actions known at `as_of` apply; "
+            "the response's `adjustment` lists them with an `id` of the set (CSV: the `X-Adjustment-Id` "
+            "header), so two reads can be compared. A symbol without a security master entry reads raw only"
+        )
+    ),
+]
 JsonLimitQuery = Annotated[
     int, Parameter(ge=1, le=MAX_LIMIT, description="Maximum bars returned (page size)")
 ]
@@ -211,6 +222,13 @@ def instant(value: datetime | None, name: str) -> datetime:
             parameter=name,
         )
     return v
+
+
+def choosing_date(start: datetime | None, end: datetime | None) -> date | None:
+    """The date that chooses the security of a ticker several securities had: `start`, else
+    `end`; None when the request names neither."""
+    given = start if start is not None else end
+    return None if given is None else ensure_utc(given).date()
 
 
 def parse_interval(value: str, parameter: str = "interval") -> Timeframe:

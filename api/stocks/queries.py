@@ -16,7 +16,11 @@ from market_data.records import Interval
 
 BAR_COLUMNS = "ts, open, high, low, close, volume, vwap, trade_count, provider, as_of"
 
-EXCHANGES_OF = "SELECT symbol, exchange_mic, tier FROM symbol_universe WHERE symbol = ANY($1::text[])"
+# With the live security each symbol stores (none for a symbol added without the universe seeder).
+EXCHANGES_OF = """
+SELECT u.symbol, u.exchange_mic, u.tier, s.security_id FROM symbol_universe u
+LEFT JOIN securities s ON s.storage_symbol = u.symbol AND s.delisted_on IS NULL
+WHERE u.symbol = ANY($1::text[])"""
 
 LATEST_QUOTE = """
 SELECT ts, last, bid, ask, provider FROM quotes WHERE symbol = $1 ORDER BY ts DESC LIMIT 1"""

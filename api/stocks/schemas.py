@@ -10,6 +10,7 @@ import numpy as np
 
 from api.schemas import ResponseModel
 from api.stocks.queries import BAR_COLUMNS
+from market_data.adjustment import AdjustmentSet, AppliedAction
 from market_data.aggregate import READ_AS_STORED, Bars
 
 
@@ -147,6 +148,25 @@ def stored_bar_out(row: asyncpg.Record) -> BarOut:
     return BarOut(**dict(zip(_STORED_FIELDS, row, strict=True)), complete=True, base_bars=None)
 
 
+class AdjustmentOut(ResponseModel, kw_only=True):
+    """The corporate actions an adjusted read applied (known at its `as_of`)."""
+
+    mode: str
+    """`split`, `dividend` or `all`."""
+    id: str
+    """Names the set: two reads with the same id applied the same actions with the same factors."""
+    actions: list[AppliedAction]
+    """By ex-date; each bar before an action's ex-date has its prices times `price_factor`, its
+    volume times `volume_factor`."""
+
+
+def adjustment_out(applied: AdjustmentSet | None) -> AdjustmentOut | None:
+    """The response form of an adjustment set; None for a raw read."""
+    if applied is None:
+        return None
+    return AdjustmentOut(mode=applied.mode.value, id=applied.id, actions=applied.actions)
+
+
 class HistoryResponse(ResponseModel, kw_only=True):
     symbol: str
     interval: str
@@ -161,6 +181,8 @@ class HistoryResponse(ResponseModel, kw_only=True):
     """The instant the versions were read at: `as_of` if given, else the first page's time."""
     next_page_token: str | None = None
     """Pass as `page_token` for the next page; null on the last page."""
+    adjustment: AdjustmentOut | None = None
+    """The corporate actions applied (`adjustment` other than raw); null for raw bars."""
 
 
 class IntradayResponse(ResponseModel, kw_only=True):
@@ -176,6 +198,8 @@ class IntradayResponse(ResponseModel, kw_only=True):
     """Whether the market is trading now (false in a lunch break)."""
     count: int
     bars: list[BarOut]
+    adjustment: AdjustmentOut | None = None
+    """The corporate actions applied; null for raw bars."""
 
 
 class MultiBarsResponse(ResponseModel, kw_only=True):
@@ -191,6 +215,8 @@ class MultiBarsResponse(ResponseModel, kw_only=True):
     """symbol -> bars, oldest first, in the order the symbols were asked for."""
     truncated: list[str]
     """Symbols with more than `limit` bars in the range (page through /history for the rest)."""
+    adjustments: dict[str, AdjustmentOut] = {}
+    """symbol -> the corporate actions applied to its bars (empty for raw bars)."""
 
 
 class QuoteOut(ResponseModel, kw_only=True):

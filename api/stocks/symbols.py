@@ -1,5 +1,10 @@
 """Symbols of /stocks/*: normalising, parsing lists, the universe look-up, stored intervals.
 
+A requested ticker is first resolved to its security (`market_data.securities`): an old ticker
+on a date it was valid (FB in 2022-05) or today's ticker on any date means the security, read
+by its storage symbol (META); a ticker several securities had needs a date that chooses one
+(400 otherwise). Tickers no security had are looked up in the universe as they are.
+
 Every read checks its symbols against `symbol_universe`. Known symbols are remembered for
 a minute per app, so the hot paths (/price, /history) skip that round trip; unknown ones are
 always asked again, so a symbol added to the universe is served at once. A removed symbol
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from datetime import date, datetime
 from typing import NamedTuple
 
 from api.errors import BadParameter, NotFound
@@ -22,7 +28,15 @@ from api.state import AppResources
 from api.stocks import queries
 from api.stocks.params import MAX_SYMBOLS
 from market_data.bar_reads import ReadRefused, held_intervals, resolve_base, stored_for
-from market_data.records import Interval, is_valid_symbol
+from market_data.records import Interval, is_valid_symbol, utcnow
+from market_data.securities import (
+    AmbiguousTicker,
+    Security,
+    TickerHolder,
+    choose_security,
+    ticker_holders,
+    within_life,
+)
 from market_data.timeframes import Align, Timeframe
 
 KNOWN_TTL_SECONDS = 60.0
@@ -54,11 +68,27 @@ def parse_symbols(raw: str | None, parameter: str = "symbols") -> list[str]:
 
 
 class Listed(NamedTuple):
-    """A symbol of the universe."""
+    """A symbol of the universe (the storage symbol of the security asked for)."""
 
     symbol: str
     exchange_mic: str
     tier: str
+    security_id: int | None = None
+    """The security the symbol stores (`market_data.securities`); None: no security master entry."""
+    listed_from: date | None = None
+    delisted_on: date | None = None
+    """The security's life: its bars under `symbol` outside it belong to another security."""
+
+    def within_life(self, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+        """[start, end) narrowed to the security's life (`securities.within_life`)."""
+        return within_life(start, end, self.listed_from, self.delisted_on)
+
+
+class _Today:
+    """`on` default of the look-ups: the security a ticker means today."""
+
+
+TODAY = _Today()
 
 
 class _Directory:
@@ -67,6 +97,22 @@ class _Directory:
     def __init__(self) -> None:
         self._known: dict[str, tuple[Listed, float]] = {}
         self._held: dict[str, tuple[set[Interval], float]] = {}
+        self._holders: dict[str, tuple[list[TickerHolder], float]] = {}
+
+    async def holders(self, reads: Reads, tickers: list[str]) -> dict[str, list[TickerHolder]]:
+        """ticker -> the securities that had it, kept a minute. "None" is kept too for a universe
+        symbol without a security (so its reads ask nothing more); other unknown tickers are
+        asked again, so arbitrary names cannot grow the cache."""
+        now = time.monotonic()
+        out = {t: hit[0] for t in tickers if (hit := self._holders.get(t)) is not None and hit[1] > now}
+        missing = [t for t in tickers if t not in out]
+        if missing:
+            found = await reads.run(lambda db: ticker_holders(db, missing))
+            for t in missing:
+                out[t] = found.get(t, [])
+                if out[t] or t in self._known:
+                    self._holders[t] = (out[t], now + KNOWN_TTL_SECONDS)
+        return out
 
     async def listed(self, reads: Reads, symbols: list[str]) -> dict[str, Listed]:
         now = time.monotonic()
@@ -80,7 +126,7 @@ class _Directory:
                 missing.append(s)
         if missing:
             for row in await reads.run(lambda db: queries.exchanges_of(db, missing)):
-                entry = Listed(row["symbol"], row["exchange_mic"], row["tier"])
+                entry = Listed(row["symbol"], row["exchange_mic"], row["tier"], row["security_id"])
                 found[entry.symbol] = entry
                 self._known[entry.symbol] = (entry, now + KNOWN_TTL_SECONDS)
         return found
@@ -106,10 +152,46 @@ def _directory(resources: AppResources) -> _Directory:
     return d
 
 
-async def require_listed(resources: AppResources, symbol: str) -> Listed:
-    """A symbol in the universe; 404 otherwise."""
+async def _resolve(
+    resources: AppResources, tickers: list[str], on: date | _Today | None, parameter: str
+) -> dict[str, Listed | None]:
+    """ticker -> the universe entry of the security it means on `on` (None: not in the universe).
+
+    Raises:
+        BadParameter: a ticker several securities had, without a date that chooses one.
+    """
+    d = _directory(resources)
+    holders = await d.holders(resources.reads, tickers)
+    # the date matters only for a ticker several securities had (the clock is read only then)
+    several = any(len(h) > 1 for h in holders.values())
+    day = (utcnow().date() if isinstance(on, _Today) else on) if several else None
+    chosen: dict[str, Security | None] = {}
+    for t in tickers:
+        try:
+            chosen[t] = choose_security(t, holders.get(t, []), day)
+        except AmbiguousTicker as exc:
+            raise BadParameter(f"{parameter}: {exc}", parameter=parameter) from None
+    storage = {t: sec.storage_symbol if sec else t for t, sec in chosen.items()}
+    found = await d.listed(resources.reads, list(dict.fromkeys(storage.values())))
+    out: dict[str, Listed | None] = {}
+    for t, sec in chosen.items():
+        entry = found.get(storage[t])
+        if entry is not None and sec is not None:
+            entry = entry._replace(
+                security_id=sec.security_id, listed_from=sec.listed_from, delisted_on=sec.delisted_on
+            )
+        out[t] = entry
+    return out
+
+
+async def require_listed(resources: AppResources, symbol: str, on: date | _Today | None = TODAY) -> Listed:
+    """The universe entry of the security `symbol` means on `on` (default today); 404 when none.
+
+    Raises:
+        BadParameter: a ticker several securities had and `on` (None: no date) chooses none.
+    """
     s = normalize_symbol(symbol)
-    found = (await _directory(resources).listed(resources.reads, [s])).get(s)
+    found = (await _resolve(resources, [s], on, "symbol"))[s]
     if found is None:
         raise NotFound(f"symbol: {s} is not in the universe", parameter="symbol")
     return found
@@ -121,14 +203,17 @@ async def require_symbol(resources: AppResources, symbol: str) -> tuple[str, str
     return found.symbol, found.exchange_mic
 
 
-async def require_listed_many(resources: AppResources, raw: str | None) -> list[Listed]:
-    """The symbols of a comma-separated list, in request order; 404 naming unknowns."""
+async def require_listed_many(
+    resources: AppResources, raw: str | None, on: date | _Today | None = TODAY
+) -> list[Listed]:
+    """The securities of a comma-separated list of tickers on `on`, in request order; 404 naming
+    unknowns, 400 naming a ticker several securities had that `on` does not choose among."""
     symbols = parse_symbols(raw)
-    found = await _directory(resources).listed(resources.reads, symbols)
-    unknown = [s for s in symbols if s not in found]
+    found = await _resolve(resources, symbols, on, "symbols")
+    unknown = [s for s in symbols if found[s] is None]
     if unknown:
         raise NotFound(f"symbols: not in the universe: {', '.join(unknown)}", parameter="symbols")
-    return [found[s] for s in symbols]
+    return [x for s in symbols if (x := found[s]) is not None]
 
 
 async def listed_symbols(resources: AppResources, symbols: list[str]) -> list[Listed]:

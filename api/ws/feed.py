@@ -4,9 +4,9 @@
     Litestar(..., plugins=[feed.channels, feed])
 
 `feed.channels` is Litestar's ChannelsPlugin over `ListenerBackend` (AsyncPgChannelsBackend:
-LISTEN on md_bars and md_quotes through the app's DSN), so every API process receives every
-notification and several processes can serve clients. The hub subscribes to both channels
-once and fans messages out in-process.
+LISTEN on md_bars, md_quotes and md_corporate_actions through the app's DSN), so every API
+process receives every notification and several processes can serve clients. The hub
+subscribes to the channels once and fans messages out in-process.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from api.ws.backend import ListenerBackend
 from api.ws.controller import ws_multiplex, ws_symbol
 from api.ws.hub import Hub
 from api.ws.limits import WsLimits
-from market_data.notifications import BAR_CHANNEL, QUOTE_CHANNEL
+from market_data.notifications import ACTION_CHANNEL, BAR_CHANNEL, QUOTE_CHANNEL
 
 FEED_BACKLOG = 100_000
 """Notifications the hub may fall behind by before the oldest are dropped (process overload)."""
@@ -69,7 +69,7 @@ class LiveFeed(InitPlugin):
         self.backend = ListenerBackend(resources.settings.database_url)
         self.channels = ChannelsPlugin(
             backend=self.backend,
-            channels=[BAR_CHANNEL, QUOTE_CHANNEL],
+            channels=[BAR_CHANNEL, QUOTE_CHANNEL, ACTION_CHANNEL],
             subscriber_max_backlog=FEED_BACKLOG,
             subscriber_backlog_strategy="dropleft",
         )
@@ -86,7 +86,7 @@ class LiveFeed(InitPlugin):
 
     @asynccontextmanager
     async def _lifespan(self, _: Litestar) -> AsyncIterator[None]:
-        subscriber = await self.channels.subscribe([BAR_CHANNEL, QUOTE_CHANNEL])
+        subscriber = await self.channels.subscribe([BAR_CHANNEL, QUOTE_CHANNEL, ACTION_CHANNEL])
         self.hub.start(subscriber.iter_events())
         freeze_startup_heap()
         try:

@@ -1,6 +1,7 @@
 """In-process fan-out of notifications to WebSocket sessions.
 
-One `Hub` per app: it reads the stream of `md_bars` / `md_quotes` notifications that the
+One `Hub` per app: it reads the stream of `md_bars` / `md_quotes` / `md_corporate_actions`
+notifications (a corporate action goes to every session following its symbol) that the
 channels plugin delivers (one LISTEN connection per process), finds the sessions subscribed
 to each message's symbol (exact tickers through a dict, patterns by prefix), and appends the
 message, as received, to each session's bounded backlog. Appending never waits: a session
@@ -182,6 +183,11 @@ class Hub:
         async with asyncio.timeout(self.limits.snapshot_timeout_seconds):
             return await snapshot.unknown_symbols(self.resources.db, symbols)
 
+    async def current_symbols(self, tickers: list[str]) -> dict[str, str]:
+        """Old tickers of `tickers` -> the symbol their security is followed under (FB -> META)."""
+        async with asyncio.timeout(self.limits.snapshot_timeout_seconds):
+            return await snapshot.current_symbols(self.resources.db, tickers)
+
     async def read_snapshot(self, bars: dict[str, list[str]], quotes: list[str]) -> snapshot.SnapshotRows:
         """A snapshot, read in one of `SNAPSHOT_CONCURRENCY` slots, within the snapshot timeout."""
         async with self.snapshot_slots, asyncio.timeout(self.limits.snapshot_timeout_seconds):
@@ -231,6 +237,8 @@ class Hub:
                 ]
                 if extra:
                     targets = set(extra).union(targets) if targets else set(extra)
+        elif note.type == "corporate_action":
+            targets = self._followers(symbol)
         else:
             return 0
         if not targets:
@@ -239,6 +247,19 @@ class Hub:
         for s in tuple(targets):
             s.push(item)
         return len(targets)
+
+    def _followers(self, symbol: str) -> set[Session]:
+        """Sessions following any bars or the quotes of `symbol` (they get its corporate actions)."""
+        out: set[Session] = set(self._quotes_exact.get(symbol, ()))
+        for (name, _), subs in self._bars_exact.items():
+            if name == symbol:
+                out.update(subs)
+        for index in (self._bars_prefix, self._quotes_prefix):
+            for key, subs in index.items():
+                prefix = key[0] if isinstance(key, tuple) else key
+                if symbol.startswith(prefix):
+                    out.update(subs)
+        return out
 
     def count_drop(self) -> None:
         self.dropped += 1

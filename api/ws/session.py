@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+import msgspec
 from litestar.connection import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
@@ -68,6 +69,10 @@ class SessionHub(Protocol):
 
     async def unknown_symbols(self, symbols: list[str]) -> list[str]:
         """The tickers of `symbols` not in the universe; raises when the store cannot tell in time."""
+        ...
+
+    async def current_symbols(self, tickers: list[str]) -> dict[str, str]:
+        """Old tickers of `tickers` -> the symbol their security is followed under; may raise."""
         ...
 
     async def read_snapshot(self, bars: dict[str, list[str]], quotes: list[str]) -> SnapshotRows:
@@ -313,10 +318,21 @@ class Session:
             return change
         try:
             unknown = await self.hub.unknown_symbols(change.tickers)
+            renamed = await self.hub.current_symbols(unknown) if unknown else {}
         except Exception as exc:
             return Problem(
                 "message", f"message: cannot check symbols now ({type(exc).__name__})", "unavailable"
             )
+        if renamed:  # an old ticker follows its security: subscribe to the symbol it is stored under
+            request = msgspec.structs.replace(
+                request,
+                bars=[renamed.get(n.strip().upper(), n) for n in request.bars],
+                quotes=[renamed.get(n.strip().upper(), n) for n in request.quotes],
+            )
+            change = plan_subscribe(request, self.bar_keys, self.quote_keys, self.limits.max_subscriptions)
+            if isinstance(change, Problem):
+                return change
+            unknown = [s for s in unknown if s not in renamed]
         if unknown:
             return change.unknown(unknown)
         # Register first so nothing is missed, but hold live messages until the snapshot is out.

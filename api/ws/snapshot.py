@@ -22,6 +22,7 @@ from api.ws.protocol import is_pattern, pattern_prefix
 from market_data.bar_reads import BarRead, read_bars, stored_for
 from market_data.notifications import payload_json
 from market_data.records import utcnow
+from market_data.securities import AmbiguousTicker, choose_security, ticker_holders
 from market_data.timeframes import Align, base_interval, parse_timeframe, reads_as_stored
 
 KNOWN_SYMBOLS = "SELECT symbol FROM symbol_universe WHERE symbol = ANY($1::text[])"
@@ -81,6 +82,21 @@ async def unknown_symbols(db: asyncpg.Pool, symbols: list[str]) -> list[str]:
         return []
     known = {r["symbol"] for r in await db.fetch(KNOWN_SYMBOLS, symbols)}
     return [s for s in symbols if s not in known]
+
+
+async def current_symbols(db: asyncpg.Pool, tickers: list[str]) -> dict[str, str]:
+    """ticker -> the symbol its security is stored (and followed) under today, for the tickers
+    of `tickers` that name a security by another ticker (FB -> META); ambiguous ones are left out."""
+    today = utcnow().date()
+    out: dict[str, str] = {}
+    for ticker, holders in (await ticker_holders(db, tickers)).items():
+        try:
+            security = choose_security(ticker, holders, today)
+        except AmbiguousTicker:
+            continue
+        if security is not None and security.storage_symbol != ticker:
+            out[ticker] = security.storage_symbol
+    return out
 
 
 async def _expand(conn: asyncpg.Connection, names: list[str], limit: int) -> tuple[list[str], bool]:

@@ -4,9 +4,9 @@
 
 1. fetch (`bar_fetch`): the stored bars of the base interval, the version of each known at the
    read's `as_of` (a point-in-time read builds from what was known then).
-2. adjust (`adjust_base_bars`): where corporate-action adjustment (`adjustment=raw|split|
-   dividend|all`, issue 17) applies to the base bars, before any aggregation, so a built bar
-   is made of adjusted base bars. Today every read is raw: the step returns its input.
+2. adjust (`adjust_base_bars`): corporate-action adjustment (`adjustment=raw|split|dividend|all`,
+   `market_data.adjustment`) of the base bars by the actions known at `as_of`, before any
+   aggregation, so a built bar is made of adjusted base bars. A raw read skips it.
 3. aggregate (`aggregate.aggregate`): base bars into buckets of the timeframe
    (`timeframes.bucket_starts_ns`); a stored timeframe is read as stored and skips this.
 4. completeness: the gap module's expected / stored / confirmed-empty (known at `as_of`) bars
@@ -34,6 +34,7 @@ import msgspec
 import numpy as np
 
 from market_data import bar_fetch, calendar, gaps
+from market_data.adjustment import Adjustment, AdjustmentSet, adjustment_set
 from market_data.aggregate import Bars, aggregate, mark_missing
 from market_data.policy.schema import Policy
 from market_data.records import Interval, Tier
@@ -83,6 +84,9 @@ class BarRead(msgspec.Struct, frozen=True, kw_only=True):
     as_of: datetime
     backward: bool = False
     """Walk from `end` towards `start` (newest first)."""
+    adjustment: Adjustment = Adjustment.RAW
+    security_id: int | None = None
+    """The security `symbol` stores (needed by an adjusted read)."""
 
     @property
     def built(self) -> bool:
@@ -94,6 +98,8 @@ class BarPage(NamedTuple):
     """Up to `limit` bars in walk order (newest first when the read walks backward)."""
     more: bool
     """More bars follow in walk order."""
+    adjustment: AdjustmentSet | None = None
+    """The actions applied (None: a raw read)."""
 
 
 def resolve_base(
@@ -116,24 +122,52 @@ def resolve_base(
     return base
 
 
-def adjust_base_bars(bars: Bars, read: BarRead) -> Bars:
-    """Corporate-action adjustment of the base bars (issue 17); every read is raw today."""
-    return bars
+def adjust_base_bars(bars: Bars, adjustment: AdjustmentSet | None) -> Bars:
+    """Corporate-action adjustment of the base bars (none for a raw read)."""
+    return bars if adjustment is None else adjustment.apply(bars)
+
+
+async def read_adjustment(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead) -> AdjustmentSet | None:
+    """The actions an adjusted read applies; None for a raw read.
+
+    Raises:
+        ReadRefused: an adjusted read of a symbol without a security master entry (`adjustment`).
+    """
+    if read.adjustment is Adjustment.RAW:
+        return None
+    if read.security_id is None:
+        raise ReadRefused(
+            "adjustment",
+            f"{read.symbol} has no security master entry, so no corporate actions: read it with "
+            "adjustment=raw (or add it to the universe)",
+        )
+    return await adjustment_set(
+        conn,
+        security_id=read.security_id,
+        symbol=read.symbol,
+        interval=read.base,
+        mode=read.adjustment,
+        as_of=read.as_of,
+    )
 
 
 async def read_bars(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, limit: int) -> BarPage:
     """Up to `limit` bars of `read` from its walk end, and whether more follow.
 
     Raises:
-        ReadRefused: the page would be built from more than MAX_BASE_BARS base bars.
+        ReadRefused: the page would be built from more than MAX_BASE_BARS base bars, or an
+            adjusted read of a symbol without a security.
     """
-    if not read.built:
-        return await _stored_page(conn, read, limit)
-    return await _built_page(conn, read, limit)
+    adjustment = await read_adjustment(conn, read)
+    page = await (_stored_page if not read.built else _built_page)(conn, read, limit, adjustment)
+    return page._replace(adjustment=adjustment)
 
 
-async def read_window(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead) -> Bars:
-    """Every bar of a stored timeframe in [start, end) known at `as_of`, oldest first.
+async def read_window(
+    conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, adjustment: AdjustmentSet | None = None
+) -> Bars:
+    """Every bar of a stored timeframe in [start, end) known at `as_of`, oldest first, adjusted
+    by `adjustment` (the caller's `read_adjustment`, read once for all its windows).
 
     The bulk form of a stored read (exports): one scan in index order, the newest version of
     each bar kept in numpy, no sort and no limit, so the caller bounds the window. A built
@@ -142,16 +176,18 @@ async def read_window(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead) ->
     if read.built:
         raise ValueError(f"{read.timeframe.value} is built from {read.base.value}: read it in pages")
     bars = await bar_fetch.range_versions(conn, read.symbol, read.base, read.start, read.end, read.as_of)
-    return adjust_base_bars(bars, read)
+    return adjust_base_bars(bars, adjustment)
 
 
-async def _stored_page(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, limit: int) -> BarPage:
+async def _stored_page(
+    conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, limit: int, adjustment: AdjustmentSet | None
+) -> BarPage:
     if limit > MAX_BASE_BARS:
         raise ReadRefused("limit", f"at most {MAX_BASE_BARS} bars per request")
     bars = await bar_fetch.stored_page(
         conn, read.symbol, read.base, read.start, read.end, read.as_of, limit + 1, newest_first=read.backward
     )
-    bars = adjust_base_bars(bars, read)
+    bars = adjust_base_bars(bars, adjustment)
     if len(bars) > limit:
         return BarPage(bars.take(slice(0, limit)), True)
     return BarPage(bars, False)
@@ -230,13 +266,14 @@ async def _build(
     buckets: np.ndarray,
     span: tuple[int, int],
     expected: np.ndarray,
+    adjustment: AdjustmentSet | None,
 ) -> Bars:
     """The built bars of `buckets` (ascending starts) from the store as known at the read's `as_of`.
 
     `span` is the buckets' base range (`base_range_ns`), `expected` the base bars it expects.
     """
     start, end = (calendar.to_datetime(t) for t in span)
-    rows = adjust_base_bars(await _base_rows(conn, read, buckets, expected.size), read)
+    rows = adjust_base_bars(await _base_rows(conn, read, buckets, expected.size), adjustment)
     empty = await gaps.confirmed_empty_ranges(conn, [read.symbol], read.base, start, end, read.as_of)
     built = build_bars(
         read.exchange_mic, read.timeframe, read.align, read.base, rows, expected, empty.get(read.symbol, ())
@@ -252,7 +289,9 @@ def _expected_base(read: BarRead, buckets: np.ndarray) -> tuple[tuple[int, int],
     return (lo, hi), calendar.expected_bar_starts_ns(read.exchange_mic, read.base, lo, hi)
 
 
-async def _built_page(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, limit: int) -> BarPage:
+async def _built_page(
+    conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, limit: int, adjustment: AdjustmentSet | None
+) -> BarPage:
     grid = await _bucket_grid(conn, read)
     if read.backward:
         grid = grid[::-1]
@@ -274,7 +313,7 @@ async def _built_page(conn: asyncpg.Connection | asyncpg.Pool, read: BarRead, li
                 )
             chunk = chunk[chunk.size // 2 :] if read.backward else chunk[: max(1, chunk.size // 2)]
             span, expected = _expected_base(read, chunk)
-        bars = await _build(conn, read, chunk, span, expected)
+        bars = await _build(conn, read, chunk, span, expected, adjustment)
         parts.append(bars.reversed() if read.backward else bars)
         have += len(bars)
         pos += chunk.size

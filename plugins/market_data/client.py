@@ -215,13 +215,16 @@ class MarketDataClient:
         as_of: Instant | None = None,
         align: str | None = None,
         limit: int | None = None,
+        adjustment: str | None = None,
     ) -> pd.DataFrame:
         """Bars of one symbol in [start, end), oldest first, every page followed.
 
         Without `start`: the latest `limit` bars before `end` (default 1,000). `limit` caps the
         bars returned either way; `as_of` reads each bar as known then (the first page's
         `as_of` holds for every page). Pages of bars built from more base bars than the API reads
-        at once (a 400 naming `limit`) are asked for again smaller.
+        at once (a 400 naming `limit`) are asked for again smaller. `adjustment` (`split`,
+        `dividend`, `all`; default raw) adjusts by the corporate actions known at `as_of`; the
+        set's id is in `df.attrs["adjustment_id"]`.
         """
         if start is None and limit is None:
             limit = 1_000
@@ -232,8 +235,10 @@ class MarketDataClient:
             "as_of": _iso(as_of),
             "align": align,
             "format": "parquet",
+            "adjustment": adjustment,
         }
         frames: list[pd.DataFrame] = []
+        adjustment_id: str | None = None
         have, token, page_cap = 0, None, FILE_PAGE_ROWS
         while True:
             page_rows = page_cap if limit is None else min(page_cap, limit - have)
@@ -248,11 +253,14 @@ class MarketDataClient:
                 continue
             frame = bar_frame(pq.read_table(io.BytesIO(r.content)))
             frames.append(frame)
+            adjustment_id = r.headers.get("x-adjustment-id")
             have += len(frame)
             token = r.headers.get("x-next-page-token")
             if token is None or (limit is not None and have >= limit):
                 break
         df = pd.concat(frames) if len(frames) > 1 else frames[0]
+        if adjustment_id is not None:
+            df.attrs["adjustment_id"] = adjustment_id
         return df.sort_index() if start is None else df
 
     def bars(
@@ -265,8 +273,10 @@ class MarketDataClient:
         as_of: Instant | None = None,
         align: str | None = None,
         limit: int | None = None,
+        adjustment: str | None = None,
     ) -> pd.DataFrame:
-        """Bars of several symbols, indexed by (symbol, ts), each oldest first.
+        """Bars of several symbols, indexed by (symbol, ts), each oldest first (`adjustment` as
+        on `history`).
 
         With `start`: every bar in [start, end) (a symbol the API truncated is continued with
         /history pages at the response's `as_of`), at most `limit` per symbol if given. Without
@@ -285,6 +295,7 @@ class MarketDataClient:
                 "as_of": _iso(as_of),
                 "align": align,
                 "limit": per_symbol,
+                "adjustment": adjustment,
             },
         ).json()
         frames: dict[str, pd.DataFrame] = {}
@@ -300,6 +311,7 @@ class MarketDataClient:
                     as_of=body["as_of"],
                     align=align,
                     limit=None if wanted is None else wanted - len(df),
+                    adjustment=adjustment,
                 )
                 df = pd.concat([df, rest])
             frames[symbol] = df
@@ -318,6 +330,7 @@ class MarketDataClient:
         as_of: Instant | None = None,
         align: str | None = None,
         format: str = "parquet",
+        adjustment: str | None = None,
     ) -> dict[str, Any]:
         """Download a bulk export (`/exports/bars`) to `path`, check every file's sha256; the manifest.
 
@@ -333,6 +346,7 @@ class MarketDataClient:
             "as_of": _iso(as_of),
             "align": align,
             "format": format,
+            "adjustment": adjustment,
         }
         r = self.get("/exports/bars", params)
         Path(path).write_bytes(r.content)

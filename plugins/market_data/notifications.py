@@ -4,7 +4,10 @@ New bars and quotes are notified on `md_bars` / `md_quotes` in the transaction t
 them; the API forwards each payload to WebSocket clients as it is, so the payload is the wire
 format. Postgres builds it (`payload_json`) from the fields of `BarNotification` /
 `QuoteNotification`, in their order, and the API's snapshots build their entries the same
-way. A policy activation notifies `md_policy` with the new version number.
+way. A policy activation notifies `md_policy` with the new version number. A corporate action
+learned (a new version: new, revised or cancelled) notifies `md_corporate_actions`
+(`ActionNotification`, built by `corporate_actions.record_actions`); the API forwards it to the
+WebSocket clients that follow the symbol.
 
 A bar payload also says which version of the bar it is (`version`, `revision`,
 `previous_as_of`): a vendor that corrects a bar after the fact (late trades) makes the store
@@ -26,6 +29,7 @@ from market_data.records import Interval
 BAR_CHANNEL = "md_bars"
 QUOTE_CHANNEL = "md_quotes"
 POLICY_CHANNEL = "md_policy"
+ACTION_CHANNEL = "md_corporate_actions"
 
 NOTIFIED_AT = "extract(epoch FROM clock_timestamp())"
 """`notified_at`: epoch seconds when the notification was built (clients measure delay from it)."""
@@ -71,9 +75,41 @@ class QuoteNotification(msgspec.Struct, frozen=True, kw_only=True, tag_field="ty
     """Absent from snapshot entries."""
 
 
-Notification = BarNotification | QuoteNotification
-PAYLOADS: dict[str, type[Notification]] = {"bar": BarNotification, "quote": QuoteNotification}
-DERIVED_FIELDS: dict[str, tuple[str, ...]] = {"bar": ("version", "revision", "previous_as_of"), "quote": ()}
+class ActionNotification(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="corporate_action"):
+    """The payload of `md_corporate_actions`: a newly learned version of a corporate action
+    (`corporate_actions.record_actions`)."""
+
+    symbol: str
+    """The storage symbol of the security (the universe symbol its bars are read by)."""
+    security_id: int
+    action_key: str
+    kind: str
+    ex_date: str
+    as_of: datetime
+    provider: str
+    cancelled: bool
+    split_from: float | None
+    split_to: float | None
+    amount: float | None
+    currency: str | None
+    record_date: str | None
+    pay_date: str | None
+    old_ticker: str | None
+    new_ticker: str | None
+    notified_at: float | None = None
+
+
+Notification = BarNotification | QuoteNotification | ActionNotification
+PAYLOADS: dict[str, type[Notification]] = {
+    "bar": BarNotification,
+    "quote": QuoteNotification,
+    "corporate_action": ActionNotification,
+}
+DERIVED_FIELDS: dict[str, tuple[str, ...]] = {
+    "bar": ("version", "revision", "previous_as_of"),
+    "quote": (),
+    "corporate_action": ("symbol",),
+}
 """Payload fields that are not stored columns: each builder gives their SQL expressions."""
 
 FIRST_VERSION = {"version": "1", "revision": "false", "previous_as_of": "NULL"}
@@ -88,7 +124,10 @@ STORED_VERSION = {
 """The version fields of a row of `bars` (read as `bars`): one index probe each."""
 
 
-def payload_fields(kind: Literal["bar", "quote"], *, omit: tuple[str, ...] = ()) -> tuple[str, ...]:
+PayloadKind = Literal["bar", "quote", "corporate_action"]
+
+
+def payload_fields(kind: PayloadKind, *, omit: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The stored columns a `kind` payload carries, in payload order (without `notified_at` and
     the derived fields)."""
     skip = {"notified_at", *DERIVED_FIELDS[kind], *omit}
@@ -96,7 +135,7 @@ def payload_fields(kind: Literal["bar", "quote"], *, omit: tuple[str, ...] = ())
 
 
 def payload_json(
-    kind: Literal["bar", "quote"],
+    kind: PayloadKind,
     *,
     table: str = "",
     notified: bool = True,

@@ -1,6 +1,7 @@
 """Monthly partitions of `bars` and `quotes`: created ahead (and back), and compacted after.
 
-- **Created**: every month a backfill may still write (`backfill.max_age` back) and
+- **Created**: every month a backfill of intraday bars may still write (the longest intraday
+  `backfill.max_age` back; older daily bars go to the default partition) and
   `retention.partitions_ahead` months ahead get their partition, so no bar lands in the
   default partition (which range pruning cannot skip and which blocks creating the month's
   partition later). Quotes only ahead: a quote older than `retention.quotes` is purged.
@@ -59,12 +60,14 @@ class PartitionReport(msgspec.Struct, kw_only=True):
 
 
 async def ensure_partitions(conn: asyncpg.Connection, policy: Policy, report: PartitionReport) -> None:
-    """Every month's partition from `backfill.max_age` back (bars) to `partitions_ahead` ahead.
+    """Every month's partition from the longest intraday `backfill.max_age` back (bars) to
+    `partitions_ahead` ahead; older daily bars (backfilled up to their own, longer `max_age`)
+    land in the default partition (about 250 rows per symbol and year).
 
     One month per statement: a month whose rows already sit in the default partition fails
     alone (its error is reported) and the others are created.
     """
-    months_back = {"bars": int(policy.backfill.max_age.seconds // (31 * 86_400)) + 1, "quotes": 0}
+    months_back = {"bars": int(policy.backfill.intraday_max_age.seconds // (31 * 86_400)) + 1, "quotes": 0}
     for table, back in months_back.items():
         created = 0
         for offset in range(-back, policy.retention.partitions_ahead + 1):

@@ -17,6 +17,7 @@ import msgspec
 from market_data import db
 from market_data.calendar import CRYPTO_MIC, exchange_calendar
 from market_data.records import MIC, Symbol, Tier
+from market_data.securities import ensure_securities
 
 
 class UniverseEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,7 +125,8 @@ def generated_entries(
 
 
 async def upsert_universe(conn: asyncpg.Connection, entries: list[UniverseEntry]) -> int:
-    """Insert or update entries; returns how many rows were written."""
+    """Insert or update entries, each with its security (`securities.ensure_securities`);
+    returns how many rows were written."""
     await conn.executemany(
         """INSERT INTO symbol_universe AS u (symbol, exchange_mic, tier, asset_class, currency, name, active)
            VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -140,6 +142,7 @@ async def upsert_universe(conn: asyncpg.Connection, entries: list[UniverseEntry]
             for e in entries
         ],
     )
+    await ensure_securities(conn, [(e.symbol, e.exchange_mic, e.name) for e in entries])
     return len(entries)
 
 

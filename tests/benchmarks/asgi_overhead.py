@@ -72,7 +72,11 @@ async def _latest_bars(conn: Any, symbol: str) -> list[Any]:
 
 
 async def _exchanges_of(conn: Any, symbols: list[str]) -> list[Any]:
-    return [{"symbol": s, "exchange_mic": "XNAS", "tier": "T0"} for s in symbols]
+    return [{"symbol": s, "exchange_mic": "XNAS", "tier": "T0", "security_id": None} for s in symbols]
+
+
+async def _ticker_holders(conn: Any, tickers: list[str]) -> dict[str, list[Any]]:
+    return {}
 
 
 async def _held_intervals(conn: Any, symbols: list[str]) -> dict[str, set[Interval]]:
@@ -104,6 +108,7 @@ def can_queries() -> None:
     queries.latest_bars = _latest_bars
     queries.exchanges_of = _exchanges_of
     symbols.held_intervals = _held_intervals  # type: ignore[assignment]
+    symbols.ticker_holders = _ticker_holders  # type: ignore[assignment]
     bar_fetch.stored_page = _stored_page  # type: ignore[assignment]
 
 

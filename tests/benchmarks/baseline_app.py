@@ -147,6 +147,7 @@ class Floor:
             "bars": bars,
             "as_of": now,
             "next_page_token": None,
+            "adjustment": None,  # raw bars (the API's default `adjustment=raw`)
         }
 
 

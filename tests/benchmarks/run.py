@@ -33,6 +33,7 @@ BENCHMARKS = {
     "ws": "tests.benchmarks.bench_ws",
     "backfill": "tests.benchmarks.bench_backfill",
     "timeframes": "tests.benchmarks.bench_timeframes",
+    "adjust": "tests.benchmarks.bench_adjust",
     "exports": "tests.benchmarks.bench_exports",
     "api_procs": "tests.benchmarks.bench_api_procs",
     "storage": "tests.benchmarks.bench_storage",
@@ -82,6 +83,12 @@ def parser() -> argparse.ArgumentParser:
         help="synthetic calls/min in the backfill bench (60: Finnhub free)",
     )
     p.add_argument("--backfill-max-runs", type=int, default=5, help="md_backfill runs at most to drain (5)")
+    p.add_argument(
+        "--adjust-iterations",
+        type=int,
+        default=10,
+        help="reads of each kind (raw, adjusted) per round in the adjust bench (10)",
+    )
     p.add_argument(
         "--timeframes-iterations",
         type=int,

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPECTED_DAGS = {"md_sweep_t0", "md_sweep_t1", "md_sweep_t2", "md_backfill", "md_maintenance", "md_slo"}
+EXPECTED_DAGS = {
+    "md_sweep_t0",
+    "md_sweep_t1",
+    "md_sweep_t2",
+    "md_backfill",
+    "md_maintenance",
+    "md_slo",
+    "md_corporate_actions",
+}
 
 
 @pytest.fixture(scope="module")

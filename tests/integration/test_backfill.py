@@ -294,6 +294,28 @@ async def test_manual_requests_are_checked_against_the_policy(conn) -> None:
     assert paths == ["end", "end", "start", "symbols"]
 
 
+async def test_daily_bars_may_be_backfilled_back_to_2000_and_intraday_bars_two_years(conn) -> None:
+    known = await active_universe(conn)
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    start = datetime(2000, 1, 3, tzinfo=UTC)
+    daily = ManualBackfill(
+        symbols=["AAPL"], interval=Interval.D1, start=start, end=start + timedelta(days=3000)
+    )
+    assert check_manual(daily, POLICY, now, known) == []  # eight years of daily bars in one request
+    decade = msgspec.structs.replace(daily, end=start + timedelta(days=3661))
+    assert [str(p) for p in check_manual(decade, POLICY, now, known)] == [
+        "end: the range is longer than backfill.max_range for 1d bars (3660d)"
+    ]
+    minute = ManualBackfill(
+        symbols=["AAPL"],
+        interval=Interval.M1,
+        start=datetime(2020, 8, 28, 13, 30, tzinfo=UTC),
+        end=datetime(2020, 8, 28, 20, 0, tzinfo=UTC),
+    )
+    (problem,) = check_manual(minute, POLICY, now, known)
+    assert str(problem) == "start: is older than backfill.max_age for 1m bars (730d)"
+
+
 async def test_a_manual_request_is_queued_once_per_symbol_or_refused_whole(conn) -> None:
     loaded = LoadedPolicy(version=7, policy=POLICY, body="", source="test")
     now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -134,6 +134,7 @@ def test_a_synthetic_only_process_never_imports_the_http_adapters() -> None:
             "market_data.providers.credentials",
             "market_data.providers.errors",
             "market_data.providers.synthetic",
+            "market_data.providers.synthetic_history",
         ]
     )
 

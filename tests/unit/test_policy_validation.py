@@ -140,6 +140,21 @@ INVALID = [
     ("priorities out of order", edit(r"^T1 = 20$", "T1 = 5"), "backfill.priorities.T1"),
     ("max range beyond max age", edit(r'^max_range = "30d"$', 'max_range = "1000d"'), "backfill.max_range"),
     (
+        "a daily max age shorter than max range",
+        edit(r'^1d = "18250d"$', '1d = "10d"'),
+        "backfill.max_age_per_interval.1d",
+    ),
+    (
+        "a daily max range beyond the daily max age",
+        edit(r'^1d = "3660d"$', '1d = "20000d"'),
+        "backfill.max_range_per_interval.1d",
+    ),
+    (
+        "a max age of an unknown interval",
+        edit(r'^1d = "18250d"$', '2d = "100d"'),
+        "backfill.max_age_per_interval.2d",
+    ),
+    (
         "batch larger than the claim limit",
         edit(r"^claim_limit = 500$", "claim_limit = 10"),
         "backfill.batch_size",

@@ -87,14 +87,24 @@ def request_schema() -> dict[str, Any]:
     }
 
 
+def _max_ranges(policy: Policy) -> str:
+    """`1m 30d, ..., 1d 3660d`: the longest range of each interval."""
+    return ", ".join(f"{iv.value} {policy.backfill.max_range_for(iv).text}" for iv in Interval)
+
+
+def _max_ages(policy: Policy) -> str:
+    """`1m 730d, ..., 1d 18250d`: how far back each interval may start."""
+    return ", ".join(f"{iv.value} {policy.backfill.max_age_for(iv).text}" for iv in Interval)
+
+
 def request_description(policy: Policy) -> str:
     """The trigger form's help, with the limits of `policy` (the policy file, at parse time)."""
     return (
         "A manual backfill, or null to only drain the queue, e.g. "
         '{"symbols": ["AAPL"], "interval": "1m", "start": "2026-11-20T14:30:00Z", '
         '"end": "2026-11-20T21:00:00Z"}: ISO 8601 with an offset, end exclusive, symbols of the '
-        f"active universe, at most backfill.max_range ({policy.backfill.max_range.text} in the policy "
-        f"file) long, starting within backfill.max_age ({policy.backfill.max_age.text}). Checked "
+        f"active universe, at most backfill.max_range ({_max_ranges(policy)} in the policy "
+        f"file) long, starting within backfill.max_age ({_max_ages(policy)}). Checked "
         "against the active policy and universe when the run is created."
     )
 

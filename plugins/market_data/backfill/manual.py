@@ -42,12 +42,20 @@ def check_manual(req: ManualBackfill, policy: Policy, now: datetime, known: dict
         problems.append(Problem("end", "must be after start"))
     if req.end > now:
         problems.append(Problem("end", "is in the future"))
-    if req.end - req.start > policy.backfill.max_range.delta:
+    max_range = policy.backfill.max_range_for(req.interval)
+    if req.end - req.start > max_range.delta:
         problems.append(
-            Problem("end", f"the range is longer than backfill.max_range ({policy.backfill.max_range.text})")
+            Problem(
+                "end",
+                f"the range is longer than backfill.max_range for {req.interval.value} bars "
+                f"({max_range.text})",
+            )
         )
-    if req.start < now - policy.backfill.max_age.delta:
-        problems.append(Problem("start", f"is older than backfill.max_age ({policy.backfill.max_age.text})"))
+    max_age = policy.backfill.max_age_for(req.interval)
+    if req.start < now - max_age.delta:
+        problems.append(
+            Problem("start", f"is older than backfill.max_age for {req.interval.value} bars ({max_age.text})")
+        )
     unknown = [s for s in req.symbols if s not in known]
     if unknown:
         problems.append(Problem("symbols", f"not in the active universe: {', '.join(unknown)}"))

@@ -102,8 +102,9 @@ def check_servable(job: Job, mic: str, policy: Policy) -> None:
         return
     problem: str | None = None
     try:
-        if job.end - job.start > policy.backfill.max_range.delta:
-            problem = f"end: the range is longer than backfill.max_range ({policy.backfill.max_range.text})"
+        max_range = policy.backfill.max_range_for(job.interval) if job.interval else policy.backfill.max_range
+        if job.end - job.start > max_range.delta:
+            problem = f"end: the range is longer than backfill.max_range ({max_range.text})"
         else:  # raises when the range is not inside the exchange's calendar
             calendar.expected_bar_starts_ns(
                 mic, Interval.D1, calendar.to_ns(job.start), calendar.to_ns(job.end)

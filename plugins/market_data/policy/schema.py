@@ -189,13 +189,38 @@ class BackfillPolicy(_Section):
     )
     """Lower runs first."""
     max_range: Duration = Duration("30d")
-    """Longest range a single manual or API backfill may ask for."""
+    """Longest range a single manual or API backfill may ask for, for intervals
+    `max_range_per_interval` does not name (the intraday ones by default)."""
+    max_range_per_interval: dict[Interval, Duration] = msgspec.field(
+        default_factory=lambda: {Interval.D1: Duration("3660d")}
+    )
+    """Per-interval limits instead of `max_range`: ten years of daily bars (about 2,500) per request."""
     max_age: Duration = Duration("730d")
-    """How far back a manual or API backfill may start."""
+    """How far back a manual or API backfill may start, for intervals `max_age_per_interval`
+    does not name (the intraday ones by default)."""
+    max_age_per_interval: dict[Interval, Duration] = msgspec.field(
+        default_factory=lambda: {Interval.D1: Duration("18250d")}
+    )
+    """Per-interval limits instead of `max_age`: daily bars 50 years back by default (vendors
+    serve decades of daily history; enough for corporate-action adjusted series since 2000)."""
     retries: Annotated[int, msgspec.Meta(ge=0)] = 3
     """Airflow retries of a backfill batch before its jobs go to the DLQ (read when the DAG is parsed)."""
     retry_delay: Duration = Duration("30s")
     """First retry delay; doubles on every retry, up to 10 minutes (read when the DAG is parsed)."""
+
+    def max_range_for(self, interval: Interval) -> Duration:
+        """Longest range a manual or API backfill of `interval` bars may ask for."""
+        return self.max_range_per_interval.get(interval, self.max_range)
+
+    def max_age_for(self, interval: Interval) -> Duration:
+        """How far back a manual or API backfill of `interval` bars may start."""
+        return self.max_age_per_interval.get(interval, self.max_age)
+
+    @property
+    def intraday_max_age(self) -> Duration:
+        """The longest limit of an intraday interval (how far back intraday bars may be written)."""
+        return max((self.max_age_for(iv) for iv in Interval if iv.is_intraday), key=lambda d: d.seconds)
+
     lease: Duration = Duration("15m")
     """A running job whose worker vanished returns to the queue after this."""
     settle: Duration = Duration("10m")

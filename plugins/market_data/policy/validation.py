@@ -207,6 +207,21 @@ def _check_thresholds(policy: Policy, problems: list[Problem]) -> None:
         )
     if bf.max_range.seconds > bf.max_age.seconds:
         problems.append(Problem("backfill.max_range", "must not exceed backfill.max_age"))
+    for iv in Interval:
+        if iv not in bf.max_age_per_interval and iv not in bf.max_range_per_interval:
+            continue  # the general pair, checked above
+        longest, oldest = bf.max_range_for(iv), bf.max_age_for(iv)
+        if longest.seconds > oldest.seconds:
+            # named on each side the policy sets for the interval: either may be the one to change
+            problems += [
+                Problem(
+                    f"backfill.{table}.{iv.value}",
+                    f"the longest {iv.value} range ({longest.text}) must not exceed how far back a "
+                    f"{iv.value} backfill may start ({oldest.text})",
+                )
+                for table in ("max_range_per_interval", "max_age_per_interval")
+                if iv in getattr(bf, table)
+            ]
     if bf.batch_size > bf.claim_limit:
         problems.append(Problem("backfill.batch_size", "must not exceed backfill.claim_limit"))
     for key, d in (("cadence", bf.cadence), ("lease", bf.lease), ("max_range", bf.max_range)):

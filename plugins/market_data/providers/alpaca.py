@@ -11,6 +11,14 @@ keyed by Alpaca's pair form `BTC/USD` (ours is `BTC-USD`), with fractional volum
 come from `GET /v1beta3/crypto/us/latest/quotes` (`{"quotes": {pair: {t, bp, bs, ap, as}}}`),
 which carries no trade, so a pair's `last` is the middle of its bid and ask.
 
+Corporate actions (US equities): `GET /v1/corporate-actions?symbols=&types=&start=&end=&limit=
+&page_token=` answers `{"corporate_actions": {"forward_splits": [...], "reverse_splits": [...],
+"cash_dividends": [...], "name_changes": [...], "worthless_removals": [...], ...},
+"next_page_token": ...}`; splits give `new_rate` shares for `old_rate`, cash dividends a
+`rate` per share (Alpaca states no currency: US equities, so USD), a name change
+`old_symbol` -> `new_symbol` effective on its `process_date`, a worthless removal (a delisting)
+on its `process_date`. The older v1beta1 answer (no `id`, no CUSIPs) decodes the same.
+
 Authentication is the APCA-API-KEY-ID / APCA-API-SECRET-KEY header pair.
 
 Alpaca's 1Hour bars are clock-aligned and include extended hours (alpaca-py issues #397,
@@ -21,11 +29,12 @@ bars outside the regular session are dropped like every provider's.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 import msgspec
 
 from market_data.calendar import CRYPTO_MIC
+from market_data.corporate_actions import ActionKind, CorporateAction
 from market_data.providers.alignment import fetch_window
 from market_data.providers.base import BarRequest, Capabilities, ProviderSpec
 from market_data.providers.credentials import Credentials, CredentialSource
@@ -59,7 +68,11 @@ CAPABILITIES = Capabilities(
     quotes=True,
     max_symbols_per_request=MAX_SYMBOLS_PER_REQUEST,
     exchanges=US_EXCHANGES | {CRYPTO_MIC},
+    corporate_actions=True,
 )
+ACTION_TYPES = "forward_split,reverse_split,cash_dividend,name_change,worthless_removal"
+ACTION_PAGE_LIMIT = 1_000
+DIVIDEND_CURRENCY = "USD"
 
 
 # -- wire schemas -----------------------------------------------------------------------
@@ -91,6 +104,98 @@ class AlpacaQuote(msgspec.Struct):
     ask_size: float | None = msgspec.field(default=None, name="as")
     bs: float | None = None
     """Sizes: whole shares for equities, fractions of a coin for crypto pairs."""
+
+
+class AlpacaSplit(msgspec.Struct):
+    symbol: str
+    ex_date: date
+    new_rate: float
+    old_rate: float
+    record_date: date | None = None
+    payable_date: date | None = None
+
+
+class AlpacaCashDividend(msgspec.Struct):
+    symbol: str
+    ex_date: date
+    rate: float
+    record_date: date | None = None
+    payable_date: date | None = None
+
+
+class AlpacaNameChange(msgspec.Struct):
+    old_symbol: str
+    new_symbol: str
+    process_date: date
+
+
+class AlpacaRemoval(msgspec.Struct):
+    symbol: str
+    process_date: date
+
+
+class AlpacaActionLists(msgspec.Struct):
+    forward_splits: list[AlpacaSplit] = []
+    reverse_splits: list[AlpacaSplit] = []
+    cash_dividends: list[AlpacaCashDividend] = []
+    name_changes: list[AlpacaNameChange] = []
+    worthless_removals: list[AlpacaRemoval] = []
+
+
+class AlpacaActionsPage(msgspec.Struct):
+    corporate_actions: AlpacaActionLists
+    next_page_token: str | None = None
+
+
+_ACTIONS = msgspec.json.Decoder(AlpacaActionsPage)
+
+
+def page_actions(provider: str, lists: AlpacaActionLists) -> list[CorporateAction]:
+    """The splits, cash dividends, ticker changes and delistings of one answer page."""
+    out = [
+        CorporateAction(
+            symbol=s.symbol,
+            kind=ActionKind.SPLIT,
+            ex_date=s.ex_date,
+            provider=provider,
+            split_from=s.old_rate,
+            split_to=s.new_rate,
+            record_date=s.record_date,
+            pay_date=s.payable_date,
+        )
+        for s in (*lists.forward_splits, *lists.reverse_splits)
+        if s.old_rate > 0 and s.new_rate > 0
+    ]
+    out += [
+        CorporateAction(
+            symbol=d.symbol,
+            kind=ActionKind.CASH_DIVIDEND,
+            ex_date=d.ex_date,
+            provider=provider,
+            amount=d.rate,
+            currency=DIVIDEND_CURRENCY,
+            record_date=d.record_date,
+            pay_date=d.payable_date,
+        )
+        for d in lists.cash_dividends
+        if d.rate > 0
+    ]
+    out += [
+        CorporateAction(
+            symbol=n.new_symbol,
+            kind=ActionKind.TICKER_CHANGE,
+            ex_date=n.process_date,
+            provider=provider,
+            old_ticker=n.old_symbol,
+            new_ticker=n.new_symbol,
+        )
+        for n in lists.name_changes
+    ]
+    out += [
+        CorporateAction(symbol=r.symbol, kind=ActionKind.DELISTING, ex_date=r.process_date, provider=provider)
+        for r in lists.worthless_removals
+    ]
+    return out
 
 
 class AlpacaSnapshot(msgspec.Struct, rename="camel"):
@@ -219,6 +324,36 @@ class AlpacaProvider(VendorAdapter):
         else:
             raise BadPayloadError(self.name, f"bars: more than {MAX_PAGES} pages")
         return self.calendar_bars(vendor_bars, request)
+
+    async def fetch_corporate_actions(
+        self, symbols: Sequence[str], exchange_mic: str, start: date, end: date
+    ) -> list[CorporateAction]:
+        if exchange_mic not in US_EXCHANGES:
+            raise RequestError(self.name, f"corporate actions of US equities only, not {exchange_mic}")
+        symbols = check_batch(self.name, symbols, MAX_SYMBOLS_PER_REQUEST)
+        params: dict[str, str | int] = {
+            "symbols": ",".join(symbols),
+            "types": ACTION_TYPES,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "limit": ACTION_PAGE_LIMIT,
+        }
+        out: list[CorporateAction] = []
+        seen_tokens: set[str] = set()
+        for page_no in range(MAX_PAGES):
+            if page_no and self.extra_request_gate is not None:
+                await self.extra_request_gate()
+            body = await self._http.get("/v1/corporate-actions", params)
+            page = decode_payload(self.name, _ACTIONS, body, "corporate_actions")
+            out += page_actions(self.name, page.corporate_actions)
+            token = page.next_page_token
+            if not token:
+                return sorted(out, key=lambda a: (a.ex_date, a.symbol, a.kind.value))
+            if token in seen_tokens:
+                raise BadPayloadError(self.name, "corporate_actions: next_page_token repeats")
+            seen_tokens.add(token)
+            params["page_token"] = token
+        raise BadPayloadError(self.name, f"corporate_actions: more than {MAX_PAGES} pages")
 
     async def fetch_quotes(self, symbols: Sequence[str], exchange_mic: str) -> list[Quote]:
         self._check_exchange(exchange_mic)

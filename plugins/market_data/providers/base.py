@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from market_data.corporate_actions import CorporateAction
 from market_data.policy.schema import ProviderPolicy
 from market_data.providers.credentials import Credentials, CredentialSource, read_credentials
 from market_data.records import Bar, Interval, Quote
@@ -26,14 +27,18 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     """Longest time range one bars call may cover, per interval (missing = unlimited)."""
     exchanges: frozenset[str] = frozenset()
     """Exchange MICs served (empty: any)."""
+    corporate_actions: bool = False
+    """Serves corporate actions (`CorporateActionSource.fetch_corporate_actions`)."""
 
     def serves_exchange(self, mic: str) -> bool:
         return not self.exchanges or mic in self.exchanges
 
     def supports(self, capability: str) -> bool:
-        """`capability` is `quotes` or `bars:<interval>`."""
+        """`capability` is `quotes`, `corporate_actions` or `bars:<interval>`."""
         if capability == "quotes":
             return self.quotes
+        if capability == "corporate_actions":
+            return self.corporate_actions
         if capability.startswith("bars:"):
             try:
                 return Interval(capability[5:]) in self.bar_intervals
@@ -76,6 +81,19 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class CorporateActionSource(Protocol):
+    """A provider that reports corporate actions (`Capabilities.corporate_actions`)."""
+
+    name: str
+
+    async def fetch_corporate_actions(
+        self, symbols: Sequence[str], exchange_mic: str, start: date, end: date
+    ) -> list[CorporateAction]:
+        """The actions of `symbols` with an ex-date in [start, end]; [] when none."""
         ...
 
 

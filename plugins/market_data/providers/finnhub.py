@@ -2,7 +2,9 @@
 
 Endpoints: `GET /stock/candle?symbol=&resolution=&from=&to=` (arrays `t,o,h,l,c,v` and a
 status `s`: `ok` or `no_data`) and `GET /quote?symbol=` (`c` last, `t` its time).
-The key travels in the `X-Finnhub-Token` header, which Finnhub accepts in place of the
+Splits: `GET /stock/split?symbol=&from=&to=` (a list of `{symbol, date, fromFactor, toFactor}`,
+`date` the ex-date, newest first); a 1-for-1 entry (Finnhub-API issue #392 shows some) changes
+nothing and is dropped. The key travels in the `X-Finnhub-Token` header, which Finnhub accepts in place of the
 `token` query parameter, so it never appears in a URL (httpx logs every request URL).
 
 Finnhub's 60-minute candles are clock-aligned and include extended hours (Finnhub-API
@@ -13,10 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 
 import msgspec
 
+from market_data.corporate_actions import ActionKind, CorporateAction
 from market_data.providers.alignment import fetch_window, from_epoch
 from market_data.providers.base import BarRequest, Capabilities, ProviderSpec
 from market_data.providers.credentials import Credentials, CredentialSource
@@ -55,6 +58,7 @@ CAPABILITIES = Capabilities(
     quotes=True,
     max_symbols_per_request=1,
     exchanges=STOCK_EXCHANGES,
+    corporate_actions=True,
     # Finnhub truncates long intraday answers silently; its maintainers advise a month per
     # call (Finnhub-API issue #406).
     max_range={interval: timedelta(days=30) for interval in RESOLUTIONS if interval.is_intraday},
@@ -97,6 +101,35 @@ _ERROR = msgspec.json.Decoder(FinnhubError)
 
 
 # -- client -----------------------------------------------------------------------------
+class FinnhubSplit(msgspec.Struct, rename="camel"):
+    symbol: str
+    date: date
+    from_factor: float
+    to_factor: float
+
+
+_SPLITS = msgspec.json.Decoder(list[FinnhubSplit])
+
+
+def split_actions(provider: str, splits: list[FinnhubSplit]) -> list[CorporateAction]:
+    """The splits of a `/stock/split` answer that change the share count, by ex-date."""
+    return sorted(
+        (
+            CorporateAction(
+                symbol=s.symbol,
+                kind=ActionKind.SPLIT,
+                ex_date=s.date,
+                provider=provider,
+                split_from=s.from_factor,
+                split_to=s.to_factor,
+            )
+            for s in splits
+            if s.from_factor > 0 and s.to_factor > 0 and s.from_factor != s.to_factor
+        ),
+        key=lambda a: a.ex_date,
+    )
+
+
 class FinnhubProvider(VendorAdapter):
     """Finnhub adapter (kind `finnhub`)."""
 
@@ -141,6 +174,15 @@ class FinnhubProvider(VendorAdapter):
             for t, o, h, low, c, v in zip(candles.t, *columns, strict=True)
         ]
         return self.calendar_bars(vendor_bars, request)
+
+    async def fetch_corporate_actions(
+        self, symbols: Sequence[str], exchange_mic: str, start: date, end: date
+    ) -> list[CorporateAction]:
+        symbol = single_symbol(self.name, symbols)
+        body = await self._http.get(
+            "/stock/split", {"symbol": symbol, "from": start.isoformat(), "to": end.isoformat()}
+        )
+        return split_actions(self.name, decode_payload(self.name, _SPLITS, body, "splits"))
 
     async def fetch_quotes(self, symbols: Sequence[str], exchange_mic: str) -> list[Quote]:
         symbol = single_symbol(self.name, symbols)

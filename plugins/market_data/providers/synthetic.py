@@ -7,6 +7,10 @@ its five 1m bars. Bars exist only inside the exchange's sessions and only once c
 Crypto pairs (the 24/7 calendar, `calendar.CRYPTO_MIC`) trade fractions of a coin: their
 volumes and quote sizes are fractional.
 
+Prices are those of the real raw series at a split (`synthetic_history`): AAPL's bars before
+2020-08-31 are four times higher, with a quarter of the volume. The provider also serves the
+corporate actions of that history (`fetch_corporate_actions`).
+
 Faults (latency, 5xx, 429, outage windows, late and never-existing bars) come from the
 provider's `SyntheticFaults` in the policy, overridable by MD_SYNTHETIC_* environment
 variables, so a test or an operator can break it on purpose. So do corrections: a share
@@ -23,16 +27,18 @@ import hashlib
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 import msgspec
 import numpy as np
 
 from market_data import calendar
+from market_data.corporate_actions import CorporateAction
 from market_data.policy.schema import ProviderPolicy, SyntheticFaults, dec_hook, enc_hook
 from market_data.providers.base import BarRequest, Capabilities, ProviderSpec
 from market_data.providers.credentials import Credentials
 from market_data.providers.errors import RateLimitedError, RequestError, ServerError
+from market_data.providers.synthetic_history import split_multiplier, synthetic_actions
 from market_data.records import Bar, Interval, Quote, utcnow
 
 DEFAULT_CALLS_PER_MINUTE = 6000
@@ -115,12 +121,15 @@ class MinuteBars:
             move = faults.revision_size * (2 * _uniform(seed, minutes, "revc") - 1)
             c = np.where(revised, c * (1 + move), c)
             units = np.where(revised, units * (1.01 + 0.09 * _uniform(seed, minutes, "revv")), units)
+        self.trades = units.astype(np.int64) // 50 + 1
+        raw = split_multiplier(symbol, minutes * _NS_PER_MIN)
+        if raw is not None:  # before a split: more per share, fewer shares (a raw series)
+            o, c, units = o * raw, c * raw, units / raw
         self.open = np.round(o, 4)
         self.close = np.round(c, 4)
         self.high = np.round(np.maximum(o, c) * (1 + 0.001 * _uniform(seed, minutes, "h")), 4)
         self.low = np.round(np.minimum(o, c) * (1 - 0.001 * _uniform(seed, minutes, "l")), 4)
         whole = units.astype(np.int64)
-        self.trades = whole // 50 + 1
         self.volume = np.round(units * _COIN_UNITS, 8) if fractional else whole.astype(np.float64)
 
 
@@ -128,6 +137,7 @@ def synthetic_capabilities(faults: SyntheticFaults) -> Capabilities:
     return Capabilities(
         bar_intervals=frozenset(Interval),
         quotes=True,
+        corporate_actions=True,
         max_symbols_per_request=faults.symbols_per_request,
     )
 
@@ -285,6 +295,18 @@ class SyntheticProvider:
                 )
             )
         return out
+
+    # -- corporate actions ----------------------------------------------------------------
+    async def fetch_corporate_actions(
+        self, symbols: Sequence[str], exchange_mic: str, start: date, end: date
+    ) -> list[CorporateAction]:
+        await self._call("corporate_actions")
+        wanted = set(symbols)
+        return [
+            a
+            for a in synthetic_actions(self.name)
+            if start <= a.ex_date <= end and (a.symbol in wanted or a.old_ticker in wanted)
+        ]
 
     # -- quotes ---------------------------------------------------------------------------
     async def fetch_quotes(self, symbols: Sequence[str], exchange_mic: str) -> list[Quote]:

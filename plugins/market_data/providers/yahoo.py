@@ -7,6 +7,11 @@ session-aligned), or `chart.error` with a 4xx. Quotes come from the same answer'
 (`VOD.L`, `7203.T`), as the universe does, and its own pair form for crypto (`BTC-USD`, ours
 too): the same chart, with bars every minute of the day and daily bars at 00:00 UTC.
 
+Corporate actions come from the same chart with `events=div|split` (daily bars over the
+range): `events.splits` / `events.dividends`, each keyed by the timestamp of its ex-date's bar
+(the session open, so its UTC date is the ex-date), splits as `numerator` new shares for
+`denominator` old, dividends as `amount` per share in the chart's `meta.currency`.
+
 Yahoo publishes no API documentation or limits; the limits here are the ones its
 clients observe, kept conservative because it answers bursts with 429s.
 """
@@ -15,11 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import quote as url_quote
 
 import msgspec
 
+from market_data.corporate_actions import ActionKind, CorporateAction
 from market_data.providers.alignment import fetch_window, from_epoch
 from market_data.providers.base import BarRequest, Capabilities, ProviderSpec
 from market_data.providers.credentials import Credentials
@@ -44,6 +50,7 @@ CAPABILITIES = Capabilities(
     bar_intervals=frozenset(INTERVALS),
     quotes=True,
     max_symbols_per_request=1,
+    corporate_actions=True,
     # Longest range one chart call accepts per interval (Yahoo answers 422 beyond it).
     max_range={
         Interval.M1: timedelta(days=7),
@@ -77,6 +84,25 @@ class YahooMeta(msgspec.Struct, rename="camel"):
     symbol: str
     regular_market_price: float | None = None
     regular_market_time: int | None = None
+    currency: str | None = None
+
+
+class YahooSplit(msgspec.Struct):
+    date: int
+    numerator: float
+    denominator: float
+
+
+class YahooDividend(msgspec.Struct):
+    date: int
+    amount: float
+
+
+class YahooEvents(msgspec.Struct):
+    """`events` of a chart asked with `events=div|split`; absent when the range has none."""
+
+    splits: dict[str, YahooSplit] = {}
+    dividends: dict[str, YahooDividend] = {}
 
 
 class YahooResult(msgspec.Struct):
@@ -84,6 +110,7 @@ class YahooResult(msgspec.Struct):
     indicators: YahooIndicators
     timestamp: list[int] = []
     """Absent when the range holds no bars (weekends, holidays)."""
+    events: YahooEvents | None = None
 
 
 class YahooError(msgspec.Struct):
@@ -105,6 +132,41 @@ _CHART = msgspec.json.Decoder(YahooChartResponse)
 
 def _price(value: float) -> float:
     return round(value, _PRICE_DECIMALS)
+
+
+DEFAULT_CURRENCY = "USD"
+"""A dividend's currency when the chart's `meta` has none (every recorded chart has one)."""
+
+
+def chart_actions(provider: str, result: YahooResult) -> list[CorporateAction]:
+    """The splits and cash dividends of a chart answer (`events`), by ex-date."""
+    events = result.events or YahooEvents()
+    symbol = result.meta.symbol
+    out = [
+        CorporateAction(
+            symbol=symbol,
+            kind=ActionKind.SPLIT,
+            ex_date=from_epoch(s.date).date(),
+            provider=provider,
+            split_from=s.denominator,
+            split_to=s.numerator,
+        )
+        for s in events.splits.values()
+        if s.numerator > 0 and s.denominator > 0
+    ]
+    out += [
+        CorporateAction(
+            symbol=symbol,
+            kind=ActionKind.CASH_DIVIDEND,
+            ex_date=from_epoch(d.date).date(),
+            provider=provider,
+            amount=d.amount,
+            currency=result.meta.currency or DEFAULT_CURRENCY,
+        )
+        for d in events.dividends.values()
+        if d.amount > 0
+    ]
+    return sorted(out, key=lambda a: (a.ex_date, a.kind.value))
 
 
 # -- client -----------------------------------------------------------------------------
@@ -175,6 +237,26 @@ class YahooProvider(VendorAdapter):
             ohlc = (_price(o), _price(h), _price(low), _price(c))
             out.append(self.vendor_bar(symbol, request, from_epoch(t), ohlc, v or 0))
         return out
+
+    async def fetch_corporate_actions(
+        self, symbols: Sequence[str], exchange_mic: str, start: date, end: date
+    ) -> list[CorporateAction]:
+        symbol = single_symbol(self.name, symbols)
+        lo = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        hi = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
+        params: dict[str, str | int] = {
+            "interval": "1d",
+            "period1": math.floor(lo.timestamp()),
+            "period2": math.ceil(hi.timestamp()),
+            "events": "div|split",
+        }
+        try:
+            result = await self._chart(symbol, params)
+        except RequestError as exc:
+            if exc.status == 400 and NO_DATA_IN_RANGE in exc.message:
+                return []
+            raise
+        return [a for a in chart_actions(self.name, result) if start <= a.ex_date <= end]
 
     async def fetch_quotes(self, symbols: Sequence[str], exchange_mic: str) -> list[Quote]:
         symbol = single_symbol(self.name, symbols)

@@ -191,6 +191,7 @@ VENDOR = Vendor(
         quotes=True,
         max_symbols_per_request=100,
         exchanges=frozenset({"XNYS", "XNAS", "ARCX", "XASE", "BATS", "IEXG", "C247"}),
+        corporate_actions=True,
     ),
     base_path="",
     bars_path="/v2/stocks/bars",

@@ -171,6 +171,7 @@ VENDOR = Vendor(
         max_symbols_per_request=1,
         max_range={iv: timedelta(days=30) for iv in (Interval.M1, Interval.M5, Interval.M15, Interval.H1)},
         exchanges=STOCK_EXCHANGES,  # stocks only: never routed a crypto pair (test_crypto.py)
+        corporate_actions=True,
     ),
     base_path="/api/v1",
     bars_path="/api/v1/stock/candle",

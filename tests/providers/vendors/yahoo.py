@@ -162,6 +162,7 @@ VENDOR = Vendor(
             Interval.M15: timedelta(days=60),
             Interval.H1: timedelta(days=730),
         },
+        corporate_actions=True,
     ),
     base_path="",
     bars_path="/v8/finance/chart/AAPL",
