@@ -18,6 +18,7 @@ from api.schemas import ErrorBody, documented
 from api.state import Resources
 from api.stocks.params import ERRORS, SymbolPath
 from api.stocks.symbols import require_listed, stored_intervals
+from market_data.adjustment import Adjustment
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGE = STATIC_DIR / "quality.html"
@@ -39,7 +40,8 @@ class QualityPageController(Controller):
         description=(
             "A candlestick chart of any stored or built interval with the data's quality drawn on "
             "it: missing bars, confirmed-empty ranges, bars queued for backfill, revised bars (click "
-            "for their versions) and the provider of each bar; live over /ws. Read-only: no token."
+            "for their versions) and the provider of each bar; raw or adjusted prices; live over /ws. "
+            "Read-only: no token."
         ),
         media_type=MediaType.HTML,
         responses={
@@ -62,7 +64,12 @@ class QualityPageController(Controller):
 
 def render_page(symbol: str, exchange_mic: str, stored: list[str]) -> str:
     """The page with the symbol, its exchange and its stored intervals filled in."""
-    fields = {"symbol": symbol, "exchange": exchange_mic, "stored": ",".join(stored)}
+    fields = {
+        "symbol": symbol,
+        "exchange": exchange_mic,
+        "stored": ",".join(stored),
+        "adjustments": ",".join(a.value for a in Adjustment),
+    }
     page = PAGE.read_text()
     for name, value in fields.items():
         page = page.replace("{{" + name + "}}", html.escape(value))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,10 @@ import msgspec
 import pytest
 from playwright.async_api import Page, async_playwright
 
+from market_data.corporate_actions import ActionKind, CorporateAction, record_actions
 from market_data.ingest.pit_write import write_bars
-from market_data.records import Bar
+from market_data.providers.synthetic import SyntheticProvider
+from market_data.records import Bar, Interval
 from tests.api.stocks_data import MON_OPEN, session_bars
 from tests.api.ws_harness import LiveServer, live_server
 
@@ -252,6 +254,38 @@ async def test_a_revised_bar_shows_its_versions_on_click(conn) -> None:
         await page.keyboard.press("Enter")
         await page.wait_for_selector("#versions:not([hidden])")
         assert await js(page, "document.activeElement.id") == "versions"
+
+
+async def test_prices_can_be_read_split_adjusted_with_the_split_marked(conn) -> None:
+    start, end = datetime(2020, 8, 24, tzinfo=UTC), datetime(2020, 9, 5, tzinfo=UTC)
+    daily = SyntheticProvider().bars_for("AAPL", "XNAS", Interval.D1, start, end, end + timedelta(days=1))
+    await write_bars(conn, daily, policy_version=1, advance_cursors=False)
+    split = CorporateAction(
+        symbol="AAPL",
+        kind=ActionKind.SPLIT,
+        ex_date=date(2020, 8, 31),
+        provider="synthetic",
+        split_from=1,
+        split_to=4,
+    )
+    await record_actions(conn, [split], await conn.fetchval("SELECT max(as_of) FROM bars"))
+    path = "/ui/AAPL?interval=1d&end=2020-09-05T00:00:00Z"
+    async with live_server() as server, quality_page(server, path) as page:
+        raw = await js(page, "window.mdQualityPage.candles.data().map((b) => b.close)")
+        assert raw == [b.close for b in daily] and "Prices raw, as traded." in await page.inner_text(
+            "#summary"
+        )
+        await page.select_option("#adjustment", "split")
+        await page.click("#controls button[type=submit]")
+        await page.wait_for_function("window.mdQualityPage.markers.markers().length === 1")  # drawn
+        adjusted = await js(page, "window.mdQualityPage.candles.data().map((b) => b.close)")
+        ex = date(2020, 8, 31)
+        assert adjusted == [pytest.approx(b.close / 4) if b.ts.date() < ex else b.close for b in daily]
+        assert await page.locator("#summary [data-count=actions]").inner_text() == "1"
+        assert (await page.locator("#actions li").all_inner_texts())[0].startswith("2020-08-31: split 4:1")
+        marks = await js(page, "window.mdQualityPage.markers.markers().map((m) => [m.time, m.text])")
+        assert marks == [[int(datetime(2020, 8, 31, tzinfo=UTC).timestamp()), "split 4:1"]]
+        assert "adjustment=split" in page.url
 
 
 @pytest.mark.parametrize("interval", ["60m", "soon"])

@@ -10,6 +10,13 @@ import {
 const root = document.documentElement;
 const SYMBOL = root.dataset.symbol;
 const STORED = (root.dataset.stored || "").split(",").filter(Boolean);
+const ADJUSTMENTS = (root.dataset.adjustments || "").split(",").filter(Boolean);
+const ADJUSTMENT_TEXT = {
+  raw: "raw (as traded)",
+  split: "split-adjusted",
+  dividend: "dividend-adjusted",
+  all: "split- and dividend-adjusted",
+};
 const TIMEFRAMES = ["1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w", "1mo"];
 const LIMIT = 1000;
 const DAY = 86400;
@@ -19,6 +26,7 @@ const STATE_RANK = { missing: 3, queued: 2, confirmed_empty: 1 };
 const PROVIDER_COLORS = ["#1565c0", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037", "#c2185b"];
 const REVISED_COLOR = "#8e24aa";
 const JOB_COLOR = "#e65100";
+const ACTION_COLOR = "#00695c";
 const UP_COLOR = "#26a69a";
 const DOWN_COLOR = "#455a64";
 
@@ -36,6 +44,8 @@ const label = (t) => isoOf(t).replace("T", " ").replace(":00Z", "");
 
 const state = {
   interval: null,
+  adjustment: "raw",
+  adjusted: null, // the history page's `adjustment` (actions applied), null for raw
   end: null, // ISO or null (now)
   bars: new Map(), // time -> bar of /history (plus .versions when revised)
   counted: null,
@@ -191,20 +201,36 @@ function draw() {
   quality.setData(state.quality.map(({ time, value, color }) => ({ time, value, color })));
   state.jobs = jobPoints();
   jobStrip.setData(state.jobs.map(({ time, value, color }) => ({ time, value, color })));
-  markers.setMarkers(
-    [...state.revised.keys()]
-      .filter((t) => state.bars.has(t))
-      .sort((a, b) => a - b)
-      .map((t) => ({
-        time: t,
-        position: "aboveBar",
-        shape: "circle",
-        color: REVISED_COLOR,
-        text: `v${Math.max(...state.revised.get(t).map((r) => r.versions))}`,
-        id: `revised-${t}`,
-      })),
-  );
+  const revisedMarks = [...state.revised.keys()]
+    .filter((t) => state.bars.has(t))
+    .map((t) => ({
+      time: t,
+      position: "aboveBar",
+      shape: "circle",
+      color: REVISED_COLOR,
+      text: `v${Math.max(...state.revised.get(t).map((r) => r.versions))}`,
+      id: `revised-${t}`,
+    }));
+  markers.setMarkers([...revisedMarks, ...actionMarks(times)].sort((a, b) => a.time - b.time));
   describe();
+}
+
+/** A mark under the first bar on or after each applied action's ex-date. */
+function actionMarks(times) {
+  const marks = [];
+  for (const a of state.adjusted?.actions || []) {
+    const ex = seconds(`${a.ex_date}T00:00:00Z`);
+    const t = times.find((bar) => bar >= ex);
+    if (t === undefined) continue;
+    marks.push({ time: t, position: "belowBar", shape: "square", color: ACTION_COLOR, text: actionText(a), id: `action-${a.action_key}` });
+  }
+  return marks;
+}
+
+function actionText(a) {
+  if (a.kind === "split") return `split ${a.split_ratio}:1`;
+  if (a.kind === "dividend") return `dividend ${a.amount}${a.currency ? ` ${a.currency}` : ""}`;
+  return a.kind;
 }
 
 function rememberRevised(rows) {
@@ -225,7 +251,9 @@ async function load({ fit = true } = {}) {
     interval: state.interval,
     end: state.end,
     limit: LIMIT,
+    adjustment: ADJUSTMENTS.length && state.adjustment !== "raw" ? state.adjustment : null,
   });
+  state.adjusted = page.adjustment || null;
   state.bars = new Map(page.bars.map((b) => [seconds(b.ts), b]));
   state.counted = page.built_from || page.interval;
   const times = sortedTimes();
@@ -309,6 +337,11 @@ function applyLiveBar(m) {
   const times = sortedTimes();
   // only bars inside the window shown: a backfill of older bars does not join the chart
   if ((times.length && t < times[0]) || (state.end && t >= seconds(state.end))) return;
+  // live bars are raw: one before an applied action's ex-date is read again, adjusted
+  if ((state.adjusted?.actions || []).some((a) => t < seconds(`${a.ex_date}T00:00:00Z`))) {
+    scheduleReload();
+    return;
+  }
   const isNew = !state.bars.has(t);
   state.bars.set(t, { ...m, complete: true, base_bars: null });
   if (m.revision) {
@@ -368,6 +401,15 @@ function describe() {
         `<span data-count="revised">${state.coverage.revised.length}${state.coverage.revised_truncated ? "+" : ""}</span> revised.</p>`,
     );
   }
+  if (state.adjusted) {
+    lines.push(
+      `<p>Prices ${escapeHtml(ADJUSTMENT_TEXT[state.adjusted.mode] || state.adjusted.mode)}: ` +
+        `<span data-count="actions">${state.adjusted.actions.length}</span> corporate action(s) applied ` +
+        `(set ${escapeHtml(state.adjusted.id)}).</p>`,
+    );
+  } else if (ADJUSTMENTS.length) {
+    lines.push("<p>Prices raw, as traded.</p>");
+  }
   lines.push(
     `<p>Providers: ${Object.entries(counts).map(([p, c]) => `${escapeHtml(p)} (${c} bars)`).join(", ") || "none"}.</p>`,
   );
@@ -376,6 +418,7 @@ function describe() {
   listRevised();
   listRanges();
   listBackfills();
+  listActions();
   fillTable(times);
 }
 
@@ -386,6 +429,7 @@ function drawLegend(counts) {
     ...Object.keys(STATE_COLOR).map((k) => [STATE_COLOR[k], STATE_TEXT[k]]),
     [REVISED_COLOR, "revised (mark vN: N versions)"],
     [JOB_COLOR, "in a queued or running backfill job (top strip)"],
+    ...(state.adjusted ? [[ACTION_COLOR, "corporate action applied (mark at its ex-date)"]] : []),
     ...Object.keys(counts).map((p) => [providerColor(p), `provider ${p} (bottom strip)`]),
   ];
   $("legend").innerHTML = items
@@ -438,6 +482,18 @@ function listBackfills() {
     const li = document.createElement("li");
     li.dataset.status = j.status;
     li.textContent = `${label(seconds(j.start))} to ${label(seconds(j.end))} UTC: ${j.status} (${j.source})`;
+    ul.append(li);
+  }
+}
+
+function listActions() {
+  const ul = $("actions");
+  ul.replaceChildren();
+  const actions = state.adjusted?.actions || [];
+  if (!actions.length) ul.innerHTML = state.adjusted ? "<li>None known.</li>" : "<li>None: prices are raw.</li>";
+  for (const a of actions) {
+    const li = document.createElement("li");
+    li.textContent = `${a.ex_date}: ${actionText(a)}, prices before it × ${a.price_factor}, volume × ${a.volume_factor} (${a.provider})`;
     ul.append(li);
   }
 }
@@ -537,14 +593,36 @@ function setUp() {
     select.append(o);
   }
   select.value = state.interval;
+  const adjustment = $("adjustment");
+  for (const a of ADJUSTMENTS) {
+    const o = document.createElement("option");
+    o.value = a;
+    o.textContent = ADJUSTMENT_TEXT[a] || a;
+    adjustment.append(o);
+  }
+  state.adjustment = params.get("adjustment") || "raw";
+  if (!ADJUSTMENTS.length) {
+    adjustment.hidden = true;
+    $("adjustment").labels[0].hidden = true;
+  } else {
+    if (!ADJUSTMENTS.includes(state.adjustment)) {
+      const o = document.createElement("option");
+      o.value = o.textContent = state.adjustment;
+      adjustment.append(o);
+    }
+    adjustment.value = state.adjustment;
+  }
   state.end = params.get("end");
   if (state.end) $("end").value = state.end.replace("Z", "").slice(0, 16);
   $("controls").addEventListener("submit", (event) => {
     event.preventDefault();
     state.interval = select.value;
+    state.adjustment = adjustment.value || "raw";
     state.end = $("end").value ? `${$("end").value}:00Z` : null;
     const url = new URL(location.href);
     url.searchParams.set("interval", state.interval);
+    if (state.adjustment !== "raw") url.searchParams.set("adjustment", state.adjustment);
+    else url.searchParams.delete("adjustment");
     if (state.end) url.searchParams.set("end", state.end);
     else url.searchParams.delete("end");
     history.replaceState(null, "", url);
@@ -558,5 +636,5 @@ function setUp() {
 }
 
 setUp();
-window.mdQualityPage = { chart, candles, state, ready: load().then(() => true, (e) => (showError(e), false)) };
+window.mdQualityPage = { chart, candles, markers, state, ready: load().then(() => true, (e) => (showError(e), false)) };
 connect();
