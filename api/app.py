@@ -29,6 +29,7 @@ from api.stats.providers import ProvidersController
 from api.stats.slo import SloController
 from api.stocks.controller import StocksController
 from api.system.controller import VERSION, SystemController
+from api.ui.controller import QualityPageController, ui_static_files
 from api.ws.feed import LiveFeed
 from market_data.settings import Settings, get_settings
 
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             CadenceController,
             ProvidersController,
             SloController,
+            QualityPageController,
+            ui_static_files,
             ops,
         ],
         plugins=[feed.channels, feed, StrictStructSchemaPlugin()],

@@ -180,7 +180,10 @@ class StocksController(Controller):
             "Per session in [start, end) (default: the 7 days before now; at most 93 days of intraday "
             "bars, 366 of daily): the bars the exchange calendar expects, how many are stored, "
             "confirmed empty (the provider reported no trades), missing, and missing but queued for "
-            "backfill (inside a queued or running job), counted by the same gap code as the sweeps. "
+            "backfill (inside a queued or running job), counted by the same gap code as the sweeps; `ranges` "
+            "lists the bars not stored as runs per session and state, `revised` the stored bars with more "
+            "than one version (see /versions), `backfills` the queued or running backfill jobs (no token "
+            "needed). "
             "`interval` defaults to the symbol's finest stored interval; a timeframe that is built "
             "counts the stored interval it is built from (`counted`)."
         ),

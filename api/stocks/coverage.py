@@ -10,7 +10,8 @@ from api.state import AppResources
 from api.stocks.params import instant, parse_interval
 from api.stocks.symbols import Listed, stored_intervals
 from market_data.bar_reads import resolve_base
-from market_data.coverage import SessionCoverage, session_coverage
+from market_data.coverage import RevisedBar, SessionCoverage, StateRange, session_coverage
+from market_data.gaps import QueuedBackfill
 from market_data.records import Interval
 from market_data.timeframes import Align
 
@@ -39,6 +40,16 @@ class CoverageResponse(ResponseModel, kw_only=True):
     totals: CoverageTotals
     sessions: list[SessionCoverage]
     """Sessions with an expected bar in [start, end), oldest first."""
+    ranges: list[StateRange]
+    """The expected bars not stored, as runs of adjacent bars of one session in one state
+    (`missing`, `queued` for backfill, `confirmed_empty`), oldest first."""
+    revised: list[RevisedBar]
+    """Stored bars with more than one version (click one on /ui for them), oldest first."""
+    revised_truncated: bool
+    """More revised bars exist in [start, end) than `revised` lists (5000)."""
+    backfills: list[QueuedBackfill]
+    """The queued or running backfill jobs that overlap [start, end) (start, end, status,
+    source), by start: the same jobs `queued_for_backfill` counts, readable without the ops token."""
 
 
 async def coverage_report(
@@ -70,7 +81,7 @@ async def coverage_report(
             f"start: a coverage report of {counted.value} bars covers at most {span.days} days",
             parameter="start",
         )
-    sessions = await resources.reads.run(
+    report = await resources.reads.run(
         lambda db: session_coverage(db, listed.symbol, listed.exchange_mic, counted, lo, hi)
     )
     return CoverageResponse(
@@ -80,12 +91,20 @@ async def coverage_report(
         counted=counted.value,
         start=lo,
         end=hi,
-        totals=CoverageTotals(
-            expected=sum(s.expected for s in sessions),
-            stored=sum(s.stored for s in sessions),
-            confirmed_empty=sum(s.confirmed_empty for s in sessions),
-            missing=sum(s.missing for s in sessions),
-            queued_for_backfill=sum(s.queued_for_backfill for s in sessions),
-        ),
-        sessions=sessions,
+        totals=_totals(report.sessions),
+        sessions=report.sessions,
+        ranges=report.ranges,
+        revised=report.revised,
+        revised_truncated=report.revised_truncated,
+        backfills=report.backfills,
+    )
+
+
+def _totals(sessions: list[SessionCoverage]) -> CoverageTotals:
+    return CoverageTotals(
+        expected=sum(s.expected for s in sessions),
+        stored=sum(s.stored for s in sessions),
+        confirmed_empty=sum(s.confirmed_empty for s in sessions),
+        missing=sum(s.missing for s in sessions),
+        queued_for_backfill=sum(s.queued_for_backfill for s in sessions),
     )

@@ -15,7 +15,7 @@ The one home of that rule, for every caller:
 - reads: `bar_states` says which expected base bars of a built bar are stored, confirmed empty
   or missing (a built bar with a missing one is not complete), with the confirmed-empty ranges
   known at the read's `as_of`;
-- the coverage report: `bar_states` per session, and `queued_backfill_ranges` for the missing
+- the coverage report: `bar_states` per session, and `queued_backfills` for the missing
   bars a queued or running backfill job covers.
 
 Times are int64 nanoseconds since the Unix epoch (UTC) inside, datetimes at the edges.
@@ -55,8 +55,9 @@ SELECT symbol, start_ts, end_ts FROM confirmed_empty_ranges
 WHERE symbol = ANY($1::text[]) AND interval = $2 AND end_ts > $3 AND start_ts < $4
   AND ($5::timestamptz IS NULL OR confirmed_at <= $5)"""
 _QUEUED_BACKFILLS = """
-SELECT start_ts, end_ts FROM backfill_jobs
-WHERE symbol = $1 AND interval = $2 AND status IN ('queued', 'running') AND end_ts > $3 AND start_ts < $4"""
+SELECT start_ts, end_ts, status, source FROM backfill_jobs
+WHERE symbol = $1 AND interval = $2 AND status IN ('queued', 'running') AND end_ts > $3 AND start_ts < $4
+ORDER BY start_ts, id"""
 _PG_EPOCH_US = 946_684_800_000_000
 """2000-01-01 00:00 UTC in microseconds since the Unix epoch."""
 _TICK = timedelta(microseconds=1)
@@ -97,12 +98,30 @@ async def confirmed_empty_ranges(
     return dict(empty)
 
 
-async def queued_backfill_ranges(
+class QueuedBackfill(msgspec.Struct, frozen=True, kw_only=True):
+    """A backfill job of one symbol and interval that is queued or running: [start, end)."""
+
+    start: datetime
+    end: datetime
+    status: str
+    """`queued` or `running`."""
+    source: str
+    """`gap` (a sweep found it), `manual` or `api`."""
+
+    @property
+    def range_ns(self) -> tuple[int, int]:
+        return calendar.to_ns(self.start), calendar.to_ns(self.end)
+
+
+async def queued_backfills(
     conn: asyncpg.Connection | asyncpg.Pool, symbol: str, interval: Interval, start: datetime, end: datetime
-) -> list[tuple[int, int]]:
-    """The ranges [start_ns, end_ns) of the queued or running backfill jobs that overlap [start, end)."""
+) -> list[QueuedBackfill]:
+    """The queued or running backfill jobs that overlap [start, end), by start."""
     rows = await conn.fetch(_QUEUED_BACKFILLS, symbol, interval.value, start, end)
-    return [(calendar.to_ns(r["start_ts"]), calendar.to_ns(r["end_ts"])) for r in rows]
+    return [
+        QueuedBackfill(start=r["start_ts"], end=r["end_ts"], status=r["status"], source=r["source"])
+        for r in rows
+    ]
 
 
 def in_ranges(values: NsArray, ranges: EmptyRanges) -> np.ndarray:

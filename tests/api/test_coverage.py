@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from market_data.ingest.pit_write import write_bars
@@ -62,6 +63,63 @@ async def test_each_session_counts_stored_confirmed_empty_missing_and_queued_bar
         "missing": 390 * 2 + 15,
         "queued_for_backfill": 7,
     }
+    # the same states as runs of adjacent bars per session: what /ui/{symbol} draws
+    assert body["ranges"] == [
+        {"state": "missing", "start": "2025-11-24T14:30:00Z", "end": "2025-11-24T21:00:00Z", "bars": 390},
+        {"state": "missing", "start": "2025-11-25T14:30:00Z", "end": "2025-11-25T21:00:00Z", "bars": 390},
+        {
+            "state": "confirmed_empty",
+            "start": "2025-11-28T15:00:00Z",
+            "end": "2025-11-28T15:05:00Z",
+            "bars": 5,
+        },
+        {"state": "queued", "start": "2025-11-28T15:05:00Z", "end": "2025-11-28T15:12:00Z", "bars": 7},
+        {"state": "missing", "start": "2025-11-28T15:12:00Z", "end": "2025-11-28T15:20:00Z", "bars": 8},
+    ]
+    assert (body["revised"], body["revised_truncated"]) == ([], False)
+    # the jobs themselves, readable without the ops token (a done job is not listed)
+    assert body["backfills"] == [
+        {"start": "2025-11-28T15:05:00Z", "end": "2025-11-28T15:10:00Z", "status": "queued", "source": "gap"},
+        {
+            "start": "2025-11-28T15:10:00Z",
+            "end": "2025-11-28T15:12:00Z",
+            "status": "running",
+            "source": "gap",
+        },
+    ]
+
+
+async def test_bars_with_more_than_one_version_are_listed_as_revised(client, conn) -> None:
+    bars = session_bars(start=WEDNESDAY, minutes=10)
+    await write_bars(conn, bars, policy_version=1, advance_cursors=False)
+    fixed = [msgspec.structs.replace(bars[i], close=bars[i].close + 1) for i in (3, 7)]
+    await write_bars(conn, fixed, policy_version=1, advance_cursors=False)
+    await write_bars(
+        conn, [msgspec.structs.replace(fixed[0], close=1.0)], policy_version=1, advance_cursors=False
+    )
+    body = (await client.get(URL, params=WEEK)).json()
+    assert [(r["ts"], r["versions"]) for r in body["revised"]] == [
+        ("2025-11-26T14:33:00Z", 3),
+        ("2025-11-26T14:37:00Z", 2),
+    ]
+    first = body["revised"][0]
+    assert first["first_as_of"] < first["as_of"] and body["revised_truncated"] is False
+
+
+async def test_a_lunch_break_splits_a_range_not_stored(client, conn) -> None:
+    tokyo = datetime(2025, 11, 26, 0, 0, tzinfo=UTC)  # 09:00 JST; lunch 02:30-03:30 UTC
+    await write_bars(
+        conn,
+        session_bars("7203.T", start=tokyo, minutes=1, mic="XTKS"),
+        policy_version=1,
+        advance_cursors=False,
+    )
+    day = {"start": "2025-11-26T00:00:00Z", "end": "2025-11-27T00:00:00Z", "interval": "1m"}
+    body = (await client.get("/stocks/7203.T/coverage", params=day)).json()
+    assert body["ranges"] == [
+        {"state": "missing", "start": "2025-11-26T00:01:00Z", "end": "2025-11-26T02:30:00Z", "bars": 149},
+        {"state": "missing", "start": "2025-11-26T03:30:00Z", "end": "2025-11-26T06:30:00Z", "bars": 180},
+    ]
 
 
 async def test_a_built_timeframe_counts_the_interval_it_is_built_from(client, conn) -> None:
