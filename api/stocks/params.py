@@ -145,6 +145,12 @@ AsOfQuery = Annotated[
     datetime | None,
     Parameter(description="Point-in-time: each bar as known at this instant (default: now)"),
 ]
+PriceAsOfQuery = Annotated[
+    datetime | None,
+    Parameter(
+        description="Point-in-time: the newest quote and bars as stored at this instant (default: now)"
+    ),
+]
 JsonLimitQuery = Annotated[
     int, Parameter(ge=1, le=MAX_LIMIT, description="Maximum bars returned (page size)")
 ]
