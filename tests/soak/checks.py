@@ -219,6 +219,8 @@ def rss_growth(samples: list[RssSample], warm_until: float, settle: float = 120.
         if len(after) < 3:
             continue  # killed (or started) too close to the end to measure
         base, last = after[0].rss, max(x.rss for x in after[-3:])
+        if base <= 0:
+            continue
         growth = last / base - 1
         bad += growth >= RSS_GROWTH_LIMIT
         parts.append(f"{name}[{pid}] {base / 2**20:.0f}->{last / 2**20:.0f} MB ({growth:+.0%})")

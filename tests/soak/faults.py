@@ -77,19 +77,27 @@ class Injector:
         self.stack = stack
         self.ops = ops
         self.base_policy = base_policy
+        self._active: dict[str, dict[str, str]] = {}
+        """Provider faults in force (they overlap): fault name -> its policy changes."""
+        self._lock = asyncio.Lock()
 
     # -- provider faults through the policy ------------------------------------------------------
+    async def _reload(self) -> int:
+        async with self._lock:
+            body = self.base_policy
+            for changes in self._active.values():
+                for k, v in changes.items():
+                    body = _set_fault(body, k, v)
+            return await self.ops.reload(body)
+
     async def _with_policy(self, fault: Fault, changes: dict[str, str], seconds: float) -> None:
-        body = self.base_policy
-        for k, v in changes.items():
-            body = _set_fault(body, k, v)
-        status = await self.ops.reload(body)
-        fault.detail = (
-            f"reload {status}; {', '.join(f'{k}={v}' for k, v in changes.items())} for {seconds:g} s"
-        )
+        self._active[fault.name] = changes
+        status = await self._reload()
+        settings = ", ".join(f"{k}={v}" for k, v in changes.items())
+        fault.detail = f"reload {status}; {settings} for {seconds:g} s"
         await asyncio.sleep(seconds)
-        back = await self.ops.reload(self.base_policy)
-        fault.detail += f"; restored {back}"
+        del self._active[fault.name]
+        fault.detail += f"; undone {await self._reload()}"
 
     async def outage(self, fault: Fault, seconds: float = 90) -> None:
         now = datetime.now(UTC)
@@ -119,19 +127,20 @@ class Injector:
             return
         self._kill(fault, pid, name)
 
-    async def kill_task(self, fault: Fault, within: float = 120) -> None:
-        """SIGKILL a task process: a descendant of the scheduler running a task (waits for one)."""
+    async def kill_task(self, fault: Fault, within: float = 150) -> None:
+        """SIGKILL a task process (waits for one): LocalExecutor's workers are the scheduler's
+        children, and each runs a task in a process of its own under it (`airflow worker -- <id>`)."""
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             pid = self.stack.components().get("airflow-scheduler")
             if pid is not None:
                 with contextlib.suppress(psutil.Error):
-                    for child in psutil.Process(pid).children(recursive=True):
-                        cmd = " ".join(child.cmdline())
-                        if "task" in cmd and ("md_" in cmd or "runner" in cmd or "supervis" in cmd):
-                            self._kill(fault, child.pid, f"task process `{cmd[:80]}`")
+                    for worker in psutil.Process(pid).children():
+                        for task in worker.children():
+                            cmd = " ".join(task.cmdline()).strip()
+                            self._kill(fault, task.pid, f"task process `{cmd[:60]}`")
                             return
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.2)
         fault.detail = "no task process seen within the wait"
 
     async def kill_api_worker(self, fault: Fault) -> None:
