@@ -197,9 +197,10 @@ async def sample_rss(
             try:
                 p = psutil.Process(pid)
                 samples.append(RssSample(now, name, pid, p.memory_info().rss))
-                if name == "api":
-                    for i, child in enumerate(p.children()):
-                        samples.append(RssSample(now, f"api-worker-{i}", child.pid, child.memory_info().rss))
+                if name == "api":  # api.serve's workers (a killed one is replaced by a new pid)
+                    for child in p.children():
+                        if child.status() != psutil.STATUS_ZOMBIE:
+                            samples.append(RssSample(now, "api-worker", child.pid, child.memory_info().rss))
             except psutil.Error:
                 continue
         try:
