@@ -218,8 +218,18 @@ async def newest_write(dsn: str) -> float | None:
     return None
 
 
+def api_workers(stack: SoakStack) -> int:
+    """Live API worker processes (api.serve's children)."""
+    pid = stack.components().get("api")
+    with contextlib.suppress(psutil.Error):
+        if pid is not None:
+            return sum(c.status() != psutil.STATUS_ZOMBIE for c in psutil.Process(pid).children())
+    return 0
+
+
 async def watch_heal(stack: SoakStack, fault: Fault, within: float = 900) -> None:
-    """Set `fault.healed`: /ready 200 and a bar stored after the fault ended."""
+    """Set `fault.healed`: /ready 200 and a bar stored after the fault ended (a killed API
+    process: /ready 200 and every API worker running again)."""
     assert fault.ended is not None
     deadline = time.time() + within
     async with httpx.AsyncClient(timeout=3) as http:
@@ -227,7 +237,11 @@ async def watch_heal(stack: SoakStack, fault: Fault, within: float = 900) -> Non
             ok = False
             with contextlib.suppress(httpx.HTTPError):
                 ok = (await http.get(stack.api + "/ready")).status_code == 200
-            if ok:
+            if ok and fault.name == "SIGKILL API process":
+                if api_workers(stack) >= stack.api_workers:
+                    fault.healed = time.time()
+                    return
+            elif ok:
                 newest = await newest_write(stack.dsn)
                 if newest is not None and newest > fault.ended:
                     fault.healed = time.time()

@@ -129,6 +129,7 @@ class SoakStack:
     def __init__(self, tag: str, *, api_workers: int = 2, keep: bool = False) -> None:
         self.tag = tag
         self.keep = keep
+        self.api_workers = api_workers
         self.dir = Path(tempfile.mkdtemp(prefix=f"md-soak-{tag}-"))
         self.state = self.dir / "state"
         self.home = self.dir / "airflow"
