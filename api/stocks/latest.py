@@ -62,8 +62,8 @@ CROSS JOIN LATERAL (
     ) newest
 ) b"""
 
-# The newest quote of each symbol, as a quote payload.
-LOAD_QUOTES = f"""
+# The newest quote of each symbol, as a quote payload (WebSocket snapshots read it so too).
+LATEST_QUOTES = f"""
 SELECT q.j FROM unnest($1::text[]) AS s(symbol)
 CROSS JOIN LATERAL (
     SELECT {payload_json("quote", table="quotes", notified=False)} AS j
@@ -199,7 +199,7 @@ async def load_latest(
     intervals = [iv.value for iv in Interval]
     out: dict[str, list[BarNotification | QuoteNotification]] = {}
     async with db.acquire() as conn:
-        rows = [*await conn.fetch(LOAD_BARS, symbols, intervals), *await conn.fetch(LOAD_QUOTES, symbols)]
+        rows = [*await conn.fetch(LOAD_BARS, symbols, intervals), *await conn.fetch(LATEST_QUOTES, symbols)]
     for r in rows:
         note = _decode_note(r["j"])
         out.setdefault(note.symbol, []).append(note)

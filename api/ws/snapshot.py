@@ -17,7 +17,7 @@ import asyncpg
 import msgspec
 
 from api.state import AppResources
-from api.stocks.latest import snapshot_entry
+from api.stocks.latest import LATEST_QUOTES, snapshot_entry
 from api.stocks.params import EARLIEST
 from api.stocks.schemas import bars_out
 from api.stocks.symbols import listed_symbols, stored_intervals
@@ -40,13 +40,6 @@ CROSS JOIN LATERAL (
     FROM bars WHERE bars.symbol = s.symbol AND bars.interval = iv.interval
     ORDER BY bars.ts DESC, bars.as_of DESC LIMIT 1
 ) b"""
-
-LATEST_QUOTES = f"""
-SELECT q.j FROM unnest($1::text[]) AS s(symbol)
-CROSS JOIN LATERAL (
-    SELECT {payload_json("quote", table="quotes", notified=False)} AS j
-    FROM quotes WHERE quotes.symbol = s.symbol ORDER BY quotes.ts DESC LIMIT 1
-) q"""
 
 
 class BuiltBarEntry(msgspec.Struct, kw_only=True, tag_field="type", tag="bar"):

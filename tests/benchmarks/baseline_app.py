@@ -20,7 +20,7 @@ bodies beyond a status and a detail.
 `WS /ws` is the floor of a WebSocket subscription's snapshot: `subscribe` to tickers' bars and
 quotes (no patterns, 1m only) is answered with `subscribed` and a `snapshot` read by the SQL
 the API runs when its latest-value cache cannot answer (`api.ws.snapshot.LATEST_BARS` and
-`LATEST_QUOTES`), the symbols checked against the universe as for /price (remembered 60 s, as
+`api.stocks.latest.LATEST_QUOTES`), the symbols checked against the universe as for /price (remembered 60 s, as
 the API's symbol directory does); `unsubscribe` is acknowledged. No limits, no fan-out.
 """
 
@@ -43,9 +43,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.state import POOL_OPTIONS
 from api.stocks import queries
+from api.stocks.latest import LATEST_QUOTES
 from api.stocks.params import EARLIEST
 from api.stocks.schemas import bars_out
-from api.ws.snapshot import LATEST_BARS, LATEST_QUOTES
+from api.ws.snapshot import LATEST_BARS
 from market_data import bar_fetch, calendar
 from market_data.records import Interval, is_valid_symbol
 

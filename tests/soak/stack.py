@@ -2,8 +2,8 @@
 
 Everything the soak starts is its own, so it can run beside a `./dev up` and the test suite on
 one machine: databases `market_data_soak_<tag>` and `..._airflow` on the machine's Postgres
-(dropped afterwards unless kept), a redis-server on a free port (the soak stops it for a
-minute: never the machine's shared one), free ports for the API and Airflow, and an
+(dropped afterwards unless kept), a redis-server on a free port (tests/faults/servers.py; the soak
+stops it for a minute: never the machine's shared one), free ports for the API and Airflow, and an
 MD_STATE_DIR / AIRFLOW_HOME in a temporary folder. `./dev up --restart` starts the
 components exactly as a user's `./dev up` does and starts a component again when it exits
 (the soak kills them). Statsd goes to a UDP port the soak reads (`StatsdTap`): every provider
@@ -30,6 +30,7 @@ import httpx
 
 from market_data.db import dsn_with_database
 from market_data.metrics.statsd import statsd_name
+from tests.faults.servers import PrivateRedis
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_DSN = os.environ.get("MD_SOAK_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -39,54 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of the soak's own (no persistence) that can be stopped and started again."""
-
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.port = port
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=(self.workdir / "redis.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
-            ):
-                return
-            time.sleep(0.1)
-        raise RuntimeError("the soak's redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
 
 
 class StatsdTap(asyncio.DatagramProtocol):
@@ -134,7 +87,7 @@ class SoakStack:
         self.state = self.dir / "state"
         self.home = self.dir / "airflow"
         self.api_port, self.airflow_port, self.statsd_port = free_port(), free_port(), free_port()
-        self.redis = PrivateRedis(free_port(), self.dir)
+        self.redis = PrivateRedis()
         self.db_name = f"market_data_soak_{tag}"
         self.dsn = dsn_with_database(BASE_DSN, self.db_name)
         self.airflow_dsn = dsn_with_database(BASE_DSN, self.db_name + "_airflow")
