@@ -20,8 +20,9 @@ bodies beyond a status and a detail.
 `WS /ws` is the floor of a WebSocket subscription's snapshot: `subscribe` to tickers' bars and
 quotes (no patterns, 1m only) is answered with `subscribed` and a `snapshot` read by the SQL
 the API runs when its latest-value cache cannot answer (`api.ws.snapshot.LATEST_BARS` and
-`api.stocks.latest.LATEST_QUOTES`), the symbols checked against the universe as for /price (remembered 60 s, as
-the API's symbol directory does); `unsubscribe` is acknowledged. No limits, no fan-out.
+`api.stocks.latest.LATEST_QUOTES`), the symbols checked against the universe as for /price
+(remembered 60 s, as the API's symbol directory does); `unsubscribe` is acknowledged. No
+limits, no fan-out.
 """
 
 from __future__ import annotations
