@@ -45,6 +45,8 @@ class Fault:
     ended: float | None = None
     healed: float | None = None
     detail: str = ""
+    killed: int | None = None
+    """The pid a SIGKILL fault killed."""
 
     @property
     def heal_seconds(self) -> float | None:
@@ -118,6 +120,7 @@ class Injector:
     # -- process faults ---------------------------------------------------------------------------
     def _kill(self, fault: Fault, pid: int, what: str) -> None:
         os.kill(pid, signal.SIGKILL)
+        fault.killed = pid
         fault.detail = f"SIGKILL {what} (pid {pid})"
 
     async def kill_component(self, fault: Fault, name: str) -> None:
@@ -218,12 +221,15 @@ async def newest_write(dsn: str) -> float | None:
     return None
 
 
-def api_workers(stack: SoakStack) -> int:
-    """Live API worker processes (api.serve's children)."""
+def api_workers(stack: SoakStack, besides: int | None) -> int:
+    """Live API worker processes (api.serve's children) other than `besides` (a killed one)."""
     pid = stack.components().get("api")
     with contextlib.suppress(psutil.Error):
         if pid is not None:
-            return sum(c.status() != psutil.STATUS_ZOMBIE for c in psutil.Process(pid).children())
+            return sum(
+                c.pid != besides and c.status() != psutil.STATUS_ZOMBIE
+                for c in psutil.Process(pid).children()
+            )
     return 0
 
 
@@ -238,7 +244,7 @@ async def watch_heal(stack: SoakStack, fault: Fault, within: float = 900) -> Non
             with contextlib.suppress(httpx.HTTPError):
                 ok = (await http.get(stack.api + "/ready")).status_code == 200
             if ok and fault.name == "SIGKILL API process":
-                if api_workers(stack) >= stack.api_workers:
+                if api_workers(stack, fault.killed) >= stack.api_workers:
                     fault.healed = time.time()
                     return
             elif ok:
