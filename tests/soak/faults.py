@@ -147,13 +147,27 @@ class Injector:
         fault.detail = "no task process seen within the wait"
 
     async def kill_api_worker(self, fault: Fault) -> None:
+        """SIGKILL the API worker that holds the most client connections (the WebSocket clients'
+        among them: they must reconnect and get a snapshot)."""
         pid = self.stack.components().get("api")
         if pid is None:
             fault.detail = "api: not running"
             return
         children = psutil.Process(pid).children()
-        target = children[0].pid if children else pid
-        self._kill(fault, target, "an API worker process" if children else "the API process")
+        if not children:
+            self._kill(fault, pid, "the API process")
+            return
+
+        def clients(p: psutil.Process) -> int:
+            with contextlib.suppress(psutil.Error):
+                return sum(
+                    c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == self.stack.api_port
+                    for c in p.net_connections(kind="tcp")
+                )
+            return 0
+
+        target = max(children, key=clients)
+        self._kill(fault, target.pid, f"the API worker process holding {clients(target)} client connections")
 
     async def postgres(self, fault: Fault) -> None:
         conn = await asyncpg.connect(BASE_DSN)
