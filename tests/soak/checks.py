@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import time
@@ -255,6 +256,21 @@ def heal_times(faults: list[Fault]) -> list[Row]:
             )
         )
     return rows
+
+
+def leftovers(sessions: set[int], stopped_at: float) -> Row:
+    """No process of the stack's sessions outlives it (a killed component's children included);
+    any found is ended."""
+    from tests.e2e.airflow_stack import session_members, stop_sessions
+
+    left = []
+    for pid in session_members(sessions, stopped_at):
+        with contextlib.suppress(psutil.Error):
+            left.append(f"{pid} {' '.join(psutil.Process(pid).cmdline())[:60]}")
+    stop_sessions(sessions, stopped_at)
+    return Row(
+        "no process left after the stack stopped", not left, f"{len(left)} left", "; ".join(left)[:300]
+    )
 
 
 def utc(t: float) -> datetime:

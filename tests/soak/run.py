@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import time
 from datetime import timedelta
@@ -53,6 +54,11 @@ async def soak(args: argparse.Namespace) -> int:
         lambda: tap, local_addr=("127.0.0.1", stack.statsd_port)
     )
     rows: list[checks.Row] = []
+    main = asyncio.current_task()
+    assert main is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):  # stop the stack and drop its databases first
+        loop.add_signal_handler(sig, main.cancel)
+    sessions: set[int] = set()
     try:
         log(
             f"starting the stack in {stack.dir} (API :{stack.api_port}, Airflow :{stack.airflow_port}, "
@@ -162,7 +168,11 @@ async def soak(args: argparse.Namespace) -> int:
     finally:
         transport.close()
         log("stopping the stack")
+        sessions = stack.sessions()
+        stopped_at = time.time()
         await asyncio.to_thread(stack.stop)
+        if rows:
+            rows.append(checks.leftovers(sessions, stopped_at))
         if not args.keep:
             await stack.drop_databases()
         else:
@@ -193,7 +203,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return asyncio.run(soak(parser().parse_args(argv)))
+    try:
+        return asyncio.run(soak(parser().parse_args(argv)))
+    except asyncio.CancelledError:  # SIGINT / SIGTERM: the stack was stopped on the way out
+        print("soak interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ call is counted there.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import re
@@ -117,6 +118,7 @@ class SoakStack:
     # ------------------------------------------------------------------------------------------
     def start(self, within: float = 600) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.stop)  # Ctrl-C, or an error before the soak's own clean-up
         self.redis.start()
         self.proc = subprocess.Popen(
             [str(ROOT / "dev"), "up", "--restart"],
@@ -145,6 +147,15 @@ class SoakStack:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
+    def sessions(self) -> set[int]:
+        """The pid of every component start (each its own session), the killed ones' too."""
+        path = self.state / "components"
+        if not path.exists():
+            return set()
+        return {
+            int(pid) for line in path.read_text().splitlines() if (pid := line.partition(" ")[2]).isdigit()
+        }
+
     def components(self) -> dict[str, int]:
         """Component name -> pid of its running process (the newest start of each)."""
         out: dict[str, int] = {}
@@ -157,12 +168,15 @@ class SoakStack:
         return out
 
     def stop(self) -> None:
+        """Stop `./dev up` (it stops its components) and the Redis; safe to call twice."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
         self.redis.stop()
 
     async def drop_databases(self) -> None:
