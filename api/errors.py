@@ -158,6 +158,19 @@ def unavailable_handler(request: Request, exc: Exception) -> Response:
     )
 
 
+BROKEN_CONNECTION = "cannot switch to state"
+"""How asyncpg words an InternalClientError of a pooled connection whose backend was terminated
+while it sat idle (a Postgres restart, `pg_terminate_backend`): the server's goodbye is read in
+the middle of the next query. Found by `./dev soak` (all backends terminated): a 500 before."""
+
+
+def internal_client_handler(request: Request, exc: Exception) -> Response:
+    """asyncpg's catch-all client error: 503 when it is a broken connection, else a 500."""
+    if BROKEN_CONNECTION in str(exc):
+        return unavailable_handler(request, exc)
+    return internal_handler(request, exc)
+
+
 def internal_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return Response(
@@ -174,6 +187,7 @@ EXCEPTION_HANDLERS = {
     ValidationException: validation_handler,
     HTTPException: http_handler,
     **dict.fromkeys(UNAVAILABLE_ERRORS, unavailable_handler),
+    asyncpg.exceptions.InternalClientError: internal_client_handler,
     Exception: internal_handler,
 }
 

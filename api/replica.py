@@ -2,8 +2,9 @@
 
 What reads where (the README's "Read replica" has the same table):
 
-- **The standby, while it serves:** the market-data reads of `/stocks/*` (price, history,
-  intraday, versions, bars, snapshots, CSV) with their symbol look-ups, and `/stats/slo`'s
+- **The standby, while it serves:** the market-data reads of `/stocks/*` (price with `as_of`,
+  history, intraday, versions, bars, CSV; price and snapshots while the latest-value cache of
+  `api/stocks/latest.py` cannot answer) with their symbol look-ups, and `/stats/slo`'s
   samples and `/stats/cadence`'s symbol counts. These tolerate data a few seconds old.
 - **The primary, always:** everything under `/ops/*` (the writes, the audit, and the reads an
   operator makes right after a write: policy versions, the DLQ, cursors); the active policy

@@ -12,6 +12,7 @@ from litestar import Litestar
 from litestar.di import NamedDependency
 
 from api.replica import CONNECT_TIMEOUT, Reads, ReplicaMonitor
+from api.stocks.latest import LatestValues
 from market_data.airflow_rest import AirflowRest
 from market_data.policy import PolicyReader
 from market_data.policy.validation import load_known_pools
@@ -56,6 +57,8 @@ class AppResources:
         self.replica = ReplicaMonitor(settings.database_read_max_lag) if settings.database_read_url else None
         self.reads = Reads(lambda: self.db, lambda: self.read_pool, self.replica)
         """Where standby-tolerant reads go (`api/replica.py`): `await resources.reads.run(read)`."""
+        self.latest = LatestValues(lambda: self.db)
+        """The latest quote and bars per symbol (`api/stocks/latest.py`), kept current by the live feed."""
         self.redis: aioredis.Redis | None = None
         self.policy = PolicyReader(settings.policy_file, ttl=POLICY_TTL_SECONDS)
         self.known_pools = load_known_pools(settings.include_dir)

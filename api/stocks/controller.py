@@ -25,6 +25,7 @@ from api.stocks.params import (
     LimitQuery,
     OutputFormat,
     PageTokenQuery,
+    PriceAsOfQuery,
     SortOrder,
     SortQuery,
     StartQuery,
@@ -33,6 +34,7 @@ from api.stocks.params import (
     SymbolsQuery,
     TsQuery,
     choosing_date,
+    instant,
 )
 from api.stocks.price import latest_price
 from api.stocks.schemas import (
@@ -65,17 +67,21 @@ class StocksController(Controller):
         summary="Latest price",
         description=(
             "The latest quote, or the latest bar's close when no newer quote exists; with the time "
-            "it was observed, its provider, and whether the symbol's market is open now."
+            "it was observed, its provider, and whether the symbol's market is open now. Served from "
+            "the API's latest-value cache, kept current by the live feed (never older than the store); "
+            "with `as_of`, the price as stored at that instant, read from the store."
         ),
         responses={
             **ERRORS,
             404: documented(ErrorBody, description="Unknown symbol, or no data yet"),
         },
     )
-    async def price(self, resources: Resources, symbol: SymbolPath) -> PriceResponse:
+    async def price(
+        self, resources: Resources, symbol: SymbolPath, as_of: PriceAsOfQuery = None
+    ) -> PriceResponse:
         sym, mic = await require_symbol(resources, symbol)
-        now = utcnow()
-        return await resources.reads.run(lambda db: latest_price(db, sym, mic, now))
+        at = instant(as_of, "as_of") if as_of is not None else None
+        return await latest_price(resources, sym, mic, utcnow(), at)
 
     @get(
         "/{symbol:str}/history",
@@ -280,11 +286,11 @@ class StocksController(Controller):
         summary="Snapshots of several symbols",
         description=(
             "Per symbol: the latest quote, the latest 1m bar, the latest and the previous 1d bar "
-            "(each null when none is stored) and whether its market is open now."
+            "(each null when none is stored) and whether its market is open now; from the API's "
+            "latest-value cache like /price."
         ),
         responses=MANY_ERRORS,
     )
     async def snapshots(self, resources: Resources, symbols: SymbolsQuery) -> SnapshotsResponse:
         exchanges = await require_symbols(resources, symbols)
-        now = utcnow()
-        return await resources.reads.run(lambda db: multi.snapshots(db, exchanges, now))
+        return await multi.snapshots(resources, exchanges, utcnow())

@@ -26,7 +26,8 @@ from api.stocks.symbols import Listed, bases_of, stored_intervals
 from market_data import calendar
 from market_data.adjustment import Adjustment, AdjustmentSet
 from market_data.aggregate import Bars
-from market_data.bar_reads import BarRead, read_bars
+from market_data.bar_reads import BarRead, ReadRefused, read_bars, resolve_base
+from market_data.notifications import BarNotification
 from market_data.timeframes import Align
 
 MAX_TOTAL_BARS = 100_000
@@ -146,8 +147,73 @@ async def multi_bars(
     )
 
 
-async def snapshots(db: asyncpg.Pool, exchanges: dict[str, str], now: datetime) -> SnapshotsResponse:
-    """Latest quote, latest 1m bar, latest and previous 1d bar of each symbol (null when missing)."""
+async def snapshots(resources: AppResources, exchanges: dict[str, str], now: datetime) -> SnapshotsResponse:
+    """Latest quote, latest 1m bar, latest and previous 1d bar of each symbol (null when missing).
+
+    From the latest-value cache (`api/stocks/latest.py`) when it can answer, else from Postgres.
+    """
+    held = await resources.latest.get(list(exchanges))
+    if held is None:
+        return await resources.reads.run(lambda db: stored_snapshots(db, exchanges, now))
+    out = {}
+    for s, mic in exchanges.items():
+        entry = held[s]
+        q = entry.quote
+        out[s] = Snapshot(
+            symbol=s,
+            exchange_mic=mic,
+            market_open=calendar.is_open_at(mic, now),
+            latest_quote=None
+            if q is None
+            else quote_out(q.ts, q.last, q.bid, q.ask, q.bid_size, q.ask_size, q.provider),
+            minute_bar=_held_bar(entry.bar("1m")),
+            daily_bar=_held_bar(entry.bar("1d")),
+            prev_daily_bar=_held_bar(entry.bar("1d", 1)),
+        )
+    return SnapshotsResponse(snapshots=out)
+
+
+def _held_bar(note: BarNotification | None) -> BarOut | None:
+    if note is None:
+        return None
+    return BarOut(
+        ts=note.ts,
+        open=note.open,
+        high=note.high,
+        low=note.low,
+        close=note.close,
+        volume=note.volume,
+        vwap=note.vwap,
+        trade_count=note.trade_count,
+        provider=note.provider,
+        as_of=note.as_of,
+        complete=True,
+        base_bars=None,
+    )
+
+
+def quote_out(
+    ts: datetime,
+    last: float,
+    bid: float | None,
+    ask: float | None,
+    bid_size: float | None,
+    ask_size: float | None,
+    provider: str,
+) -> QuoteOut:
+    return QuoteOut(
+        ts=ts,
+        last=last,
+        bid=bid,
+        ask=ask,
+        bid_size=optional_quantity(bid_size),
+        ask_size=optional_quantity(ask_size),
+        provider=provider,
+    )
+
+
+async def stored_snapshots(db: asyncpg.Pool, exchanges: dict[str, str], now: datetime) -> SnapshotsResponse:
+    """Latest quote, latest 1m bar, latest and previous 1d bar of each symbol, read from Postgres."""
     symbols = list(exchanges)
     async with db.acquire() as conn:
         bar_rows = await queries.snapshot_bars(conn, symbols)
@@ -161,14 +227,8 @@ async def snapshots(db: asyncpg.Pool, exchanges: dict[str, str], now: datetime) 
         else:
             daily.setdefault(r["symbol"], []).append(bar)  # newest first
     quotes = {
-        r["symbol"]: QuoteOut(
-            ts=r["ts"],
-            last=r["last"],
-            bid=r["bid"],
-            ask=r["ask"],
-            bid_size=optional_quantity(r["bid_size"]),
-            ask_size=optional_quantity(r["ask_size"]),
-            provider=r["provider"],
+        r["symbol"]: quote_out(
+            r["ts"], r["last"], r["bid"], r["ask"], r["bid_size"], r["ask_size"], r["provider"]
         )
         for r in quote_rows
     }

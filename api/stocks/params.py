@@ -157,6 +157,12 @@ AdjustmentQuery = Annotated[
         )
     ),
 ]
+PriceAsOfQuery = Annotated[
+    datetime | None,
+    Parameter(
+        description="Point-in-time: the newest quote and bars as stored at this instant (default: now)"
+    ),
+]
 JsonLimitQuery = Annotated[
     int, Parameter(ge=1, le=MAX_LIMIT, description="Maximum bars returned (page size)")
 ]

@@ -25,6 +25,11 @@ WHERE u.symbol = ANY($1::text[])"""
 LATEST_QUOTE = """
 SELECT ts, last, bid, ask, provider FROM quotes WHERE symbol = $1 ORDER BY ts DESC LIMIT 1"""
 
+# The newest quote stored at an instant: the first stored by then, newest first.
+LATEST_QUOTE_AS_OF = """
+SELECT ts, last, bid, ask, provider FROM quotes WHERE symbol = $1 AND as_of <= $2
+ORDER BY ts DESC LIMIT 1"""
+
 # The newest bar per interval (one index probe each); the caller picks the most recent end.
 LATEST_BARS = """
 SELECT b.interval, b.ts, b.close, b.provider
@@ -32,6 +37,16 @@ FROM unnest($2::text[]) AS iv(interval)
 CROSS JOIN LATERAL (
     SELECT interval, ts, close, provider FROM bars
     WHERE symbol = $1 AND interval = iv.interval
+    ORDER BY ts DESC, as_of DESC LIMIT 1
+) b"""
+
+# The same at an instant: the version of each bar stored by then.
+LATEST_BARS_AS_OF = """
+SELECT b.interval, b.ts, b.close, b.provider
+FROM unnest($2::text[]) AS iv(interval)
+CROSS JOIN LATERAL (
+    SELECT interval, ts, close, provider FROM bars
+    WHERE symbol = $1 AND interval = iv.interval AND as_of <= $3
     ORDER BY ts DESC, as_of DESC LIMIT 1
 ) b"""
 
@@ -63,11 +78,17 @@ async def exchanges_of(conn: asyncpg.Pool, symbols: list[str]) -> list[asyncpg.R
     return await conn.fetch(EXCHANGES_OF, symbols)
 
 
-async def latest_quote(conn: asyncpg.Pool, symbol: str) -> asyncpg.Record | None:
+async def latest_quote(
+    conn: asyncpg.Pool, symbol: str, as_of: datetime | None = None
+) -> asyncpg.Record | None:
+    if as_of is not None:
+        return await conn.fetchrow(LATEST_QUOTE_AS_OF, symbol, as_of)
     return await conn.fetchrow(LATEST_QUOTE, symbol)
 
 
-async def latest_bars(conn: asyncpg.Pool, symbol: str) -> list[asyncpg.Record]:
+async def latest_bars(conn: asyncpg.Pool, symbol: str, as_of: datetime | None = None) -> list[asyncpg.Record]:
+    if as_of is not None:
+        return await conn.fetch(LATEST_BARS_AS_OF, symbol, [iv.value for iv in Interval], as_of)
     return await conn.fetch(LATEST_BARS, symbol, [iv.value for iv in Interval])
 
 

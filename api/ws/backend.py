@@ -39,6 +39,9 @@ class ListenerBackend(AsyncPgChannelsBackend):
         self._keeper: asyncio.Task[None] | None = None
         self._closing = False
         self.on_restored: Callable[[], None] | None = None
+        """Called after a reconnect, once LISTEN is in place again."""
+        self.on_lost: Callable[[], None] | None = None
+        """Called when the LISTEN connection is found lost (notifications may be missed from now)."""
         self.reconnects = 0
         self.last_error: str | None = None
 
@@ -116,6 +119,8 @@ class ListenerBackend(AsyncPgChannelsBackend):
         self._wake.set()
         if conn is not None and not conn.is_closed():
             conn.terminate()
+        if self.on_lost is not None:
+            self.on_lost()
         if not self._closing:
             log.warning("live feed: LISTEN connection lost (%s); reconnecting", why)
 

@@ -75,7 +75,16 @@ class LiveFeed(InitPlugin):
         )
         self.hub = Hub(resources, metrics, limits or WsLimits.from_env())
         self.hub.backend = self.backend
-        self.backend.on_restored = self.hub.resync_all
+        # the latest-value cache serves only while LISTEN is up, and starts over after a loss
+        latest = resources.latest
+        latest.follow(lambda: self.backend.listening)
+        self.backend.on_lost = latest.invalidate
+
+        def restored() -> None:
+            latest.invalidate()  # before the sessions' resync snapshots read it
+            self.hub.resync_all()
+
+        self.backend.on_restored = restored
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         app_config.route_handlers.extend([ws_multiplex, ws_symbol])

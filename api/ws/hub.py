@@ -181,7 +181,7 @@ class Hub:
     async def unknown_symbols(self, symbols: list[str]) -> list[str]:
         """The tickers of `symbols` not in the universe (TimeoutError after the snapshot timeout)."""
         async with asyncio.timeout(self.limits.snapshot_timeout_seconds):
-            return await snapshot.unknown_symbols(self.resources.db, symbols)
+            return await snapshot.unknown_symbols(self.resources, symbols)
 
     async def current_symbols(self, tickers: list[str]) -> dict[str, str]:
         """Old tickers of `tickers` -> the symbol their security is followed under (FB -> META)."""
@@ -210,9 +210,12 @@ class Hub:
             note = ROUTING_DECODER.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError):
             self.undecodable += 1
+            self.resources.latest.invalidate()  # whose values it changed is unknown
             log.debug("ignoring an undecodable notification: %.200r", payload)
             return 0
         symbol = note.symbol
+        if note.type in ("bar", "quote"):
+            self.resources.latest.apply(symbol, payload)
         targets: set[Session] | None
         if note.type == "bar":
             interval = note.interval or ""

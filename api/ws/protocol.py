@@ -19,7 +19,7 @@ Server -> client:
     {"type": "subscribed", "id": 1, "bars": [...], "quotes": [...], "intervals": [...], "subscriptions": 3}
     {"type": "snapshot", "id": 1, "bars": [<bar>...], "quotes": [<quote>...], "truncated": false}
     {"type": "bar", "symbol", "interval", "ts", "as_of", "provider", "open", "high", "low", "close",
-     "volume", "vwap", "version", "revision", "previous_as_of", "notified_at"}
+     "volume", "vwap", "trade_count", "version", "revision", "previous_as_of", "notified_at"}
     {"type": "quote", "symbol", "ts", "provider", "last", "bid", "ask", "bid_size", "ask_size",
      "notified_at"}
     {"type": "unsubscribed", "id": 2, "bars": [...], "quotes": [...], "intervals": [...], "subscriptions": 1}

@@ -248,6 +248,9 @@ class Session:
                 if event["type"] == "websocket.disconnect":
                     break
                 await self._on_frame(event)
+                # a request answered without waiting (the snapshot from the latest-value cache)
+                # must not starve the sender: a burst of them would pile up unsent replies
+                await asyncio.sleep(0)
         except WebSocketDisconnect:
             pass
         except asyncio.CancelledError:

@@ -1,8 +1,10 @@
 """Snapshots sent on subscribe: the newest bar and quote of each subscribed symbol.
 
-Entries of stored bars are built by Postgres from the same fields and SQL as the ingest path's
-`pg_notify` payloads (`market_data.notifications.payload_json`), so a snapshot entry and a live
-message look the same apart from `notified_at`. A timeframe that a symbol does not store is
+Entries of stored bars and quotes come from the API's latest-value cache (`api/stocks/latest.py`:
+the newest notification payloads, without `notified_at`) or, while it cannot answer, are built
+by Postgres from the same fields and SQL as the ingest path's `pg_notify` payloads
+(`market_data.notifications.payload_json`), so a snapshot entry and a live message look the
+same apart from `notified_at`. A timeframe that a symbol does not store is
 read through the bar read pipeline (`market_data.bar_reads`): its entry is the newest built
 bar, in the same shape plus `complete` and `base_bars`.
 """
@@ -15,6 +17,7 @@ import asyncpg
 import msgspec
 
 from api.state import AppResources
+from api.stocks.latest import LATEST_QUOTES, snapshot_entry
 from api.stocks.params import EARLIEST
 from api.stocks.schemas import bars_out
 from api.stocks.symbols import listed_symbols, stored_intervals
@@ -24,8 +27,6 @@ from market_data.notifications import payload_json
 from market_data.records import utcnow
 from market_data.securities import AmbiguousTicker, choose_security, ticker_holders
 from market_data.timeframes import Align, base_interval, parse_timeframe, reads_as_stored
-
-KNOWN_SYMBOLS = "SELECT symbol FROM symbol_universe WHERE symbol = ANY($1::text[])"
 
 # Active symbols matching any LIKE pattern ('%' or 'GEN%'); tickers hold no '%' or '_'.
 MATCHING_SYMBOLS = """
@@ -40,13 +41,6 @@ CROSS JOIN LATERAL (
     FROM bars WHERE bars.symbol = s.symbol AND bars.interval = iv.interval
     ORDER BY bars.ts DESC, bars.as_of DESC LIMIT 1
 ) b"""
-
-LATEST_QUOTES = f"""
-SELECT q.j FROM unnest($1::text[]) AS s(symbol)
-CROSS JOIN LATERAL (
-    SELECT {payload_json("quote", table="quotes", notified=False)} AS j
-    FROM quotes WHERE quotes.symbol = s.symbol ORDER BY quotes.ts DESC LIMIT 1
-) q"""
 
 
 class BuiltBarEntry(msgspec.Struct, kw_only=True, tag_field="type", tag="bar"):
@@ -63,6 +57,7 @@ class BuiltBarEntry(msgspec.Struct, kw_only=True, tag_field="type", tag="bar"):
     close: float
     volume: float
     vwap: float | None
+    trade_count: int | None
     complete: bool
     base_bars: int | None
 
@@ -76,11 +71,12 @@ class SnapshotRows(msgspec.Struct, kw_only=True):
     truncated: bool
 
 
-async def unknown_symbols(db: asyncpg.Pool, symbols: list[str]) -> list[str]:
-    """The tickers of `symbols` that are not in the universe (in the given order)."""
+async def unknown_symbols(resources: AppResources, symbols: list[str]) -> list[str]:
+    """The tickers of `symbols` that are not in the universe (in the given order; known symbols
+    are remembered for a minute, as for HTTP reads: `api/stocks/symbols.py`)."""
     if not symbols:
         return []
-    known = {r["symbol"] for r in await db.fetch(KNOWN_SYMBOLS, symbols)}
+    known = {x.symbol for x in await listed_symbols(resources, symbols)}
     return [s for s in symbols if s not in known]
 
 
@@ -99,7 +95,7 @@ async def current_symbols(db: asyncpg.Pool, tickers: list[str]) -> dict[str, str
     return out
 
 
-async def _expand(conn: asyncpg.Connection, names: list[str], limit: int) -> tuple[list[str], bool]:
+async def _expand(conn: asyncpg.Pool, names: list[str], limit: int) -> tuple[list[str], bool]:
     """Tickers of `names` with patterns replaced by the active symbols they match (at most `limit`)."""
     exact = [n for n in names if not is_pattern(n)]
     likes = [pattern_prefix(n) + "%" for n in names if is_pattern(n)]
@@ -112,7 +108,7 @@ async def _expand(conn: asyncpg.Connection, names: list[str], limit: int) -> tup
 
 
 async def _newest_built(
-    resources: AppResources, conn: asyncpg.Connection, interval: str, symbols: list[str]
+    resources: AppResources, conn: asyncpg.Pool, interval: str, symbols: list[str]
 ) -> tuple[list[str], list[msgspec.Raw]]:
     """The symbols whose `interval` is read as stored, and the newest built bar of the others."""
     timeframe = parse_timeframe(interval)
@@ -156,6 +152,7 @@ async def _newest_built(
                 close=bar.close,
                 volume=bar.volume,
                 vwap=bar.vwap,
+                trade_count=bar.trade_count,
                 complete=bar.complete,
                 base_bars=bar.base_bars,
             )
@@ -180,20 +177,32 @@ async def read_snapshot(
     out_bars: list[msgspec.Raw] = []
     out_quotes: list[msgspec.Raw] = []
     truncated = False
-    async with resources.db.acquire() as conn:
-        for interval, names in sorted(bars.items()):
-            symbols, cut = await _expand(conn, names, max_symbols)
-            truncated |= cut
-            if symbols:
-                symbols, built = await _newest_built(resources, conn, interval, symbols)
-                out_bars.extend(built)
-            if symbols:
+    db = resources.db
+    as_stored: dict[str, list[str]] = {}
+    for interval, names in sorted(bars.items()):
+        symbols, cut = await _expand(db, names, max_symbols)
+        truncated |= cut
+        if symbols:
+            symbols, built = await _newest_built(resources, db, interval, symbols)
+            out_bars.extend(built)
+        if symbols:
+            as_stored[interval] = symbols
+    quoted: list[str] = []
+    if quotes:
+        quoted, cut = await _expand(db, quotes, max_symbols)
+        truncated |= cut
+    wanted = list(dict.fromkeys([*(s for names in as_stored.values() for s in names), *quoted]))
+    held = await resources.latest.get(wanted) if wanted else {}
+    if held is None:  # the cache cannot answer: read the store
+        async with db.acquire() as conn:
+            for interval, symbols in as_stored.items():
                 rows = await conn.fetch(LATEST_BARS, symbols, [interval])
                 out_bars.extend(msgspec.Raw(r["j"].encode()) for r in rows)
-        if quotes:
-            symbols, cut = await _expand(conn, quotes, max_symbols)
-            truncated |= cut
-            if symbols:
-                rows = await conn.fetch(LATEST_QUOTES, symbols)
+            if quoted:
+                rows = await conn.fetch(LATEST_QUOTES, quoted)
                 out_quotes.extend(msgspec.Raw(r["j"].encode()) for r in rows)
+    else:
+        for interval, symbols in as_stored.items():
+            out_bars.extend(snapshot_entry(b) for s in symbols if (b := held[s].bar(interval)) is not None)
+        out_quotes.extend(snapshot_entry(q) for s in quoted if (q := held[s].quote) is not None)
     return SnapshotRows(bars=out_bars, quotes=out_quotes, truncated=truncated)

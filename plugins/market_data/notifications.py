@@ -35,7 +35,9 @@ NOTIFIED_AT = "extract(epoch FROM clock_timestamp())"
 """`notified_at`: epoch seconds when the notification was built (clients measure delay from it)."""
 
 
-class BarNotification(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="bar"):
+class BarNotification(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type", tag="bar"
+):
     """The payload of `md_bars`: a newly stored version of a bar (the newest of its (symbol,
     interval) in a write, or a correction of an earlier bar)."""
 
@@ -50,6 +52,7 @@ class BarNotification(msgspec.Struct, frozen=True, kw_only=True, tag_field="type
     close: float
     volume: float
     vwap: float | None
+    trade_count: int | None
     version: int
     """1 for the first version of the bar, 2 for its first revision, and so on."""
     revision: bool
@@ -57,10 +60,12 @@ class BarNotification(msgspec.Struct, frozen=True, kw_only=True, tag_field="type
     previous_as_of: datetime | None
     """`as_of` of the version this one replaces; null for version 1."""
     notified_at: float | None = None
-    """Absent from snapshot entries."""
+    """Absent from snapshot entries (encoded without it when None)."""
 
 
-class QuoteNotification(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="quote"):
+class QuoteNotification(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type", tag="quote"
+):
     """The payload of `md_quotes`: a newly stored quote."""
 
     symbol: str
@@ -72,7 +77,7 @@ class QuoteNotification(msgspec.Struct, frozen=True, kw_only=True, tag_field="ty
     bid_size: float | None
     ask_size: float | None
     notified_at: float | None = None
-    """Absent from snapshot entries."""
+    """Absent from snapshot entries (encoded without it when None)."""
 
 
 class ActionNotification(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="corporate_action"):

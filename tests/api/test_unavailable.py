@@ -75,3 +75,26 @@ def test_every_operation_that_reads_postgres_or_redis_documents_the_503() -> Non
             op = getattr(item, method, None)
             if op is not None and path not in NO_DEPENDENCY:
                 assert "503" in (op.responses or {}), f"{method.upper()} {path}"
+
+
+async def test_a_pooled_connection_whose_backend_was_terminated_gives_503_not_500() -> None:
+    # what asyncpg raises when a pooled connection's backend was terminated while it sat idle
+    # (found by ./dev soak: every backend terminated, the next read of such a connection)
+    from litestar import Litestar, get
+
+    from api.errors import EXCEPTION_HANDLERS
+
+    @get("/broken")
+    async def broken() -> None:
+        raise asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 11; another operation (2) is in progress"
+        )
+
+    @get("/bug")
+    async def bug() -> None:
+        raise asyncpg.exceptions.InternalClientError("something else")
+
+    app = Litestar([broken, bug], exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    async with AsyncTestClient(app=app) as client:
+        await assert_unavailable(client, "/broken")
+        assert (await client.get("/bug")).status_code == 500

@@ -171,7 +171,10 @@ async def test_reconnect_gets_a_fresh_snapshot_then_live_updates(conn) -> None:
         await ws.close()
         await wait_until(lambda: not server.hub.sessions, 5, "the session to end")
 
+        received = server.hub.received
         await write_bars(conn, bars[6:8], policy_version=1, advance_cursors=True)  # while away
+        # snapshots come from the latest-value cache, current once the write's notification is in
+        await wait_until(lambda: server.hub.received > received, 5, "the write's notification")
         ws = await connect(server, "/ws/AAPL")
         await recv(ws)
         snap = await recv(ws)

@@ -56,11 +56,13 @@ BARS = Bars(
 )
 
 
-async def _latest_quote(conn: Any, symbol: str) -> Any:  # Records are read by key, as dicts are
+async def _latest_quote(
+    conn: Any, symbol: str, as_of: Any = None
+) -> Any:  # Records are read by key, as dicts are
     return {"ts": SESSION_CLOSE, "last": 101.5, "bid": 101.4, "ask": 101.6, "provider": "synthetic"}
 
 
-async def _latest_bars(conn: Any, symbol: str) -> list[Any]:
+async def _latest_bars(conn: Any, symbol: str, as_of: Any = None) -> list[Any]:
     return [
         {
             "interval": "1m",

@@ -16,6 +16,13 @@ spends beyond this app is its framework: routing, dependency injection, paramete
 and validation, middleware (latency histogram, Accept guard, CORS), response building. Not
 here: OpenAPI, page tokens (the benchmark's data fits in one page), CSV negotiation, error
 bodies beyond a status and a detail.
+
+`WS /ws` is the floor of a WebSocket subscription's snapshot: `subscribe` to tickers' bars and
+quotes (no patterns, 1m only) is answered with `subscribed` and a `snapshot` read by the SQL
+the API runs when its latest-value cache cannot answer (`api.ws.snapshot.LATEST_BARS` and
+`api.stocks.latest.LATEST_QUOTES`), the symbols checked against the universe as for /price
+(remembered 60 s, as the API's symbol directory does); `unsubscribe` is acknowledged. No
+limits, no fan-out.
 """
 
 from __future__ import annotations
@@ -32,12 +39,15 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.state import POOL_OPTIONS
 from api.stocks import queries
+from api.stocks.latest import LATEST_QUOTES
 from api.stocks.params import EARLIEST
 from api.stocks.schemas import bars_out
+from api.ws.snapshot import LATEST_BARS
 from market_data import bar_fetch, calendar
 from market_data.records import Interval, is_valid_symbol
 
@@ -150,6 +160,19 @@ class Floor:
             "adjustment": None,  # raw bars (the API's default `adjustment=raw`)
         }
 
+    async def snapshot(self, tickers: list[str]) -> dict[str, Any]:
+        """The `snapshot` message of a subscription to `tickers`' 1m bars and quotes."""
+        known = [s for s in tickers if await self._exchange_of(s) is not None]
+        async with self.pool.acquire() as conn:
+            bars = await conn.fetch(LATEST_BARS, known, ["1m"])
+            quotes = await conn.fetch(LATEST_QUOTES, known)
+        return {
+            "type": "snapshot",
+            "bars": [msgspec.Raw(r["j"].encode()) for r in bars],
+            "quotes": [msgspec.Raw(r["j"].encode()) for r in quotes],
+            "truncated": False,
+        }
+
 
 def _response(body: Body) -> Response:
     return Response(encode(body[1]), status_code=body[0], media_type="application/json")
@@ -167,6 +190,37 @@ def create_app(pool: asyncpg.Pool | None = None) -> Starlette:
         assert floor is not None
         return _response(await floor.history(request.path_params["symbol"]))
 
+    async def ws(socket: WebSocket) -> None:
+        assert floor is not None
+        await socket.accept()
+        followed: set[str] = set()
+        try:
+            while True:
+                request = msgspec.json.decode(await socket.receive_text())
+                tickers = list(dict.fromkeys(request.get("bars", []) + request.get("quotes", [])))
+                reply = {
+                    "id": request.get("id"),
+                    "bars": request.get("bars", []),
+                    "quotes": request.get("quotes", []),
+                }
+                action = request.get("action")
+                if action == "subscribe":
+                    followed |= set(tickers)
+                else:
+                    followed -= set(tickers)
+                ack = {
+                    "type": "subscribed" if action == "subscribe" else "unsubscribed",
+                    **reply,
+                    "intervals": ["1m"],
+                    "subscriptions": len(followed),
+                }
+                await socket.send_text(encode(ack).decode())
+                if action == "subscribe":
+                    snapshot = {**await floor.snapshot(tickers), "id": request.get("id")}
+                    await socket.send_text(encode(snapshot).decode())
+        except WebSocketDisconnect:
+            pass
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         nonlocal floor
@@ -181,6 +235,10 @@ def create_app(pool: asyncpg.Pool | None = None) -> Starlette:
             await own.close()
 
     return Starlette(
-        routes=[Route("/stocks/{symbol}/price", price), Route("/stocks/{symbol}/history", history)],
+        routes=[
+            Route("/stocks/{symbol}/price", price),
+            Route("/stocks/{symbol}/history", history),
+            WebSocketRoute("/ws", ws),
+        ],
         lifespan=lifespan,
     )

@@ -92,6 +92,7 @@ SELECT pg_notify('{BAR_CHANNEL}', json_build_object(
     'type', 'bar', 'symbol', $1::text, 'interval', '1m', 'ts', $2::timestamptz, 'as_of', clock_timestamp(),
     'provider', 'synthetic', 'open', $3::float8, 'high', $3::float8 * 1.001, 'low', $3::float8 * 0.999,
     'close', $3::float8, 'volume', $4::bigint, 'vwap', $3::float8,
+    'trade_count', NULL::int,
     'version', 1, 'revision', false, 'previous_as_of', NULL,
     'notified_at', extract(epoch FROM clock_timestamp()))::text)"""
 
@@ -104,6 +105,7 @@ SELECT count(pg_notify('{BAR_CHANNEL}', json_build_object(
     'type', 'bar', 'symbol', $1::text, 'interval', '1m', 'ts', $2::timestamptz + make_interval(mins => g),
     'as_of', clock_timestamp(), 'provider', $4::text, 'open', 100.0::float8, 'high', 100.1::float8,
     'low', 99.9::float8, 'close', 100.0::float8, 'volume', -g::bigint, 'vwap', 100.0::float8,
+    'trade_count', NULL::int,
     'version', 1, 'revision', false, 'previous_as_of', NULL,
     'notified_at', extract(epoch FROM clock_timestamp()))::text))
 FROM generate_series(1, $3::int) g"""

@@ -186,8 +186,9 @@ async def test_reads_go_to_the_standby_and_ops_and_snapshots_to_the_primary(serv
                 "SELECT max(as_of) FROM bars WHERE symbol = 'AAPL' AND ts = $1", fixed.ts
             )
 
+            # /price comes from the latest-value cache, which the primary's feed keeps current
+            assert await price(http, api) == 200.0
             # standby-tolerant reads: the standby's (older) data
-            assert await price(http, api) == 100.0
             r = (await http.get(api.http(HISTORY), params=RANGE)).json()
             assert [b["close"] for b in r["bars"]] == [b.close for b in bars]
             # pinned where the standby is complete, before the correction: a true point in time
@@ -255,13 +256,15 @@ async def test_a_standby_behind_by_more_than_the_limit_leaves_reads_to_the_prima
 
 async def test_the_api_keeps_answering_from_the_primary_when_the_standby_is_killed(servers) -> None:
     primary, standby = servers
-    await seed(primary, standby)
+    bars = await seed(primary, standby)
     async with (
         live_server(settings=api_settings(primary, standby, max_lag=60)) as api,
         httpx.AsyncClient(timeout=10) as http,
     ):
         await until_replica(http, api, "ok")
-        assert await price(http, api) == 100.0  # the standby's pool holds connections now
+        assert await price(http, api) == 100.0
+        r = await http.get(api.http(HISTORY), params=RANGE)  # the standby's pool holds connections now
+        assert r.status_code == 200
         standby.kill()
         # at once, before any check notices: the reads that fail on the standby run on the primary
         for _ in range(20):
@@ -279,8 +282,14 @@ async def test_the_api_keeps_answering_from_the_primary_when_the_standby_is_kill
         # and it serves again: paused, it answers with what it had
         async with standby_conn(standby) as s:
             await s.execute("SELECT pg_wal_replay_pause()")
-        await store_quote(primary, 400.0)
-        assert await price(http, api) == 100.0
+        conn = await asyncpg.connect(primary.dsn("market_data"))
+        try:
+            fixed = msgspec.structs.replace(bars[1], close=bars[1].close + 1.0)
+            await write_bars(conn, [fixed], policy_version=1, advance_cursors=False)
+        finally:
+            await conn.close()
+        r = await http.get(api.http(HISTORY), params=RANGE)
+        assert [b["close"] for b in r.json()["bars"]] == [b.close for b in bars]
         async with standby_conn(standby) as s:
             await s.execute("SELECT pg_wal_replay_resume()")
 

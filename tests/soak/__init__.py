@@ -1,0 +1,1 @@
+"""`./dev soak`: the whole stack under load and faults, then checked (tests/soak/run.py)."""
