@@ -27,6 +27,7 @@ from litestar.utils.scope.state import ScopeState
 from api.ops.auth import REFUSAL, has_ops_token, is_ops_path
 from api.schemas import ValidationReport
 from market_data.bar_reads import ReadRefused
+from market_data.db import is_broken_connection
 from market_data.policy import Problem
 
 log = logging.getLogger("api.errors")
@@ -158,15 +159,9 @@ def unavailable_handler(request: Request, exc: Exception) -> Response:
     )
 
 
-BROKEN_CONNECTION = "cannot switch to state"
-"""How asyncpg words an InternalClientError of a pooled connection whose backend was terminated
-while it sat idle (a Postgres restart, `pg_terminate_backend`): the server's goodbye is read in
-the middle of the next query. Found by `./dev soak` (all backends terminated): a 500 before."""
-
-
 def internal_client_handler(request: Request, exc: Exception) -> Response:
     """asyncpg's catch-all client error: 503 when it is a broken connection, else a 500."""
-    if BROKEN_CONNECTION in str(exc):
+    if is_broken_connection(exc):
         return unavailable_handler(request, exc)
     return internal_handler(request, exc)
 

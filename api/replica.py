@@ -50,6 +50,7 @@ from typing import Literal, TypeVar
 import asyncpg
 
 from api.schemas import ResponseModel
+from market_data.db import is_broken_connection
 from market_data.records import utcnow
 
 log = logging.getLogger("api.replica")
@@ -77,7 +78,8 @@ REPLICA_FAILURES: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,  # out of connections
     asyncpg.exceptions.SerializationError,  # 40001: cancelled by a conflict with recovery
 )
-"""What a read on the standby may fail with that the primary would not: run it there again."""
+"""What a read on the standby may fail with that the primary would not: run it there again (and
+asyncpg's client error of a pooled connection whose standby went away: `is_broken_connection`)."""
 
 ReplicaState = Literal["unknown", "ok", "behind", "down", "not_standby", "primary_unreachable"]
 
@@ -258,7 +260,9 @@ class Reads:
             return await read(self._primary())
         try:
             return await read(standby)
-        except REPLICA_FAILURES as exc:
+        except Exception as exc:
+            if not isinstance(exc, REPLICA_FAILURES) and not is_broken_connection(exc):
+                raise
             assert self.monitor is not None
             self.monitor.failed(exc)
             log.warning("read replica failed a read (%s: %s); reading the primary", type(exc).__name__, exc)

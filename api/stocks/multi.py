@@ -26,7 +26,7 @@ from api.stocks.symbols import Listed, bases_of, stored_intervals
 from market_data import calendar
 from market_data.adjustment import Adjustment, AdjustmentSet
 from market_data.aggregate import Bars
-from market_data.bar_reads import BarRead, ReadRefused, read_bars, resolve_base
+from market_data.bar_reads import BarRead, read_bars
 from market_data.notifications import BarNotification
 from market_data.timeframes import Align
 

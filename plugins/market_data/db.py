@@ -21,6 +21,18 @@ import asyncpg
 _MIGRATION_RE = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
 _MIGRATION_LOCK = 0x6D645F6D6967  # 'md_mig': one runner at a time per database
 BLOCKING_CONNECT_TIMEOUT = 3
+
+BROKEN_CONNECTION = "cannot switch to state"
+"""How asyncpg words an InternalClientError of a pooled connection whose backend was terminated
+while it sat idle (a Postgres restart, `pg_terminate_backend`, a standby killed): the server's
+goodbye is read in the middle of the next query. Found by `./dev soak`."""
+
+
+def is_broken_connection(exc: BaseException) -> bool:
+    """Whether `exc` is asyncpg's client error of a connection whose server went away."""
+    return isinstance(exc, asyncpg.exceptions.InternalClientError) and BROKEN_CONNECTION in str(exc)
+
+
 """Seconds a blocking caller (the scheduler loop) waits for Postgres before falling back."""
 
 

@@ -6,6 +6,7 @@ import asyncio
 from collections import deque
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from api.replica import Reads, ReplicaMonitor, lag_from_samples
@@ -94,6 +95,33 @@ def test_a_failing_standby_read_runs_again_on_the_primary_and_the_standby_is_lef
     assert asyncio.run(reads.run(read)) == "primary"  # type: ignore[arg-type]
     assert monitor.status.state == "down" and "ConnectionResetError" in (monitor.status.error or "")
     assert asyncio.run(where(reads)) == "primary"
+
+
+def test_a_pooled_standby_connection_whose_server_went_away_runs_the_read_on_the_primary() -> None:
+    # asyncpg reads the goodbye of a terminated backend in the middle of the next query and
+    # raises its catch-all client error, not a connection error (seen once in CI as a 500)
+    reads, monitor = reads_with("ok", T0)
+
+    async def read(pool: FakePool) -> str:
+        if pool.name == "standby":
+            raise asyncpg.exceptions.InternalClientError(
+                "cannot switch to state 12; another operation (2) is in progress"
+            )
+        return pool.name
+
+    assert asyncio.run(reads.run(read)) == "primary"  # type: ignore[arg-type]
+    assert monitor.status.state == "down"
+
+
+def test_another_client_error_of_asyncpg_is_not_taken_for_a_lost_standby() -> None:
+    reads, monitor = reads_with("ok", T0)
+
+    async def read(pool: FakePool) -> str:
+        raise asyncpg.exceptions.InternalClientError("a bug")
+
+    with pytest.raises(asyncpg.exceptions.InternalClientError):
+        asyncio.run(reads.run(read))  # type: ignore[arg-type]
+    assert monitor.status.state == "ok"
 
 
 def test_an_error_of_the_read_itself_is_not_retried() -> None:
