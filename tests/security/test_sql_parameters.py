@@ -92,6 +92,12 @@ class Module:
             if node.id in local:
                 return all(self.constant(v, seen | {node.id}, local, bound) for v in local[node.id])
             value = self.constants.get(node.id)
+            if value is None and node.id in self.imported:  # a constant of another module of ours
+                source = _our_module(self.imported[node.id][0])
+                name = self.imported[node.id][1]
+                return source is not None and source.constant(
+                    ast.Name(name), frozenset({f"{source.rel}:{name}"})
+                )
             return value is not None and self.constant(value, seen | {node.id}, local, bound)
         if isinstance(node, ast.JoinedStr):
             return all(const(v.value) if isinstance(v, ast.FormattedValue) else const(v) for v in node.values)
@@ -148,6 +154,21 @@ def _assignments(function: ast.AST) -> dict[str, list[ast.expr]]:
                     if isinstance(n, ast.Name):
                         out.setdefault(n.id, []).append(ast.Name(id="<runtime>"))
     return out
+
+
+_MODULES: dict[str, Module | None] = {}
+
+
+def _our_module(dotted: str) -> Module | None:
+    """The parsed module `dotted` of this repository (market_data.* or api.*), else None."""
+    if dotted not in _MODULES:
+        parts = dotted.split(".")
+        base = ROOT / "plugins" if parts[0] == "market_data" else ROOT
+        path = base.joinpath(*parts).with_suffix(".py")
+        if not path.exists():
+            path = base.joinpath(*parts, "__init__.py")
+        _MODULES[dotted] = Module(path) if parts[0] in ("market_data", "api") and path.exists() else None
+    return _MODULES[dotted]
 
 
 def _sql_calls(module: Module) -> list[tuple[str, int, ast.expr, dict[str, list[ast.expr]]]]:
