@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -28,6 +29,9 @@ from market_data.records import Quote, utcnow
 from tests.api.processes import ApiProcesses, api_processes
 from tests.api.ws_harness import metric_samples, notify_bar, recv, subscribe
 from tests.conftest import ROOT
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""Scraped /metrics samples: (name, sorted labels) -> value (`metric_samples`)."""
 
 PRICE_ROUTE = "/stocks/{symbol}/price"
 JOB = """
@@ -80,14 +84,14 @@ async def clients_on_every_process(
     raise AssertionError(f"{tries} WebSocket connections were spread {counts}")
 
 
-async def scrape_until(api: ApiProcesses, check: object, within: float = 10.0) -> dict:  # type: ignore[type-arg]
+async def scrape_until(api: ApiProcesses, check: Callable[[Samples], bool], within: float = 10.0) -> Samples:
     """Scrape /metrics (any process) until `check(samples)` holds."""
     deadline = time.monotonic() + within
     while True:
         status, body, _ = get(api, "/metrics")
         assert status == 200
         got = metric_samples(body.decode())
-        if check(got):  # type: ignore[operator]
+        if check(got):
             return got
         if time.monotonic() > deadline:
             raise AssertionError(f"/metrics never satisfied the check; last scrape:\n{body.decode()[:3000]}")
@@ -157,7 +161,7 @@ async def test_metrics_of_any_process_add_up_every_process_and_read_postgres_onc
             assert len(versions) == 1
 
 
-def price_labels(price: dict, le: str) -> tuple[tuple[str, str], ...]:  # type: ignore[type-arg]
+def price_labels(price: dict[tuple[tuple[str, str], ...], float], le: str) -> tuple[tuple[str, str], ...]:
     (labels,) = price
     return tuple(sorted((*labels, ("le", le))))
 
