@@ -104,6 +104,12 @@ def parser() -> argparse.ArgumentParser:
     # a string default goes through `type` too: a bad MD_API_PORT is argparse's clear error
     port = os.environ.get("MD_API_PORT") or "8001"
     p.add_argument("--port", type=int, default=port, help="port (MD_API_PORT, 8001)")
+    p.add_argument(
+        "--app",
+        default=APP_FACTORY,
+        help=f"the ASGI app factory to serve, module:function ({APP_FACTORY}; the benchmarks "
+        "serve their baseline apps with it, so both run under the same server settings)",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument(
         "--forwarded-allow-ips",
@@ -126,9 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     with metrics_dir(os.environ, workers):
         import uvicorn
 
+        from api.http_protocol import OneSendHttpProtocol
+
         uvicorn.run(
-            APP_FACTORY,
+            args.app,
             factory=True,
+            # uvicorn's httptools protocol, each response's head and body in one send
+            http=OneSendHttpProtocol,
             host=args.host,
             port=args.port,
             workers=workers,

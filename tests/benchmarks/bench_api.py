@@ -1,8 +1,8 @@
 """api: /stocks/{symbol}/price and /history (a session of 1m bars) of the API vs bare Starlette, wrk.
 
-The real API runs as `./dev up` runs it (uvicorn --factory api.app:create_app: one process,
-uvloop + httptools, no access log); the baseline (tests/benchmarks/baseline_app.py) is a bare
-Starlette + asyncpg app in an identical uvicorn process that runs the same SQL through the
+The real API runs as `./dev up` runs it (`python -m api.serve`: one uvicorn process, uvloop and
+api/http_protocol.py, no access log); the baseline (tests/benchmarks/baseline_app.py) is a bare
+Starlette + asyncpg app served the same way (`api.serve --app`) that runs the same SQL through the
 same query functions and encodes the same JSON bodies with msgspec: the difference is what
 the API's framework, validation and middleware cost.
 

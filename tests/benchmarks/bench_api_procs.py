@@ -46,6 +46,7 @@ from tests.benchmarks.harness import (
     redis_cleanup,
     si,
     temp_dir,
+    uvicorn_args,
     wait_http,
 )
 
@@ -53,22 +54,7 @@ NAME = "api_procs"
 PROCESSES = {"one": 1, "two": 2}
 RPS_TARGET = 1.5
 PATH = "/stocks/{}/price"
-
-
-def serve_args(port: int) -> list[str]:
-    import sys
-
-    return [
-        sys.executable,
-        "-m",
-        "api.serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
+APP = "api.app:create_app"
 
 
 def workers_of(proc: Proc) -> list[int]:
@@ -83,7 +69,10 @@ def apis(dsn: str, log_dir: Path, probe: str) -> Iterator[dict[str, tuple[Proc, 
         for name, workers in PROCESSES.items():
             port = free_port()
             env = api_env(dsn, prefix, {"MD_API_WORKERS": str(workers), "PROMETHEUS_MULTIPROC_DIR": ""})
-            started[name] = (Proc(f"api-{name}", serve_args(port), env, log_dir), f"http://127.0.0.1:{port}")
+            started[name] = (
+                Proc(f"api-{name}", uvicorn_args(APP, port), env, log_dir),
+                f"http://127.0.0.1:{port}",
+            )
         for proc, url in started.values():
             wait_http(url + probe, 90, [proc])
         for name, (proc, _) in started.items():

@@ -349,20 +349,19 @@ def wait_http(url: str, within: float, procs: Sequence[Proc] = ()) -> None:
 
 
 def uvicorn_args(factory: str, port: int) -> list[str]:
-    """How ./dev up runs the API (one process, uvloop + httptools, no access log, no deflate)."""
+    """How ./dev up runs the API (`python -m api.serve`: uvicorn, one process, uvloop and
+    api/http_protocol.py's httptools protocol, no access log, no deflate), serving `factory`:
+    the API's or a baseline app's, so both run under the same server settings."""
     return [
         sys.executable,
         "-m",
-        "uvicorn",
-        "--factory",
+        "api.serve",
+        "--app",
         factory,
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
-        "--no-access-log",
-        "--ws-per-message-deflate",
-        "false",
         "--log-level",
         "warning",
     ]
@@ -378,6 +377,9 @@ def api_env(md_dsn: str, redis_prefix: str, extra: dict[str, str] | None = None)
         "STATSD_HOST": "127.0.0.1",
         "STATSD_PORT": "0",
         "PYTHONPATH": str(ROOT),
+        # one process, metrics in memory, unless `extra` asks otherwise (api_procs)
+        "MD_API_WORKERS": "1",
+        "PROMETHEUS_MULTIPROC_DIR": "",
         **(extra or {}),
     }
 

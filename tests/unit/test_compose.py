@@ -136,6 +136,7 @@ def test_published_ports_default_to_dev_up_s_and_the_containers_listen_where_the
     # the API: replicas on 8001 with no host port; the proxy publishes MD_API_PORT
     assert "ports" not in SERVICES["api"] and SERVICES["api"]["expose"] == ["8001"]
     cmd = command_of("api")
+    assert cmd[:3] == ["python", "-m", "api.serve"]  # the launcher ./dev up runs (api/serve.py)
     assert cmd[cmd.index("--port") + 1] == "8001"
     assert SERVICES["api-proxy"]["ports"] == [f"${{MD_API_PORT:-{api_port}}}:8001"]
     nginx = (ROOT / "include" / "nginx" / "api.conf").read_text()
