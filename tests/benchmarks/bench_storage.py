@@ -44,6 +44,7 @@ import numpy as np
 
 from api.stocks.history import read_page
 from api.stocks.pagination import HistoryWindow
+from api.stocks.symbols import Listed
 from api.stocks.params import SortOrder
 from market_data import calendar
 from market_data.partitions import compact, due_for_compaction
@@ -201,7 +202,7 @@ async def time_reads(
             as_of=as_of,
         )
         t = time.perf_counter()
-        page = await read_page(conn, window, MIC, 1000)  # type: ignore[arg-type]
+        page = await read_page(conn, window, Listed(symbol, MIC, Tier.T0.value), 1000)
         out.append(time.perf_counter() - t)
         if len(page.bars) != len(minutes):
             raise AssertionError(f"{symbol} {minutes[0]}: {len(page.bars)} bars read, {len(minutes)} stored")
