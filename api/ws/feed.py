@@ -29,7 +29,8 @@ from api.ws.limits import WsLimits
 from market_data.notifications import ACTION_CHANNEL, BAR_CHANNEL, QUOTE_CHANNEL
 
 FEED_BACKLOG = 100_000
-"""Notifications the hub may fall behind by before the oldest are dropped (process overload)."""
+"""Notifications the hub may fall behind by before the oldest are dropped (process overload;
+the hub then resynchronises its clients and the latest-value cache, `Hub.watch_feed_backlog`)."""
 
 
 GC_THRESHOLDS = (50_000, 20, 10)
@@ -67,17 +68,18 @@ def freeze_startup_heap() -> None:
 class LiveFeed(InitPlugin):
     def __init__(self, resources: AppResources, metrics: ApiMetrics, limits: WsLimits | None = None) -> None:
         self.backend = ListenerBackend(resources.settings.database_url)
+        self.backlog_max = FEED_BACKLOG
         self.channels = ChannelsPlugin(
             backend=self.backend,
             channels=[BAR_CHANNEL, QUOTE_CHANNEL, ACTION_CHANNEL],
-            subscriber_max_backlog=FEED_BACKLOG,
+            subscriber_max_backlog=self.backlog_max,
             subscriber_backlog_strategy="dropleft",
         )
         self.hub = Hub(resources, metrics, limits or WsLimits.from_env())
         self.hub.backend = self.backend
         # the latest-value cache serves only while LISTEN is up, and starts over after a loss
         latest = resources.latest
-        latest.follow(lambda: self.backend.listening)
+        latest.follow(lambda: self.backend.listening and not self.hub.feed_overflowing)
         self.backend.on_lost = latest.invalidate
 
         def restored() -> None:
@@ -96,7 +98,7 @@ class LiveFeed(InitPlugin):
     @asynccontextmanager
     async def _lifespan(self, _: Litestar) -> AsyncIterator[None]:
         subscriber = await self.channels.subscribe([BAR_CHANNEL, QUOTE_CHANNEL, ACTION_CHANNEL])
-        self.hub.start(subscriber.iter_events())
+        self.hub.start(subscriber.iter_events(), lambda: subscriber.qsize, self.backlog_max)
         freeze_startup_heap()
         try:
             yield

@@ -10,6 +10,13 @@ session's own sender task writes its backlog to its socket.
 
 A watchdog closes sessions whose socket has accepted nothing for `stall_seconds` while
 messages wait, and queues heartbeats.
+
+The feed itself is bounded too (the channels plugin keeps the newest `backlog_max`
+notifications the hub has not read yet and drops the oldest). When the hub finds that backlog
+full, notifications may have been lost, as when LISTEN is lost: the latest-value cache stops
+serving (`feed_overflowing`) and is emptied; once the hub has caught up (the backlog is at
+most half full) the cache is emptied again and every session gets `resync` and a fresh
+snapshot.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -69,14 +76,27 @@ class Hub:
         self.undecodable = 0
         self.dropped = 0
         """Messages dropped from full backlogs, all sessions together."""
+        self.feed_overflowing = False
+        """The feed's backlog was found full and the hub has not caught up yet."""
+        self.feed_overflows = 0
+        """Times the feed's backlog was found full (notifications may have been lost)."""
 
     # --------------------------------------------------------------------------------------------
     # lifecycle
     # --------------------------------------------------------------------------------------------
-    def start(self, events: AsyncIterator[bytes]) -> None:
-        """Start reading `events` (notification payloads) and the watchdog."""
+    def start(
+        self,
+        events: AsyncIterator[bytes],
+        backlog: Callable[[], int] | None = None,
+        backlog_max: int = 0,
+    ) -> None:
+        """Start reading `events` (notification payloads) and the watchdog.
+
+        `backlog()`: the notifications waiting in `events` now, of at most `backlog_max` (the
+        oldest are dropped beyond it); None: `events` drops nothing.
+        """
         self._tasks = [
-            asyncio.create_task(self._pump(events), name="ws-hub-pump"),
+            asyncio.create_task(self._pump(events, backlog, backlog_max), name="ws-hub-pump"),
             asyncio.create_task(self._watchdog(), name="ws-hub-watchdog"),
         ]
 
@@ -94,11 +114,33 @@ class Hub:
                 await t
         self._tasks = []
 
-    async def _pump(self, events: AsyncIterator[bytes]) -> None:
+    async def _pump(
+        self, events: AsyncIterator[bytes], backlog: Callable[[], int] | None, backlog_max: int
+    ) -> None:
         async for payload in events:
+            if backlog is not None:
+                # one was just taken: a backlog that is still at its limit less one was full
+                self.watch_feed_backlog(backlog() + 1, backlog_max)
             self.dispatch(payload)
             # let the senders write before the next notification is fanned out
             await asyncio.sleep(0)
+
+    def watch_feed_backlog(self, waiting: int, limit: int) -> None:
+        """React to the feed's backlog of `waiting` of at most `limit` notifications."""
+        if not self.feed_overflowing and waiting >= limit:
+            self.feed_overflowing = True
+            self.feed_overflows += 1
+            self.resources.latest.invalidate()
+            log.warning(
+                "live feed: %d notifications waiting, the oldest are being dropped; the latest-value "
+                "cache is off and clients will be resynchronised once the hub has caught up",
+                waiting,
+            )
+        elif self.feed_overflowing and waiting <= limit // 2:
+            self.feed_overflowing = False
+            self.resources.latest.invalidate()  # before the sessions' resync snapshots read it
+            self.resync_all()
+            log.info("live feed: caught up (%d waiting); clients resynchronised", waiting)
 
     async def _watchdog(self) -> None:
         loop = asyncio.get_running_loop()

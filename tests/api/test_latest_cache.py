@@ -7,12 +7,16 @@ miss: a revision of the bar it holds, a write whose notification the process nev
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import timedelta
 
 import httpx
 import msgspec
 
-from market_data.ingest.pit_write import write_bars
+from api.ws import feed
+from market_data.ingest.pit_write import write_bars, write_quotes
+from market_data.records import Quote
 from tests.api.stocks_data import session_bars
 from tests.api.ws_harness import LiveServer, connect, live_server, subscribe, wait_until
 
@@ -115,3 +119,35 @@ async def test_each_api_process_keeps_its_own_cache_current(conn) -> None:
         )
         for server in (one, two):
             assert (await _price(http, server))["price"] == bars[5].close
+
+
+async def test_a_notification_dropped_from_a_full_feed_backlog_is_not_left_stale(conn, monkeypatch) -> None:
+    """The feed keeps the newest FEED_BACKLOG notifications the hub has not read: a burst larger
+    than that drops the oldest, here the one that updates the cached bar."""
+    monkeypatch.setattr(feed, "FEED_BACKLOG", 8)
+    bars = session_bars("AAPL", minutes=6)
+    async with live_server() as server, httpx.AsyncClient() as http:
+        await _written(server, conn, bars[:5])
+        assert (await _price(http, server))["price"] == bars[4].close  # cached now
+        ws = await connect(server)
+        await subscribe(ws, bars=["AAPL"])
+        start = bars[5].ts
+        burst = [
+            Quote(symbol="MSFT", ts=start + timedelta(seconds=i), provider="synthetic", last=100.0 + i)
+            for i in range(40)
+        ]
+        before = server.hub.received
+        async with conn.transaction():  # delivered together at commit: the bar's first
+            await write_bars(conn, bars[5:], policy_version=1, advance_cursors=True)
+            await write_quotes(conn, burst, policy_version=1)
+        await wait_until(lambda: server.hub.received > before, 5, "the burst")
+        await wait_until(lambda: not server.hub.feed_overflowing, 5, "the hub to catch up")
+
+        assert server.hub.received - before < len(burst) + 1  # some were dropped indeed
+        assert (await _price(http, server))["price"] == bars[5].close
+        assert server.hub.feed_overflows == 1
+        # the WebSocket client is told it may have missed updates, with a fresh snapshot
+        seen = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(2)]
+        assert seen[0]["type"] == "resync", seen
+        assert seen[1]["type"] == "snapshot" and seen[1]["bars"][0]["close"] == bars[5].close, seen
+        await ws.close()

@@ -23,6 +23,7 @@ from litestar import Litestar
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
+from api.http_protocol import OneSendHttpProtocol
 from api.ws.hub import Hub
 from api.ws.limits import WsLimits
 from market_data.settings import Settings, get_settings
@@ -61,7 +62,10 @@ async def live_server(
     sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", ws_per_message_deflate=False, lifespan="on")
+        # served as `python -m api.serve` serves it (its HTTP protocol, no deflate)
+        uvicorn.Config(
+            app, log_level="warning", ws_per_message_deflate=False, lifespan="on", http=OneSendHttpProtocol
+        )
     )
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

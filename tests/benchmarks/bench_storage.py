@@ -44,8 +44,8 @@ import numpy as np
 
 from api.stocks.history import read_page
 from api.stocks.pagination import HistoryWindow
-from api.stocks.symbols import Listed
 from api.stocks.params import SortOrder
+from api.stocks.symbols import Listed
 from market_data import calendar
 from market_data.partitions import compact, due_for_compaction
 from market_data.policy import load_policy_file
