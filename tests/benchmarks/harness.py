@@ -226,8 +226,8 @@ class BenchDb:
 
 
 @contextlib.asynccontextmanager
-async def bench_db(name: str, *, migrate: bool = True) -> AsyncIterator[BenchDb]:
-    d = BenchDb(name)
+async def bench_db(name: str, *, migrate: bool = True, suffix: str = "") -> AsyncIterator[BenchDb]:
+    d = BenchDb(name, suffix)
     try:
         yield await d.create(migrate=migrate)
     finally:
