@@ -18,6 +18,7 @@ import httpx
 import msgspec
 import pytest
 from playwright.async_api import Page, async_playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from market_data.corporate_actions import ActionKind, CorporateAction, record_actions
 from market_data.ingest.pit_write import write_bars
@@ -72,14 +73,31 @@ async def quality_marks(page: Page) -> dict[int, str]:
     return {t: s for t, s in points}
 
 
-async def hover_bar(page: Page, time: int) -> tuple[float, float]:
-    """Move the mouse onto the chart bar of `time`; returns the point."""
-    x = await js(page, "(t) => window.mdQualityPage.chart.timeScale().timeToCoordinate(t)", time)
-    box = await page.locator("#chart").bounding_box()
-    assert box is not None and x is not None
-    point = (box["x"] + x, box["y"] + box["height"] / 2)
-    await page.mouse.move(*point)
-    return point
+async def hover_bar(page: Page, time: int, tries: int = 20) -> tuple[float, float]:
+    """Move the mouse onto the chart bar of `time` until its tooltip names it; returns the point.
+
+    The chart may still be sizing itself to the page when a test starts (its width follows the
+    page's layout): a coordinate taken a moment before can then point at another bar, so the
+    point is taken again until the tooltip shows `time`.
+    """
+    label = datetime.fromtimestamp(time, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    for _ in range(tries):
+        x = await js(page, "(t) => window.mdQualityPage.chart.timeScale().timeToCoordinate(t)", time)
+        box = await page.locator("#chart").bounding_box()
+        assert box is not None and x is not None
+        point = (box["x"] + x, box["y"] + box["height"] / 2)
+        await page.mouse.move(*point)
+        try:
+            await page.wait_for_function(
+                "(label) => { const t = document.getElementById('tooltip');"
+                " return !t.hidden && t.innerText.startsWith(label); }",
+                arg=label,
+                timeout=500,
+            )
+            return point
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"the tooltip never named {label}: {await page.inner_text('#tooltip')!r}")
 
 
 async def until_following(page: Page, interval: str) -> None:
