@@ -93,7 +93,7 @@ class Hub:
         """Start reading `events` (notification payloads) and the watchdog.
 
         `backlog()`: the notifications waiting in `events` now, of at most `backlog_max` (the
-        oldest are dropped beyond it); None: `events` drops nothing.
+        oldest are dropped beyond it); None (or `backlog_max` 0): `events` drops nothing.
         """
         self._tasks = [
             asyncio.create_task(self._pump(events, backlog, backlog_max), name="ws-hub-pump"),
@@ -118,7 +118,7 @@ class Hub:
         self, events: AsyncIterator[bytes], backlog: Callable[[], int] | None, backlog_max: int
     ) -> None:
         async for payload in events:
-            if backlog is not None:
+            if backlog is not None and backlog_max > 0:
                 # one was just taken: a backlog that is still at its limit less one was full
                 self.watch_feed_backlog(backlog() + 1, backlog_max)
             self.dispatch(payload)
