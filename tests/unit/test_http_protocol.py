@@ -24,17 +24,18 @@ from api.http_protocol import SEND_AT, CombinedWrites, OneSendHttpProtocol
 BIG = 3 * SEND_AT + 123
 
 
-class Recorder:
+class Recorder(asyncio.Transport):
     """The socket's side of a transport: what was sent, in which sends."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.sends: list[bytes] = []
         self.closed = False
         self.aborted = False
         self.eof = False
         self.extra = {"peername": ("127.0.0.1", 1)}
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         assert not self.closed, "a write after close"
         self.sends.append(bytes(data))
 
@@ -63,7 +64,7 @@ async def _turn() -> None:
 
 async def test_the_writes_of_one_turn_are_one_send_at_its_end() -> None:
     rec = Recorder()
-    t = CombinedWrites(rec, asyncio.get_running_loop())  # type: ignore[arg-type]
+    t = CombinedWrites(rec, asyncio.get_running_loop())
     t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
     t.write(bytearray(b"{}"))
     t.write(b"")
@@ -78,7 +79,7 @@ async def test_the_writes_of_one_turn_are_one_send_at_its_end() -> None:
 
 async def test_a_large_write_is_sent_at_once_after_what_was_held() -> None:
     rec = Recorder()
-    t = CombinedWrites(rec, asyncio.get_running_loop())  # type: ignore[arg-type]
+    t = CombinedWrites(rec, asyncio.get_running_loop())
     t.write(b"head")
     t.write(b"x" * SEND_AT)
     assert rec.sends == [b"head" + b"x" * SEND_AT]
@@ -90,7 +91,7 @@ async def test_a_large_write_is_sent_at_once_after_what_was_held() -> None:
 async def test_close_and_eof_send_what_is_held_first_and_abort_drops_it() -> None:
     loop = asyncio.get_running_loop()
     rec = Recorder()
-    t = CombinedWrites(rec, loop)  # type: ignore[arg-type]
+    t = CombinedWrites(rec, loop)
     t.write(b"bye")
     t.close()
     assert rec.sends == [b"bye"] and rec.closed
@@ -98,13 +99,13 @@ async def test_close_and_eof_send_what_is_held_first_and_abort_drops_it() -> Non
     assert rec.sends == [b"bye"]
 
     rec = Recorder()
-    t = CombinedWrites(rec, loop)  # type: ignore[arg-type]
+    t = CombinedWrites(rec, loop)
     t.writelines([b"a", b"b"])
     t.write_eof()
     assert rec.sends == [b"ab"] and rec.eof
 
     rec = Recorder()
-    t = CombinedWrites(rec, loop)  # type: ignore[arg-type]
+    t = CombinedWrites(rec, loop)
     t.write(b"lost")
     t.abort()
     await _turn()
@@ -113,7 +114,7 @@ async def test_close_and_eof_send_what_is_held_first_and_abort_drops_it() -> Non
 
 async def test_bytes_held_when_the_peer_went_away_are_dropped_not_raised() -> None:
     rec = Recorder()
-    t = CombinedWrites(rec, asyncio.get_running_loop())  # type: ignore[arg-type]
+    t = CombinedWrites(rec, asyncio.get_running_loop())
     t.write(b"late")
     rec.closed = True  # connection_lost closed it under us
     await _turn()
@@ -124,30 +125,44 @@ async def test_bytes_held_when_the_peer_went_away_are_dropped_not_raised() -> No
 # ------------------------------------------------------------------------------------------------
 # through uvicorn
 # ------------------------------------------------------------------------------------------------
-class Counted:
+class Counted(asyncio.Transport):
     """A real transport whose sends are counted (the counting sits under CombinedWrites)."""
 
     sends = 0
 
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._t = transport
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        super().__init__()
+        self._t: Any = transport
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         Counted.sends += 1
         self._t.write(data)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._t, name)
+
+def _delegate(name: str) -> Any:
+    def method(self: Counted, *args: Any) -> Any:
+        return getattr(self._t, name)(*args)
+
+    return method
+
+
+# everything else uvicorn and the WebSocket protocol call goes to the real transport
+for _name in (
+    "writelines", "is_closing", "close", "abort", "write_eof", "can_write_eof", "get_extra_info",
+    "pause_reading", "resume_reading", "is_reading", "set_protocol", "get_protocol",
+    "get_write_buffer_size", "get_write_buffer_limits", "set_write_buffer_limits",
+):  # fmt: skip
+    setattr(Counted, _name, _delegate(_name))
 
 
 class CountedOneSend(OneSendHttpProtocol):
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(Counted(transport))  # type: ignore[arg-type]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(Counted(transport))
 
 
 class CountedPlain(HttpToolsProtocol):
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(Counted(transport))  # type: ignore[arg-type]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(Counted(transport))
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
