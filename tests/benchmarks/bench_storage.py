@@ -275,13 +275,7 @@ async def alternated_reads(
 async def load_smallest(d: BenchDb, symbols: list[str], sessions: list[list[datetime]]) -> asyncpg.Connection:
     """The smallest size in a database of its own, loaded and compacted as the grown one was."""
     conn = await d.connect()
-    await conn.execute("SET synchronous_commit = on")
-    await ensure_partitions(conn, "bars", sessions[0][0])
-    await conn.copy_records_to_table(
-        "symbol_universe",
-        records=[(s, MIC, "T0") for s in symbols],
-        columns=["symbol", "exchange_mic", "tier"],
-    )
+    await prepare(conn, symbols, sessions[0][0], ["bars"])
     await load_sessions(conn, INSERT_SESSION, symbols, sessions)
     for name in await due_for_compaction(conn):
         await compact(conn, name)
@@ -312,6 +306,18 @@ async def load_sessions(
         if i % 50 == 49:
             log(f"storage: {i + 1} of {len(sessions)} sessions loaded ({time.monotonic() - t:.0f} s)")
     return time.monotonic() - t
+
+
+async def prepare(conn: asyncpg.Connection, symbols: list[str], first: datetime, tables: list[str]) -> None:
+    """A fresh bench database made ready to load: `symbols` in the universe, partitions from `first`."""
+    await conn.execute("SET synchronous_commit = on")
+    for table in tables:
+        await ensure_partitions(conn, table, first)
+    await conn.copy_records_to_table(
+        "symbol_universe",
+        records=[(s, MIC, "T0") for s in symbols],
+        columns=["symbol", "exchange_mic", "tier"],
+    )
 
 
 async def ensure_partitions(conn: asyncpg.Connection, table: str, first: datetime) -> None:
@@ -393,14 +399,7 @@ async def measure(args: argparse.Namespace) -> tuple[list[SizeMeasure], dict[str
         conn = await d.connect()
         small: asyncpg.Connection | None = None
         try:
-            await conn.execute("SET synchronous_commit = on")
-            await ensure_partitions(conn, "bars", minutes[0][0])
-            await ensure_partitions(conn, "quotes", minutes[0][0])
-            await conn.copy_records_to_table(
-                "symbol_universe",
-                records=[(s, MIC, "T0") for s in symbols],
-                columns=["symbol", "exchange_mic", "tier"],
-            )
+            await prepare(conn, symbols, minutes[0][0], ["bars", "quotes"])
             # quotes: five sessions are enough for their bytes per row
             q_sessions = minutes[-5:]
             await load_sessions(conn, INSERT_QUOTES, symbols, q_sessions)
