@@ -28,6 +28,16 @@ alternating slices (the order flipping every slice), on the same server at the s
 the ratio is their p50s'. The p50 of the smallest size measured alone at the start is in the
 row's details (`alone_ratio`), with each size's reads as written and of its newest session.
 
+The server: by default (`--storage-postgres own`) a Postgres of the bench's own, started from
+the installed binaries into /var/tmp (`tests.faults.servers.PrivatePostgres`) with the memory
+settings README "Storage growth" recommends for a database host (`production_memory`:
+shared_buffers a quarter of the machine's memory, effective_cache_size three quarters), the
+settings docker-compose.yaml's Postgres takes from POSTGRES_SHARED_BUFFERS and
+POSTGRES_EFFECTIVE_CACHE_SIZE. A day's pages of a 100M-bar table then come from Postgres' own
+buffers, not its default 128 MB and the operating system's cache. `--storage-postgres shared`
+measures on DATABASE_URL's server as it is configured (this machine's: 128 MB). The server's
+settings are in the rows' details.
+
 The sizing table (README, "Storage growth") is computed from the measured bytes per bar and
 per quote, the default policy's intervals, cadences and retention, and the exchange
 calendars of the universe's exchanges; `python -m tests.benchmarks.bench_storage` prints it
@@ -37,12 +47,13 @@ after measuring at 1M bars only (a few minutes).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import shutil
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -60,7 +71,7 @@ from market_data.policy import load_policy_file
 from market_data.records import Interval, Tier
 from market_data.settings import get_settings
 from market_data.timeframes import Align
-from tests.benchmarks.harness import BenchDb, Row, bench_db, log, si
+from tests.benchmarks.harness import BASE_DSN, BenchDb, Row, bench_db, log, si
 
 NAME = "storage"
 MIC = "XNYS"
@@ -320,6 +331,46 @@ async def prepare(conn: asyncpg.Connection, symbols: list[str], first: datetime,
     )
 
 
+def production_memory(total_bytes: int) -> dict[str, str]:
+    """The memory settings README "Storage growth" recommends for a host of `total_bytes`.
+
+    shared_buffers a quarter of the memory (PostgreSQL's documentation: "a reasonable starting
+    value" on a dedicated database server), effective_cache_size three quarters (what the
+    planner may count on the operating system to cache besides).
+    """
+    mb = total_bytes // 2**20
+    return {"shared_buffers": f"{mb // 4}MB", "effective_cache_size": f"{mb * 3 // 4}MB"}
+
+
+@contextlib.contextmanager
+def storage_server(kind: str) -> Iterator[str]:
+    """The DSN of the server to measure on: one started here ('own'), or DATABASE_URL's ('shared')."""
+    if kind == "shared":
+        yield BASE_DSN
+        return
+    if kind != "own":
+        raise ValueError(f"--storage-postgres must be own or shared, not {kind!r}")
+    import psutil
+
+    from tests.faults.servers import PrivatePostgres
+
+    settings = {**production_memory(psutil.virtual_memory().total), "max_connections": "20"}
+    pg = PrivatePostgres(settings, parent="/var/tmp")  # on disk: /tmp may be a tmpfs
+    try:
+        log(f"storage: starting a Postgres of its own in {pg.root} with {settings}")
+        pg.initdb()
+        pg.start()
+        yield pg.dsn()
+    finally:
+        pg.remove()
+
+
+SERVER_SETTINGS = """
+SELECT name, current_setting(name) FROM pg_settings
+WHERE name IN ('server_version', 'shared_buffers', 'effective_cache_size', 'max_wal_size',
+               'autovacuum', 'random_page_cost', 'work_mem')"""
+
+
 async def ensure_partitions(conn: asyncpg.Connection, table: str, first: datetime) -> None:
     months = (datetime.now(UTC).year - first.year) * 12 + datetime.now(UTC).month - first.month + 2
     await conn.fetchval("SELECT md_ensure_month_partitions($1, $2::date, $3)", table, first.date(), months)
@@ -395,82 +446,109 @@ async def measure(args: argparse.Namespace) -> tuple[list[SizeMeasure], dict[str
     minutes = session_minutes(MIC, plan[-1], now)
     out: list[SizeMeasure] = []
     extra: dict[str, Any] = {"symbols": symbols_n, "sizes_asked": sizes, "skipped": None}
-    async with bench_db(NAME) as d, bench_db(NAME, suffix="_smallest") as smallest_db:
-        conn = await d.connect()
-        small: asyncpg.Connection | None = None
-        try:
-            await prepare(conn, symbols, minutes[0][0], ["bars", "quotes"])
-            # quotes: five sessions are enough for their bytes per row
-            q_sessions = minutes[-5:]
-            await load_sessions(conn, INSERT_QUOTES, symbols, q_sessions)
-            await conn.execute("VACUUM ANALYZE quotes")
-            q_heap, q_index, _ = await table_sizes(conn, "quotes")
-            q_rows = int(await conn.fetchval("SELECT count(*) FROM quotes"))
-            extra["quotes"] = {"rows": q_rows, "heap_bytes": q_heap, "index_bytes": q_index}
-            extra["bytes_per_quote"] = (q_heap + q_index) / q_rows
-            data_dir = str(await conn.fetchval("SHOW data_directory"))
-            done = 0
-            for size, sessions in zip(sizes, plan, strict=True):
-                if out and size > 20_000_000:
-                    need = (
-                        out[-1].as_written.bytes_per_bar * (sessions - done) * per_session * DISK_MARGIN
-                        + 10e9
-                    )
-                    free = free_bytes(data_dir)
-                    if free < need:
-                        extra["skipped"] = (
-                            f"{si(size)} bars: {free / 1e9:.0f} GB free on the database's disk, "
-                            f"{need / 1e9:.0f} GB wanted (estimate x {DISK_MARGIN:g} + 10 GB)"
-                        )
-                        log(f"storage: skipping {extra['skipped']}")
-                        break
-                log(f"storage: growing bars to {sessions} sessions x {symbols_n} symbols")
-                seconds = await load_sessions(conn, INSERT_SESSION, symbols, minutes[done:sessions])
-                done = sessions
-                bars = int(await conn.fetchval("SELECT count(*) FROM bars"))
-                _, _, parts = await table_sizes(conn, "bars")
-                written = await layout(conn, bars, symbols, minutes[:done], reads, rng)
-                log(f"storage: {si(bars)} bars as written: {describe(written)}")
-                t = time.monotonic()
-                due = await due_for_compaction(conn)
-                for name in due:
-                    await compact(conn, name)
-                compact_seconds = time.monotonic() - t
-                log(f"storage: compacted {len(due)} closed months in {compact_seconds:.0f} s")
-                compacted = await layout(conn, bars, symbols, minutes[:done], reads, rng)
-                log(f"storage: {si(bars)} bars compacted: {describe(compacted)}")
-                against = None
-                if not out:
-                    log(f"storage: the same {plan[0]} sessions in a database of their own, to read alongside")
-                    small = await load_smallest(smallest_db, symbols, minutes[: plan[0]])
-                else:
-                    assert small is not None
-                    against = await alternated_reads(
-                        small, minutes[: plan[0]], conn, minutes[:done], symbols, reads, rng
-                    )
-                    log(
-                        f"storage: alternated one-day reads, p50 {si(bars)} "
-                        f"{against['large']['p50_ms']:.2f} ms vs {si(out[0].bars)} "
-                        f"{against['small']['p50_ms']:.2f} ms: {against['ratio']:.2f}x"
-                    )
-                out.append(
-                    SizeMeasure(
-                        bars=bars,
-                        sessions=done,
-                        partitions=parts,
-                        load_seconds=round(seconds, 1),
-                        compact_seconds=round(compact_seconds, 1),
-                        compacted_partitions=len(due),
-                        as_written=written,
-                        compacted=compacted,
-                        against_smallest=against,
-                    )
-                )
-        finally:
-            await conn.close()
-            if small is not None:
-                await small.close()
+    server = str(getattr(args, "storage_postgres", "own"))
+    with storage_server(server) as base_dsn:
+        async with (
+            bench_db(NAME, base_dsn=base_dsn) as d,
+            bench_db(NAME, suffix="_smallest", base_dsn=base_dsn) as smallest_db,
+        ):
+            await grow_and_read(d, smallest_db, server, symbols, sizes, plan, minutes, reads, rng, out, extra)
     return out, extra
+
+
+async def grow_and_read(
+    d: BenchDb,
+    smallest_db: BenchDb,
+    server: str,
+    symbols: list[str],
+    sizes: list[int],
+    plan: list[int],
+    minutes: list[list[datetime]],
+    reads: int,
+    rng: random.Random,
+    out: list[SizeMeasure],
+    extra: dict[str, Any],
+) -> None:
+    symbols_n = len(symbols)
+    per_session = symbols_n * 390
+    conn = await d.connect()
+    small: asyncpg.Connection | None = None
+    try:
+        extra["server"] = {"kind": server, **dict(await conn.fetch(SERVER_SETTINGS))}
+        log(f"storage: measuring on {extra['server']}")
+        await prepare(conn, symbols, minutes[0][0], ["bars", "quotes"])
+        # quotes: five sessions are enough for their bytes per row
+        q_sessions = minutes[-5:]
+        await load_sessions(conn, INSERT_QUOTES, symbols, q_sessions)
+        await conn.execute("VACUUM ANALYZE quotes")
+        q_heap, q_index, _ = await table_sizes(conn, "quotes")
+        q_rows = int(await conn.fetchval("SELECT count(*) FROM quotes"))
+        extra["quotes"] = {"rows": q_rows, "heap_bytes": q_heap, "index_bytes": q_index}
+        extra["bytes_per_quote"] = (q_heap + q_index) / q_rows
+        data_dir = str(await conn.fetchval("SHOW data_directory"))
+        done = 0
+        for size, sessions in zip(sizes, plan, strict=True):
+            if out and size > 20_000_000:
+                need = out[-1].as_written.bytes_per_bar * (sessions - done) * per_session * DISK_MARGIN + 10e9
+                free = free_bytes(data_dir)
+                if free < need:
+                    extra["skipped"] = (
+                        f"{si(size)} bars: {free / 1e9:.0f} GB free on the database's disk, "
+                        f"{need / 1e9:.0f} GB wanted (estimate x {DISK_MARGIN:g} + 10 GB)"
+                    )
+                    log(f"storage: skipping {extra['skipped']}")
+                    break
+            log(f"storage: growing bars to {sessions} sessions x {symbols_n} symbols")
+            seconds = await load_sessions(conn, INSERT_SESSION, symbols, minutes[done:sessions])
+            done = sessions
+            bars = int(await conn.fetchval("SELECT count(*) FROM bars"))
+            _, _, parts = await table_sizes(conn, "bars")
+            written = await layout(conn, bars, symbols, minutes[:done], reads, rng)
+            log(f"storage: {si(bars)} bars as written: {describe(written)}")
+            t = time.monotonic()
+            due = await due_for_compaction(conn)
+            for name in due:
+                await compact(conn, name)
+            compact_seconds = time.monotonic() - t
+            log(f"storage: compacted {len(due)} closed months in {compact_seconds:.0f} s")
+            compacted = await layout(conn, bars, symbols, minutes[:done], reads, rng)
+            log(f"storage: {si(bars)} bars compacted: {describe(compacted)}")
+            against = None
+            if not out:
+                log(f"storage: the same {plan[0]} sessions in a database of their own, to read alongside")
+                small = await load_smallest(smallest_db, symbols, minutes[: plan[0]])
+            else:
+                assert small is not None
+                against = await alternated_reads(
+                    small, minutes[: plan[0]], conn, minutes[:done], symbols, reads, rng
+                )
+                log(
+                    f"storage: alternated one-day reads, p50 {si(bars)} "
+                    f"{against['large']['p50_ms']:.2f} ms vs {si(out[0].bars)} "
+                    f"{against['small']['p50_ms']:.2f} ms: {against['ratio']:.2f}x"
+                )
+            out.append(
+                SizeMeasure(
+                    bars=bars,
+                    sessions=done,
+                    partitions=parts,
+                    load_seconds=round(seconds, 1),
+                    compact_seconds=round(compact_seconds, 1),
+                    compacted_partitions=len(due),
+                    as_written=written,
+                    compacted=compacted,
+                    against_smallest=against,
+                )
+            )
+    finally:
+        await conn.close()
+        if small is not None:
+            await small.close()
+
+
+def server_label(server: dict[str, str]) -> str:
+    """'own Postgres, shared_buffers 6015MB': which server and memory a read row was measured on."""
+    return f"{server.get('kind', '?')} Postgres, shared_buffers {server.get('shared_buffers', '?')}"
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
@@ -503,7 +581,10 @@ async def run(args: argparse.Namespace) -> list[Row]:
         gb = (m.compacted.heap_bytes + m.compacted.index_bytes) / 1e9
         rows.append(
             Row(
-                benchmark=f"storage: one-day 1m history read p50, {si(m.bars)} vs {si(base.bars)} bars",
+                benchmark=(
+                    f"storage: one-day 1m history read p50, {si(m.bars)} vs {si(base.bars)} bars "
+                    f"({server_label(extra['server'])})"
+                ),
                 figure=f"{pair['large']['p50_ms']:.2f} ms ({gb:.1f} GB)",
                 baseline=f"{pair['small']['p50_ms']:.2f} ms (alternated)",
                 ratio=ratio,
@@ -546,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage-symbols", type=int, default=500)
     p.add_argument("--storage-sizes", default="1M")
     p.add_argument("--storage-reads", type=int, default=500)
+    p.add_argument("--storage-postgres", choices=["own", "shared"], default="own")
     args = p.parse_args(argv)
     rows = asyncio.run(run(args))
     details = rows[0].details

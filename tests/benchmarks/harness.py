@@ -189,16 +189,19 @@ BARS_COLUMNS = (
 """The columns of `bars`, in table order: for benchmarks that load it (or a copy) directly."""
 
 
-def bench_dsn(database: str) -> str:
-    return db.dsn_with_database(BASE_DSN, database)
+def bench_dsn(database: str, base_dsn: str = BASE_DSN) -> str:
+    return db.dsn_with_database(base_dsn, database)
 
 
 class BenchDb:
-    """A database of this benchmark run only: created (and migrated) here, dropped at the end."""
+    """A database of this benchmark run only: created (and migrated) here, dropped at the end.
 
-    def __init__(self, name: str, suffix: str = "") -> None:
+    On the server of DATABASE_URL, or of `base_dsn` (a server the benchmark started itself).
+    """
+
+    def __init__(self, name: str, suffix: str = "", base_dsn: str = BASE_DSN) -> None:
         self.name = f"md_bench_{name}_{PID}{suffix}".lower()
-        self.dsn = bench_dsn(self.name)
+        self.dsn = bench_dsn(self.name, base_dsn)
         self._created = False
 
     async def create(self, *, migrate: bool = True) -> BenchDb:
@@ -226,8 +229,10 @@ class BenchDb:
 
 
 @contextlib.asynccontextmanager
-async def bench_db(name: str, *, migrate: bool = True, suffix: str = "") -> AsyncIterator[BenchDb]:
-    d = BenchDb(name, suffix)
+async def bench_db(
+    name: str, *, migrate: bool = True, suffix: str = "", base_dsn: str = BASE_DSN
+) -> AsyncIterator[BenchDb]:
+    d = BenchDb(name, suffix, base_dsn)
     try:
         yield await d.create(migrate=migrate)
     finally:

@@ -116,6 +116,13 @@ def parser() -> argparse.ArgumentParser:
         "--storage-symbols", type=int, default=500, help="symbols the stored bars spread over (500)"
     )
     p.add_argument("--storage-reads", type=int, default=2000, help="one-day reads timed at each size (2000)")
+    p.add_argument(
+        "--storage-postgres",
+        choices=["own", "shared"],
+        default="own",
+        help="own: a Postgres the storage bench starts in /var/tmp with README's recommended memory "
+        "(shared_buffers a quarter of RAM); shared: DATABASE_URL's server as configured (own)",
+    )
     return p
 
 

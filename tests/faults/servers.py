@@ -129,11 +129,25 @@ class _PrivateServer:
 
 
 class PrivatePostgres(_PrivateServer):
-    """A throw-away Postgres cluster: trust auth, fsync on, TCP on 127.0.0.1:<free port>."""
+    """A throw-away Postgres cluster: trust auth, fsync on, TCP on 127.0.0.1:<free port>.
 
-    def __init__(self) -> None:
+    `settings` override or add server settings (`-c name=value`) to the small defaults below;
+    `parent` is the folder its data directory is made in (the system's temporary folder).
+    """
+
+    DEFAULT_SETTINGS: dict[str, str] = {
+        "listen_addresses": "127.0.0.1",
+        "fsync": "on",
+        "synchronous_commit": "on",
+        "shared_buffers": "32MB",
+        "max_connections": "60",
+        "log_min_messages": "warning",
+    }
+
+    def __init__(self, settings: dict[str, str] | None = None, parent: str | None = None) -> None:
+        self.settings = {**self.DEFAULT_SETTINGS, **(settings or {})}
         self.bindir = postgres_bindir()
-        self.root = Path(tempfile.mkdtemp(prefix="md_faults_pg_"))
+        self.root = Path(tempfile.mkdtemp(prefix="md_faults_pg_", dir=parent))
         self.data = self.root / "data"
         self.sockets = self.root / "sock"
         self.log = self.root / "postgres.log"
@@ -196,18 +210,7 @@ class PrivatePostgres(_PrivateServer):
                 str(self.port),
                 "-k",
                 str(self.sockets),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=on",
-                "-c",
-                "synchronous_commit=on",
-                "-c",
-                "shared_buffers=32MB",
-                "-c",
-                "max_connections=60",
-                "-c",
-                "log_min_messages=warning",
+                *(arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
