@@ -248,6 +248,20 @@ def test_env_example_lists_every_variable_compose_reads_with_compose_s_defaults(
     assert ".env" in (ROOT / ".gitignore").read_text().split()
 
 
+def test_postgres_gets_the_memory_the_storage_bench_measures_with() -> None:
+    """Compose's Postgres defaults are the bench's rule (a quarter, three quarters) for 4 GB."""
+    from tests.benchmarks.bench_storage import production_memory
+
+    command = [with_defaults(part) for part in command_of("postgres")]
+    assert command[0] == "postgres"
+    settings = dict(arg.split("=", 1) for arg in command[2::2])
+    assert command[1::2] == ["-c"] * len(settings)
+    assert settings == production_memory(4 * 2**30) == {
+        "shared_buffers": "1024MB",
+        "effective_cache_size": "3072MB",
+    }
+
+
 # ------------------------------------------------------------------------------------------------
 # scaling, health, restarts
 # ------------------------------------------------------------------------------------------------
