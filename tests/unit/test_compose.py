@@ -256,10 +256,8 @@ def test_postgres_gets_the_memory_the_storage_bench_measures_with() -> None:
     assert command[0] == "postgres"
     settings = dict(arg.split("=", 1) for arg in command[2::2])
     assert command[1::2] == ["-c"] * len(settings)
-    assert settings == production_memory(4 * 2**30) == {
-        "shared_buffers": "1024MB",
-        "effective_cache_size": "3072MB",
-    }
+    assert settings == production_memory(4 * 2**30)
+    assert settings == {"shared_buffers": "1024MB", "effective_cache_size": "3072MB"}
 
 
 # ------------------------------------------------------------------------------------------------
