@@ -352,14 +352,20 @@ def storage_server(kind: str) -> Iterator[str]:
         raise ValueError(f"--storage-postgres must be own or shared, not {kind!r}")
     import psutil
 
-    from tests.faults.servers import PrivatePostgres
+    from tests.faults.servers import PrivatePostgres, ServerError
 
     settings = {**production_memory(psutil.virtual_memory().total), "max_connections": "20"}
-    pg = PrivatePostgres(settings, parent="/var/tmp")  # on disk: /tmp may be a tmpfs
+    try:
+        pg = PrivatePostgres(settings, parent="/var/tmp")  # on disk: /tmp may be a tmpfs
+    except ServerError as e:
+        raise ServerError(f"{e} (or measure on DATABASE_URL's server: --storage-postgres shared)") from e
     try:
         log(f"storage: starting a Postgres of its own in {pg.root} with {settings}")
-        pg.initdb()
-        pg.start()
+        try:
+            pg.initdb()
+            pg.start()
+        except ServerError as e:
+            raise ServerError(f"{e} (or measure on DATABASE_URL's server: --storage-postgres shared)") from e
         yield pg.dsn()
     finally:
         pg.remove()
