@@ -355,20 +355,19 @@ def storage_server(kind: str) -> Iterator[str]:
     from tests.faults.servers import PrivatePostgres, ServerError
 
     settings = {**production_memory(psutil.virtual_memory().total), "max_connections": "20"}
+    pg: PrivatePostgres | None = None
     try:
-        pg = PrivatePostgres(settings, parent="/var/tmp")  # on disk: /tmp may be a tmpfs
-    except ServerError as e:
-        raise ServerError(f"{e} (or measure on DATABASE_URL's server: --storage-postgres shared)") from e
-    try:
-        log(f"storage: starting a Postgres of its own in {pg.root} with {settings}")
         try:
+            pg = PrivatePostgres(settings, parent="/var/tmp")  # on disk: /tmp may be a tmpfs
+            log(f"storage: starting a Postgres of its own in {pg.root} with {settings}")
             pg.initdb()
             pg.start()
         except ServerError as e:
             raise ServerError(f"{e} (or measure on DATABASE_URL's server: --storage-postgres shared)") from e
         yield pg.dsn()
     finally:
-        pg.remove()
+        if pg is not None:
+            pg.remove()
 
 
 SERVER_SETTINGS = """
@@ -441,6 +440,19 @@ def settings_note(bytes_per_bar: float, heap: float, index: float, bytes_per_quo
 # run
 # ------------------------------------------------------------------------------------------------
 async def measure(args: argparse.Namespace) -> tuple[list[SizeMeasure], dict[str, Any]]:
+    server = str(getattr(args, "storage_postgres", "own"))
+    with storage_server(server) as base_dsn:
+        async with (
+            bench_db(NAME, base_dsn=base_dsn) as d,
+            bench_db(NAME, suffix="_smallest", base_dsn=base_dsn) as smallest_db,
+        ):
+            return await grow_and_read(d, smallest_db, args, server)
+
+
+async def grow_and_read(
+    d: BenchDb, smallest_db: BenchDb, args: argparse.Namespace, server: str
+) -> tuple[list[SizeMeasure], dict[str, Any]]:
+    """Grow `bars` in `d` size after size, measuring each; the smallest is copied to `smallest_db`."""
     symbols_n = int(getattr(args, "storage_symbols", 500))
     sizes = sorted(parse_size(s) for s in str(getattr(args, "storage_sizes", "1M,10M,100M")).split(","))
     reads = int(getattr(args, "storage_reads", 2000))
@@ -448,35 +460,9 @@ async def measure(args: argparse.Namespace) -> tuple[list[SizeMeasure], dict[str
     symbols = [f"Q{i:03d}" for i in range(symbols_n)]
     per_session = symbols_n * 390
     plan = [max(1, round(size / per_session)) for size in sizes]
-    now = datetime.now(UTC)
-    minutes = session_minutes(MIC, plan[-1], now)
+    minutes = session_minutes(MIC, plan[-1], datetime.now(UTC))
     out: list[SizeMeasure] = []
     extra: dict[str, Any] = {"symbols": symbols_n, "sizes_asked": sizes, "skipped": None}
-    server = str(getattr(args, "storage_postgres", "own"))
-    with storage_server(server) as base_dsn:
-        async with (
-            bench_db(NAME, base_dsn=base_dsn) as d,
-            bench_db(NAME, suffix="_smallest", base_dsn=base_dsn) as smallest_db,
-        ):
-            await grow_and_read(d, smallest_db, server, symbols, sizes, plan, minutes, reads, rng, out, extra)
-    return out, extra
-
-
-async def grow_and_read(
-    d: BenchDb,
-    smallest_db: BenchDb,
-    server: str,
-    symbols: list[str],
-    sizes: list[int],
-    plan: list[int],
-    minutes: list[list[datetime]],
-    reads: int,
-    rng: random.Random,
-    out: list[SizeMeasure],
-    extra: dict[str, Any],
-) -> None:
-    symbols_n = len(symbols)
-    per_session = symbols_n * 390
     conn = await d.connect()
     small: asyncpg.Connection | None = None
     try:
@@ -550,6 +536,7 @@ async def grow_and_read(
         await conn.close()
         if small is not None:
             await small.close()
+    return out, extra
 
 
 def server_label(server: dict[str, str]) -> str:
